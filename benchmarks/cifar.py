@@ -1,0 +1,112 @@
+"""The real CIFAR-10 teachers and images in ../shared/data (never copied into this repository).
+
+Architecture: He et al.'s CIFAR ResNet with parameter-free "option A" shortcuts
+(stride-2 subsampling plus channel zero-padding), as the shared README describes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fastdfkd_plugin.loading import load_weights
+
+MEAN = (0.485, 0.456, 0.406)
+STD = (0.229, 0.224, 0.225)
+INPUT_SHAPE = (3, 32, 32)
+TEACHER_FILES = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
+
+
+def default_data_dir() -> Path:
+    """``$FASTDFKD_DATA_DIR`` or ../shared/data beside the repository."""
+    return Path(os.environ.get("FASTDFKD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+class OptionAShortcut(nn.Module):
+    """Subsample by 2 and zero-pad channels: the parameter-free CIFAR ResNet shortcut."""
+
+    def __init__(self, planes: int) -> None:
+        super().__init__()
+        self.pad = planes // 4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.pad, self.pad))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut = OptionAShortcut(planes) if stride != 1 or in_planes != planes else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, depth: int, num_classes: int = 10) -> None:
+        super().__init__()
+        blocks = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        in_planes, stages = 16, []
+        for planes, stride in ((16, 1), (32, 2), (64, 2)):
+            layers = []
+            for index in range(blocks):
+                layers.append(BasicBlock(in_planes, planes, stride if index == 0 else 1))
+                in_planes = planes
+            stages.append(nn.Sequential(*layers))
+        self.layer1, self.layer2, self.layer3 = stages
+        self.linear = nn.Linear(64, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.layer3(self.layer2(self.layer1(out)))
+        return self.linear(F.adaptive_avg_pool2d(out, 1).flatten(1))
+
+
+def resnet20() -> CifarResNet:
+    return CifarResNet(20)
+
+
+def resnet56() -> CifarResNet:
+    return CifarResNet(56)
+
+
+def load_teacher(name: str, data_dir: Path | None = None) -> CifarResNet:
+    """A pretrained teacher from ``data_dir/teachers`` (weights_only load)."""
+    model = CifarResNet(int(name.removeprefix("resnet")))
+    load_weights(model, (data_dir or default_data_dir()) / "teachers" / TEACHER_FILES[name])
+    return model.eval()
+
+
+def load_images(
+    split: str, data_dir: Path | None = None, limit: int | None = None, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised N×3×32×32 images and labels from ``cifar10/{split}.npz``.
+
+    The files are sorted by class, so ``limit`` takes a seeded random subset.
+    """
+    with np.load((data_dir or default_data_dir()) / "cifar10" / f"{split}.npz") as data:
+        x, y = data["x"], data["y"]
+    if limit is not None:
+        keep = np.random.default_rng(seed).permutation(len(y))[:limit]
+        x, y = x[keep], y[keep]
+    pixels = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
+    return (pixels - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1), torch.from_numpy(y)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    model.eval()
+    correct = sum((model(xb).argmax(1) == yb).sum().item() for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
+    return 100.0 * correct / len(y)

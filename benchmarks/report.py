@@ -1,0 +1,33 @@
+"""Writing benchmark results: JSON plus a markdown table, atomically, with the command that made them."""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fastdfkd_plugin import __version__
+from fastdfkd_plugin.io import atomic_path
+
+
+def environment() -> dict[str, Any]:
+    return {
+        "command": "python -m " + " ".join([Path(sys.argv[0]).stem and f"benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]]),
+        "package_version": __version__,
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "machine": platform.machine(),
+    }
+
+
+def write_results(json_path: Path, markdown_path: Path, results: dict[str, Any], markdown: str) -> None:
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(json_path) as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
+    with atomic_path(markdown_path) as tmp:
+        tmp.write_text(markdown)

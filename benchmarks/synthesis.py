@@ -1,0 +1,159 @@
+"""Synthesis benchmark on the real CIFAR-10 ResNet teachers: speed and quality per source.
+
+    python -m benchmarks.synthesis [--teachers resnet20,resnet56] [--batch-size 128] [--images 512]
+
+For each teacher, side by side in one run: ``fastdfkd`` at k = 2, 5, 10,
+``deepinversion`` (its 2,000-step cost timed over ``--di-steps`` steps and scaled;
+its quality measured at ``--di-steps``), ``gaussian`` noise and 512 real
+``train_10k`` images as the reference. Reports images/s (fastdfkd with and without
+its warm-up), the population BN-statistics distance, the teacher's confidence and
+class histogram, the cost per image relative to one teacher forward+backward (the
+floor), and the generator's share of fastdfkd's time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from fastdfkd_plugin import get_source
+from fastdfkd_plugin.quality import set_quality
+from fastdfkd_plugin.synthesis.generator import Generator
+from fastdfkd_plugin.teacher import frozen
+
+from .cifar import INPUT_SHAPE, MEAN, STD, default_data_dir, load_images, load_teacher
+from .report import environment, write_results
+
+DI_FULL_STEPS = 2000
+
+
+def seconds_per_call(fn, repeats: int = 3) -> float:
+    fn()  # warm the allocator and kernels
+    started = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - started) / repeats
+
+
+def floor_seconds_per_image(teacher: torch.nn.Module, batch_size: int) -> float:
+    """One teacher forward+backward (gradient to the inputs only), per image."""
+    x = torch.randn(batch_size, *INPUT_SHAPE)
+
+    def step() -> None:
+        inputs = x.clone().requires_grad_()
+        teacher(inputs).sum().backward()
+
+    with frozen(teacher):
+        return seconds_per_call(step) / batch_size
+
+
+def generator_seconds_per_step(batch_size: int) -> float:
+    generator = Generator(INPUT_SHAPE)
+    z = torch.randn(batch_size, generator.latent_dim)
+    return seconds_per_call(lambda: generator(z).sum().backward())
+
+
+def run_source(name: str, teacher, args, **options) -> dict:
+    source = get_source(name, teacher, INPUT_SHAPE, mean=MEAN, std=STD, device="cpu", seed=args.seed, **options)
+    warmup = 0.0
+    if name == "fastdfkd":
+        started = time.perf_counter()
+        source.next_batch(args.batch_size)  # pays the warm-up plus one task
+        warmup = time.perf_counter() - started
+    synthetic = source.synthetic_set(args.images if name != "deepinversion" else args.batch_size, args.batch_size)
+    seconds = synthetic.metadata["seconds"]
+    quality = set_quality(teacher, synthetic.inputs, synthetic.labels)
+    row = {"source": name, **options, "images": len(synthetic.labels), "seconds": seconds,
+           "images_per_second": len(synthetic.labels) / seconds, **quality.as_dict()}
+    if name == "fastdfkd":
+        row["warmup_seconds"] = warmup
+        row["images_per_second_with_warmup"] = (len(synthetic.labels) + args.batch_size) / (seconds + warmup)
+    if name == "deepinversion":
+        per_step = seconds / options["steps"]
+        row["images_per_second_at_2000_steps"] = args.batch_size / (per_step * DI_FULL_STEPS)
+    return row
+
+
+def benchmark_teacher(teacher_name: str, args) -> dict:
+    teacher = load_teacher(teacher_name, args.data_dir)
+    floor = floor_seconds_per_image(teacher, args.batch_size)
+    gen_step = generator_seconds_per_step(args.batch_size)
+    real_x, real_y = load_images("train_10k", args.data_dir, limit=args.images)
+    rows = [{"source": "real train_10k", "images": len(real_y), **set_quality(teacher, real_x, real_y).as_dict()}]
+    rows.append(run_source("gaussian", teacher, args, clip=False))
+    for k in args.ks:
+        row = run_source("fastdfkd", teacher, args, steps=k, warmup_tasks=args.warmup_tasks)
+        row["generator_share"] = gen_step * k * (args.images / args.batch_size) / row["seconds"]
+        rows.append(row)
+        print(f"{teacher_name} fastdfkd k={k}: {row['images_per_second']:.1f} img/s, bn {row['bn_distance']:.2f}", flush=True)
+    rows.append(run_source("deepinversion", teacher, args, steps=args.di_steps))
+    for row in rows:
+        if "images_per_second" in row:
+            row["seconds_per_image_over_floor"] = 1 / row["images_per_second"] / floor
+    print(f"{teacher_name}: done", flush=True)
+    return {"teacher": teacher_name, "floor_seconds_per_image": floor, "generator_seconds_per_step": gen_step, "rows": rows}
+
+
+def speedups(result: dict) -> dict:
+    rows = result["rows"]
+    di = next(r for r in rows if r["source"] == "deepinversion")["images_per_second_at_2000_steps"]
+    return {
+        f"k={r['steps']}": {"steady": r["images_per_second"] / di, "with_warmup": r["images_per_second_with_warmup"] / di}
+        for r in rows if r["source"] == "fastdfkd"
+    }
+
+
+def markdown(results: dict) -> str:
+    env = results["environment"]
+    lines = [
+        "# Synthesis benchmark (CIFAR-10 ResNet teachers)", "",
+        f"Command: `{env['command']}`  ", f"torch {env['torch']}, {env['threads']} CPU threads, CUDA: {env['cuda']}, "
+        f"batch {results['batch_size']}, {results['images']} images per source, fastdfkd warm-up {results['warmup_tasks']} tasks.", "",
+    ]
+    for result in results["teachers"]:
+        lines += [f"## {result['teacher']}", "",
+                  f"Floor (one teacher forward+backward): {result['floor_seconds_per_image'] * 1e3:.2f} ms per image.", "",
+                  "| source | images/s | images/s incl. warm-up | × floor | BN distance | confidence | class histogram | generator share |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in result["rows"]:
+            name = r["source"] + {"fastdfkd": f" k={r.get('steps')}", "deepinversion": f" {r.get('steps')} steps"}.get(r["source"], "")
+            ips = f"{r['images_per_second']:.1f}" if "images_per_second" in r else "–"
+            if r["source"] == "deepinversion":
+                ips = f"{r['images_per_second_at_2000_steps']:.3f} at 2,000 steps (timed over {r['steps']})"
+            warm = f"{r['images_per_second_with_warmup']:.1f}" if "images_per_second_with_warmup" in r else "–"
+            floor = f"{r['seconds_per_image_over_floor']:.1f}" if "seconds_per_image_over_floor" in r else "–"
+            share = f"{r['generator_share'] * 100:.0f} %" if "generator_share" in r else "–"
+            lines.append(f"| {name} | {ips} | {warm} | {floor} | {r['bn_distance']:.2f} | {r['confidence']:.2f} | "
+                         f"{r['class_histogram']} | {share} |")
+        lines += ["", "fastdfkd images/s over deepinversion at 2,000 steps per batch: " + ", ".join(
+            f"{k}: {v['steady']:.0f}× steady, {v['with_warmup']:.0f}× with warm-up" for k, v in speedups(result).items()), ""]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--teachers", default="resnet20,resnet56")
+    parser.add_argument("--ks", default="2,5,10", type=lambda s: [int(v) for v in s.split(",")])
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--images", type=int, default=512)
+    parser.add_argument("--warmup-tasks", type=int, default=20)
+    parser.add_argument("--di-steps", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/synthesis"))
+    args = parser.parse_args()
+    results = {"environment": environment(), "batch_size": args.batch_size, "images": args.images,
+               "warmup_tasks": args.warmup_tasks, "teachers": []}
+    for name in args.teachers.split(","):
+        result = benchmark_teacher(name, args)
+        result["speedup_over_deepinversion_2000"] = speedups(result)
+        results["teachers"].append(result)
+    write_results(args.out.with_suffix(".json"), args.out.with_suffix(".md"), results, markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+"""The one exception type users see.
+
+Anything raised as :class:`FastDFKDError` is a problem with the user's input or
+environment; its message is one sentence naming the problem and the fix. The CLI
+prints it without a traceback and exits non-zero. Every other exception is a bug.
+"""
+
+
+class FastDFKDError(Exception):
+    """A user-facing error: bad input, a missing file, an impossible setting."""

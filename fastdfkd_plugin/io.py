@@ -1,0 +1,60 @@
+"""Atomic file writes and the synthetic-set ``.npz`` format.
+
+A crash or Ctrl-C never leaves a half-written output: everything is written to a
+temporary file in the destination folder and moved into place with ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from .errors import FastDFKDError
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` only on success."""
+    target = Path(path)
+    if not target.parent.exists():
+        raise FastDFKDError(f"output folder {target.parent} does not exist; create it or choose another path")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def save_npz(path: str | os.PathLike, inputs: np.ndarray, labels: np.ndarray, metadata: dict[str, Any]) -> None:
+    """Write a synthetic set: ``inputs`` float32 N×C×H×W, ``labels`` int64, ``metadata`` JSON."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(
+            handle,
+            inputs=np.ascontiguousarray(inputs, dtype=np.float32),
+            labels=np.ascontiguousarray(labels, dtype=np.int64),
+            metadata=np.array(json.dumps(metadata, sort_keys=True)),
+        )
+
+
+def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read a set written by :func:`save_npz`; raise a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise FastDFKDError(f"synthetic set {path} does not exist; write one with `fastdfkd synthesize --out {path}`")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return data["inputs"], data["labels"], json.loads(str(data["metadata"]))
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
+        raise FastDFKDError(
+            f"{path} is not a synthetic set written by fastdfkd (expected inputs, labels and metadata): {exc}"
+        ) from exc

@@ -1,0 +1,114 @@
+"""Load a teacher from a CLI ``SPEC`` and weights from a file, safely by default.
+
+``SPEC`` is ``path/to/file.py:callable``, ``package.module:callable`` (the callable
+returns an ``nn.Module``), or a TorchScript file. Weights load with
+``weights_only=True``; a fully pickled module loads only with ``allow_pickle=True``,
+because unpickling runs code from the file.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .errors import FastDFKDError
+
+
+def load_model(spec: str, weights: str | None = None, allow_pickle: bool = False) -> nn.Module:
+    """Build the model named by ``spec`` and load ``weights`` into it (if given)."""
+    model = _build(spec, allow_pickle)
+    if weights is not None:
+        load_weights(model, weights, allow_pickle)
+    return model
+
+
+def _build(spec: str, allow_pickle: bool) -> nn.Module:
+    path = Path(spec)
+    if path.suffix in {".pt", ".pth", ".ts", ".jit"} and ":" not in path.name:
+        return _load_file_model(path, allow_pickle)
+    module_part, sep, attr = spec.rpartition(":")
+    if not sep or not attr:
+        raise FastDFKDError(
+            f"model spec {spec!r} is not 'path/to/file.py:callable', 'package.module:callable' or a TorchScript file"
+        )
+    module = _import(module_part)
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise FastDFKDError(f"{module_part!r} has no attribute {attr!r}; check the name after the colon")
+    model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    if not isinstance(model, nn.Module):
+        raise FastDFKDError(f"{spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def _import(module_part: str) -> Any:
+    if module_part.endswith(".py"):
+        file = Path(module_part)
+        if not file.is_file():
+            raise FastDFKDError(f"model file {file} does not exist; check the path before the colon")
+        name = f"fastdfkd_user_model_{abs(hash(file.resolve()))}"
+        module_spec = importlib.util.spec_from_file_location(name, file)
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[name] = module
+        module_spec.loader.exec_module(module)
+        return module
+    try:
+        return importlib.import_module(module_part)
+    except ImportError as exc:
+        raise FastDFKDError(f"cannot import {module_part!r} ({exc}); install it or give a path/to/file.py") from exc
+
+
+def _load_file_model(path: Path, allow_pickle: bool) -> nn.Module:
+    if not path.is_file():
+        raise FastDFKDError(f"model file {path} does not exist")
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except (RuntimeError, ValueError, zipfile.BadZipFile):
+        pass
+    if not allow_pickle:
+        raise FastDFKDError(
+            f"{path} is not a TorchScript file; if it is a pickled nn.Module you trust, pass --allow-pickle "
+            "(this runs code from the file), or give SPEC as file.py:callable with --weights"
+        )
+    model = _torch_load(path, weights_only=False)
+    if not isinstance(model, nn.Module):
+        raise FastDFKDError(f"{path} holds a {type(model).__name__}, not an nn.Module; pass it with --weights instead")
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path, allow_pickle: bool = False) -> None:
+    """Load a state dict (optionally under a ``state_dict`` key, optionally ``module.``-prefixed)."""
+    state = _torch_load(Path(path), weights_only=not allow_pickle)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if isinstance(state, nn.Module):
+        state = state.state_dict()
+    if not isinstance(state, dict):
+        raise FastDFKDError(f"{path} holds a {type(state).__name__}, not a state dict")
+    state = {key.removeprefix("module."): value for key, value in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise FastDFKDError(f"the weights in {path} do not fit the model ({first}); check --model and --weights") from exc
+
+
+def _torch_load(path: Path, weights_only: bool) -> Any:
+    if not path.is_file():
+        raise FastDFKDError(f"weights file {path} does not exist")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as exc:  # pickle and zip errors come in many types
+        if weights_only and "weights_only" in str(exc):
+            raise FastDFKDError(
+                f"{path} holds more than plain tensors, so it was not loaded safely; if you trust the file, "
+                "pass --allow-pickle (this runs code from the file)"
+            ) from exc
+        raise FastDFKDError(f"cannot read {path} ({exc.__class__.__name__}: {str(exc).strip().splitlines()[0][:200]})") from exc

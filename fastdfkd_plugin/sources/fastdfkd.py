@@ -1,0 +1,140 @@
+"""The ``fastdfkd`` source: batches from the meta-learned generator, k steps each."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import FastDFKDError
+from ..hookspecs import hookimpl
+from ..io import atomic_path
+from ..synthesis.generator import Generator
+from ..synthesis.meta import MetaSynthesizer, MetaUpdate, NonFiniteLoss
+from ..synthesis.objective import LossWeights
+from .base import DataSource, NonFiniteBatch
+
+log = logging.getLogger(__name__)
+
+
+class FastDFKDSource(DataSource):
+    """FastDFKD meta-synthesizer (Fang et al., AAAI 2022): a few steps per batch from a warm generator.
+
+    The first batch pays for a warm-up of ``warmup_tasks`` meta-learning tasks
+    (no adversarial term). Save the warm state with :meth:`save_state` and load it
+    with ``state_path=`` so later requests for the same teacher skip the warm-up.
+    Call :meth:`set_student` to aim the adversarial term at a student.
+    """
+
+    name = "fastdfkd"
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        input_shape: tuple[int, int, int],
+        *,
+        steps: int = 5,
+        warmup_tasks: int = 20,
+        meta_update: MetaUpdate = "fomaml",
+        lr_g: float | None = None,
+        lr_z: float | None = None,
+        latent_dim: int = 256,
+        loss_weights: LossWeights | None = None,
+        bn_momentum: float = 0.9,
+        state_path: str | Path | None = None,
+        **common: Any,
+    ) -> None:
+        super().__init__(teacher, input_shape, **common)
+        if steps < 1 or warmup_tasks < 0:
+            raise FastDFKDError(f"steps must be ≥ 1 and warmup_tasks ≥ 0, got steps={steps}, warmup_tasks={warmup_tasks}")
+        self.warmup_tasks = warmup_tasks
+        self.bn_momentum = bn_momentum
+        self.objective = self.inversion_objective(loss_weights, bn_momentum)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.seed)
+            generator = Generator(self.input_shape, latent_dim).to(self.device)
+        self.synthesizer = MetaSynthesizer(generator, self.objective, self.rng, steps, lr_g, lr_z, meta_update)
+        self.warmup_seconds = 0.0
+        if state_path is not None:
+            self.load_state(state_path)
+
+    def set_student(self, student: nn.Module | None) -> None:
+        """Aim the adversarial term at ``student`` (after warm-up); ``None`` switches it off."""
+        if student is self.teacher:
+            raise FastDFKDError("the student is the teacher itself, which silently disables the adversarial term; pass a separate student")
+        self.objective.student = student
+
+    @property
+    def warmed_up(self) -> bool:
+        return self.synthesizer.tasks_done >= self.warmup_tasks
+
+    def synthesize_pixels(self, labels: torch.Tensor) -> torch.Tensor:
+        with self.objective.attached():
+            if not self.warmed_up:
+                self._warm_up(len(labels))
+            return self._task(labels, adversarial=True)
+
+    def _warm_up(self, batch_size: int) -> None:
+        started = time.perf_counter()
+        remaining = self.warmup_tasks - self.synthesizer.tasks_done
+        for task in tqdm(range(remaining), desc="fastdfkd warm-up", unit="task", disable=not self.progress):
+            self._task(self.balanced_labels(batch_size, task * batch_size), adversarial=False)
+        self.warmup_seconds += time.perf_counter() - started
+        log.info("fastdfkd warm-up: %d tasks in %.1f s", remaining, self.warmup_seconds)
+
+    def _task(self, labels: torch.Tensor, adversarial: bool) -> torch.Tensor:
+        try:
+            return self.synthesizer.task(labels, adversarial=adversarial).pixels
+        except NonFiniteLoss as exc:
+            raise NonFiniteBatch(str(exc)) from exc
+
+    def settings(self) -> dict[str, Any]:
+        s = self.synthesizer
+        w = self.objective.weights
+        return {
+            "steps": s.steps, "lr_g": s.lr_g, "lr_z": s.lr_z, "meta_update": s.meta_update,
+            "warmup_tasks": self.warmup_tasks, "warmup_seconds": round(self.warmup_seconds, 3),
+            "bn_momentum": self.bn_momentum, "loss_weights": {"bn": w.bn, "oh": w.oh, "adv": w.adv},
+            "latent_dim": s.generator.latent_dim,
+        }
+
+    # -- reuse of a warm meta-generator -----------------------------------------------
+    def save_state(self, path: str | Path) -> None:
+        """Save the meta-generator, its optimiser and BN momentum, tied to this teacher."""
+        state = {
+            "teacher_fingerprint": self.info.fingerprint,
+            "input_shape": list(self.input_shape),
+            "synthesizer": self.synthesizer.state_dict(),
+            "label_cursor": self._labels_drawn,
+        }
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+
+    def load_state(self, path: str | Path) -> None:
+        """Resume from :meth:`save_state`; refuse a state made for another teacher or shape."""
+        path = Path(path)
+        if not path.is_file():
+            raise FastDFKDError(f"generator state {path} does not exist; omit it to warm up from scratch")
+        try:
+            state = torch.load(path, map_location=self.device, weights_only=True)
+        except Exception as exc:  # torch raises many types for corrupt files
+            raise FastDFKDError(f"{path} is not a readable fastdfkd generator state ({exc.__class__.__name__}); delete it and warm up again") from exc
+        if state.get("teacher_fingerprint") != self.info.fingerprint:
+            raise FastDFKDError(
+                f"generator state {path} was made for another teacher (fingerprint {state.get('teacher_fingerprint')}, "
+                f"this teacher is {self.info.fingerprint}); use a state saved for this teacher or none"
+            )
+        if tuple(state["input_shape"]) != self.input_shape:
+            raise FastDFKDError(f"generator state {path} is for input shape {tuple(state['input_shape'])}, not {self.input_shape}")
+        self.synthesizer.load_state_dict(state["synthesizer"])
+        self._labels_drawn = state["label_cursor"]
+
+
+@hookimpl
+def fastdfkd_register_sources(register: Callable[[type[DataSource]], None]) -> None:
+    register(FastDFKDSource)

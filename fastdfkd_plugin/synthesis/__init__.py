@@ -1,0 +1,1 @@
+"""Synthesis machinery shared by the sources: generator, augmentation, inversion loss, meta-learning."""

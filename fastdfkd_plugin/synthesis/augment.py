@@ -1,0 +1,27 @@
+"""Differentiable per-sample random crop (zero padding) and horizontal flip.
+
+Gradients flow through the augmentation into the generator, so the synthesised
+images must explain the teacher's statistics under the same jitter real training
+images saw. Implemented as one batched ``grid_sample`` with integer shifts.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def crop_flip(images: torch.Tensor, rng: torch.Generator, padding: int | None = None) -> torch.Tensor:
+    """Shift each image by up to ``padding`` pixels (zeros fill in) and flip half of them."""
+    n, _, height, width = images.shape
+    padding = max(1, height // 8) if padding is None else padding
+    device = images.device
+    shifts = torch.randint(-padding, padding + 1, (n, 2), generator=rng, device=rng.device).to(device, images.dtype)
+    flips = torch.randint(0, 2, (n,), generator=rng, device=rng.device).to(device, images.dtype) * 2 - 1
+    theta = torch.zeros(n, 2, 3, device=device, dtype=images.dtype)
+    theta[:, 0, 0] = flips
+    theta[:, 1, 1] = 1
+    theta[:, 0, 2] = shifts[:, 0] * 2 / width
+    theta[:, 1, 2] = shifts[:, 1] * 2 / height
+    grid = F.affine_grid(theta, list(images.shape), align_corners=False)
+    return F.grid_sample(images, grid, mode="nearest", padding_mode="zeros", align_corners=False)

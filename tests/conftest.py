@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny BatchNorm teachers that make synthesis fast enough for tests."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from torch import nn
+
+from models import TinyNet, make_teacher
+
+SHAPE = (3, 32, 32)
+MODELS = Path(__file__).with_name("models.py")
+# Few, cheap steps: tests check behaviour, benchmarks check quality.
+FAST = dict(steps=2, warmup_tasks=2, latent_dim=32, device="cpu")
+
+
+@pytest.fixture
+def teacher() -> TinyNet:
+    return make_teacher()
+
+
+def state_hash(model: nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()

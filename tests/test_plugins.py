@@ -1,0 +1,134 @@
+"""The pluggy layer: built-ins as ordinary plugins, mock and real third-party plugins."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import SHAPE
+from fastdfkd_plugin import DataSource, FastDFKDError, get_source, hookimpl, list_sources
+from fastdfkd_plugin.plugins import BUILTIN_PLUGINS, get_plugin_manager
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "fastdfkd-checkerboard"
+
+
+class ConstantSource(DataSource):
+    """Every pixel 0.5 (a test plugin)."""
+
+    name = "constant"
+    requires_batchnorm = False
+
+    def synthesize_pixels(self, labels):
+        return torch.full((len(labels), *self.input_shape), 0.5, device=self.device)
+
+
+class MockPlugin:
+    @hookimpl
+    def fastdfkd_register_sources(self, register):
+        register(ConstantSource)
+
+
+@contextlib.contextmanager
+def registered(plugin, name):
+    """Register ``plugin`` for the duration of the block, as a third-party plugin would be."""
+    manager = get_plugin_manager()
+    manager.register(plugin, name=name)
+    try:
+        yield plugin
+    finally:
+        manager.unregister(plugin)
+
+
+@pytest.fixture
+def mock_plugin():
+    with registered(MockPlugin(), "mock-plugin") as plugin:
+        yield plugin
+
+
+def test_builtins_are_registered_as_plugins():
+    entries = {entry.name: entry for entry in list_sources()}
+    assert {"fastdfkd", "deepinversion", "gaussian", "uniform"} <= set(entries)
+    assert entries["fastdfkd"].plugin in BUILTIN_PLUGINS
+    assert entries["gaussian"].description.startswith("Gaussian noise")
+
+
+def test_registered_plugin_source_is_selectable_by_name(mock_plugin, teacher):
+    assert "constant" in {entry.name for entry in list_sources()}
+    batch = get_source("constant", teacher, SHAPE, device="cpu").next_batch(4)
+    assert torch.all(batch.inputs == 0.5)
+
+
+def test_plugin_is_gone_after_unregistering(teacher):
+    with pytest.raises(FastDFKDError, match="unknown source 'constant'"):
+        get_source("constant", teacher, SHAPE)
+
+
+def test_duplicate_source_names_are_refused(mock_plugin):
+    class Impostor:
+        @hookimpl
+        def fastdfkd_register_sources(self, register):
+            register(ConstantSource)
+
+    with registered(Impostor(), "impostor"), pytest.raises(FastDFKDError, match="'constant' is registered by both"):
+        list_sources()
+
+
+def test_registering_something_that_is_not_a_source_is_refused():
+    class Broken:
+        @hookimpl
+        def fastdfkd_register_sources(self, register):
+            register(object)
+
+    with registered(Broken(), "broken"), pytest.raises(FastDFKDError, match="not a DataSource subclass"):
+        list_sources()
+
+
+@pytest.fixture(scope="module")
+def installed_example(tmp_path_factory):
+    """pip-install the documented third-party example into a private folder (a real entry point)."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "--no-index",
+         "--target", str(target), str(EXAMPLE)],
+        check=True, capture_output=True, text=True,
+    )
+    return target
+
+
+def fastdfkd(site: Path, *args: str, disable_autoload: bool = False) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    env.pop("FASTDFKD_DISABLE_PLUGIN_AUTOLOAD", None)
+    if disable_autoload:
+        env["FASTDFKD_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    return subprocess.run([sys.executable, "-m", "fastdfkd_plugin.cli", *args], env=env, capture_output=True, text=True)
+
+
+@pytest.mark.slow
+def test_installed_third_party_plugin_is_listed_and_used(installed_example, tmp_path):
+    listing = fastdfkd(installed_example, "sources")
+    assert listing.returncode == 0, listing.stderr
+    assert "checkerboard" in listing.stdout and "fastdfkd-checkerboard 1.0.0" in listing.stdout
+
+    out = tmp_path / "boards.npz"
+    result = fastdfkd(installed_example, "synthesize", "--model", f"{ROOT}/tests/models.py:tiny", "--input-shape", "3,32,32",
+                      "--source", "checkerboard", "--num-samples", "6", "--out", str(out), "-q")
+    assert result.returncode == 0, result.stderr
+    import numpy as np
+
+    with np.load(out) as data:
+        assert data["inputs"].shape == (6, 3, 32, 32)
+        assert '"source": "checkerboard"' in str(data["metadata"])
+
+
+@pytest.mark.slow
+def test_environment_variable_disables_entry_point_autoloading(installed_example):
+    listing = fastdfkd(installed_example, "sources", disable_autoload=True)
+    assert listing.returncode == 0, listing.stderr
+    assert "checkerboard" not in listing.stdout and "fastdfkd" in listing.stdout

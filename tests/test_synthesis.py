@@ -1,0 +1,206 @@
+"""The synthesis machinery: generator, augmentation, loss terms, BN momentum, meta updates."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import SHAPE
+from fastdfkd_plugin.inputspace import InputSpace
+from fastdfkd_plugin.synthesis.augment import crop_flip
+from fastdfkd_plugin.synthesis.generator import Generator
+from fastdfkd_plugin.synthesis.meta import MetaSynthesizer
+from fastdfkd_plugin.synthesis.objective import BatchNormMatcher, InversionObjective, LossWeights
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28), (4, 40, 48), (3, 64, 64), (3, 224, 224)])
+def test_generator_matches_input_shape_and_range(shape):
+    generator = Generator(shape, latent_dim=16, width=16)
+    pixels = generator(torch.randn(2, 16))
+    assert pixels.shape == (2, *shape)
+    assert 0 <= pixels.min() and pixels.max() <= 1
+
+
+def test_generator_is_the_papers_network_at_cifar_scale():
+    generator = Generator((3, 32, 32))
+    assert generator.init_hw == (8, 8)
+    assert sum(p.numel() for p in generator.parameters()) == pytest.approx(2.3e6, rel=0.05)
+
+
+def test_crop_flip_shifts_by_whole_pixels_and_passes_gradients():
+    images = torch.zeros(64, 1, 8, 8)
+    images[:, :, 3, 3] = 1
+    images.requires_grad_()
+    out = crop_flip(images, torch.Generator().manual_seed(0), padding=2)
+    assert set(out.detach().unique().tolist()) <= {0.0, 1.0}
+    rows, cols = torch.nonzero(out.detach()[:, 0] == 1, as_tuple=True)[1:]
+    assert rows.min() >= 1 and rows.max() <= 5  # 3 ± 2
+    assert len(set(cols.tolist())) > 2  # shifted and flipped positions differ per sample
+    out.sum().backward()
+    assert images.grad.abs().sum() > 0
+
+
+def test_crop_flip_without_padding_is_identity_or_mirror():
+    images = torch.rand(16, 3, 8, 8)
+    out = crop_flip(images, torch.Generator().manual_seed(1), padding=0)
+    for original, augmented in zip(images, out):
+        assert torch.equal(augmented, original) or torch.equal(augmented, original.flip(-1))
+
+
+# -- loss terms ---------------------------------------------------------------------------
+
+def run_tasks(teacher, weights, labels, student=None, bn_momentum=0.9, tasks=2, adversarial=True):
+    """Synthesise ``tasks`` batches with everything seeded; return the last batch's pixels."""
+    rng = torch.Generator().manual_seed(0)
+    space = InputSpace(3)
+    objective = InversionObjective(teacher, space.normalize, rng, weights, bn_momentum, crop_flip)
+    objective.student = student
+    torch.manual_seed(0)
+    synthesizer = MetaSynthesizer(Generator(SHAPE, latent_dim=16, width=16), objective, rng, steps=2)
+    with objective.attached():
+        for _ in range(tasks):
+            pixels = synthesizer.task(labels, adversarial=adversarial).pixels
+    return pixels
+
+
+@pytest.fixture
+def student(teacher):
+    student = copy.deepcopy(teacher)
+    with torch.no_grad():
+        student.head.weight.add_(0.05 * torch.randn_like(student.head.weight))
+    return student
+
+
+LABELS = torch.arange(8) % 10
+OTHER_LABELS = (torch.arange(8) + 3) % 10
+
+
+def test_bn_term_moves_the_output_only_when_weighted(teacher):
+    with_bn = run_tasks(teacher, LossWeights(bn=10, oh=0.5, adv=0), LABELS)
+    without_bn = run_tasks(teacher, LossWeights(bn=0, oh=0.5, adv=0), LABELS)
+    assert not torch.equal(with_bn, without_bn)
+    # With w_bn = 0, BN-only settings (the momentum) cannot matter.
+    assert torch.equal(without_bn, run_tasks(teacher, LossWeights(bn=0, oh=0.5, adv=0), LABELS, bn_momentum=0.0))
+
+
+def test_cross_entropy_term_moves_the_output_only_when_weighted(teacher):
+    weighted = LossWeights(bn=10, oh=0.5, adv=0)
+    assert not torch.equal(run_tasks(teacher, weighted, LABELS), run_tasks(teacher, weighted, OTHER_LABELS))
+    unweighted = LossWeights(bn=10, oh=0, adv=0)
+    assert torch.equal(run_tasks(teacher, unweighted, LABELS), run_tasks(teacher, unweighted, OTHER_LABELS))
+
+
+def test_adversarial_term_moves_the_output_only_when_weighted(teacher, student):
+    weighted = LossWeights(bn=10, oh=0.5, adv=1.0)
+    assert not torch.equal(run_tasks(teacher, weighted, LABELS, student), run_tasks(teacher, weighted, LABELS))
+    unweighted = LossWeights(bn=10, oh=0.5, adv=0)
+    assert torch.equal(run_tasks(teacher, unweighted, LABELS, student), run_tasks(teacher, unweighted, LABELS))
+    # During warm-up (adversarial=False) the student has no effect either.
+    assert torch.equal(run_tasks(teacher, weighted, LABELS, student, adversarial=False), run_tasks(teacher, weighted, LABELS))
+
+
+def test_adversarial_term_counts_only_samples_where_teacher_and_student_agree(teacher, student):
+    objective = InversionObjective(teacher, lambda x: x, torch.Generator(), LossWeights(bn=0, oh=0, adv=1))
+    objective.student = student
+    pixels = torch.rand(32, *SHAPE)
+    with objective.attached():
+        loss = objective(pixels, LABELS.repeat(4))
+    t, s = teacher(pixels), student(pixels)
+    agree = t.argmax(1) == s.argmax(1)
+    kl = (t.softmax(1) * (t.log_softmax(1) - s.log_softmax(1))).sum(1)
+    assert 0 < agree.sum() < 32 or agree.all()
+    assert loss.item() == pytest.approx(-(kl * agree).sum().item() / 32, rel=1e-4)
+
+
+def test_bn_momentum_blends_current_and_average_statistics():
+    layer = nn.BatchNorm2d(2).eval()
+    layer.running_mean.fill_(0.5)
+    matcher = BatchNormMatcher(layer, momentum=0.9)
+    x1, x2 = torch.randn(4, 2, 3, 3), torch.randn(4, 2, 3, 3) + 1
+    stats = lambda x: (x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=False))  # noqa: E731
+    distance = lambda m, v: torch.norm(m - 0.5) + torch.norm(v - 1)  # noqa: E731
+
+    matcher(layer, (x1,), None)
+    assert matcher.loss.item() == pytest.approx(distance(*stats(x1)).item(), rel=1e-5)
+    matcher.update_average(matcher.current)
+    matcher(layer, (x2,), None)
+    (m1, v1), (m2, v2) = stats(x1), stats(x2)
+    assert matcher.loss.item() == pytest.approx(distance(0.1 * m2 + 0.9 * m1, 0.1 * v2 + 0.9 * v1).item(), rel=1e-5)
+    matcher.update_average(matcher.current)
+    assert torch.allclose(matcher.average[0], 0.9 * m1 + 0.1 * m2)
+    assert torch.allclose(matcher.average[1], 0.9 * v1 + 0.1 * v2)
+
+
+# -- meta updates on a toy problem, against a hand computation ---------------------------------
+
+class ScalarGenerator(nn.Module):
+    """x = θ for every sample; z stays in the graph with zero gradient."""
+
+    latent_dim = 1
+
+    def __init__(self, theta: float) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(torch.tensor(theta, dtype=torch.float64))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.theta * torch.ones(len(z), 1, dtype=torch.float64) + 0 * z
+
+
+class QuadraticObjective:
+    """L(x) = (mean(x) − c)², with the statistics interface the synthesizer calls."""
+
+    def __init__(self, target: float) -> None:
+        self.target = target
+
+    def __call__(self, pixels, labels, adversarial=True):
+        return (pixels.mean() - self.target) ** 2
+
+    def batch_statistics(self):
+        return []
+
+    def update_momentum(self, stats):
+        pass
+
+
+def hand_adam(theta: float, target: float, lr: float, steps: int):
+    """k Adam steps (betas 0.5, 0.999) on (θ − c)², written out: returns gradients, losses, θ_k."""
+    m = v = 0.0
+    grads, losses = [], []
+    for t in range(1, steps + 1):
+        losses.append((theta - target) ** 2)
+        g = 2 * (theta - target)
+        grads.append(g)
+        m = 0.5 * m + 0.5 * g
+        v = 0.999 * v + 0.001 * g * g
+        theta -= lr * (m / (1 - 0.5**t)) / (math.sqrt(v / (1 - 0.999**t)) + 1e-8)
+    return grads, losses, theta
+
+
+@pytest.mark.parametrize("meta_update", ["fomaml", "reptile"])
+def test_meta_update_matches_hand_computation(meta_update):
+    theta0, target, lr, k = 0.3, 1.7, 0.1, 4
+    generator = ScalarGenerator(theta0)
+    meta_sgd = torch.optim.SGD(generator.parameters(), lr=1.0)  # θ ← θ − meta gradient
+    rng = torch.Generator().manual_seed(0)
+    synthesizer = MetaSynthesizer(
+        generator, QuadraticObjective(target), rng, steps=k, lr_g=lr, lr_z=lr, meta_update=meta_update, meta_optimizer=meta_sgd
+    )
+    result = synthesizer.task(torch.zeros(4, dtype=torch.long))
+
+    grads, losses, theta_k = hand_adam(theta0, target, lr, k)
+    expected = theta0 - sum(grads) if meta_update == "fomaml" else theta0 - (theta0 - theta_k)
+    assert generator.theta.item() == pytest.approx(expected, abs=1e-9)
+    assert result.loss == pytest.approx(min(losses), abs=1e-12)  # best of k
+    assert synthesizer.tasks_done == 1
+
+
+def test_default_learning_rates_follow_the_paper():
+    from fastdfkd_plugin.synthesis.meta import paper_learning_rates
+
+    assert paper_learning_rates(2) == (5e-3, 0.015)
+    assert paper_learning_rates(5) == (3e-3, 0.01)
+    assert paper_learning_rates(10) == (2e-3, 0.01)
