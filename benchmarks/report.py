@@ -16,7 +16,7 @@ from fastdfkd_plugin.io import atomic_path
 
 def environment() -> dict[str, Any]:
     return {
-        "command": "python -m " + " ".join([Path(sys.argv[0]).stem and f"benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]]),
+        "command": " ".join(["python -m", f"benchmarks.{Path(sys.argv[0]).stem}", *sys.argv[1:]]),
         "package_version": __version__,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

@@ -10,7 +10,6 @@ Gaussian-noise floor and the real-data reference.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .devices import resolve_device
 from .distillation import DistillConfig, distill
 from .errors import FastDFKDError
 from .io import atomic_path
@@ -60,7 +60,7 @@ class Digits:
     std: float
 
 
-def load_digits(seed: int = 0, test_size: int = 500) -> Digits:
+def load_digits(seed: int = 0, test_size: int = 500, device: torch.device | str = "cpu") -> Digits:
     """scikit-learn's 1,797 8×8 digits, upsampled to 32×32 pixels in [0, 1] and normalised."""
     try:
         from sklearn.datasets import load_digits as sklearn_digits
@@ -73,13 +73,14 @@ def load_digits(seed: int = 0, test_size: int = 500) -> Digits:
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     test, train = order[:test_size], order[test_size:]
     mean, std = pixels[train].mean().item(), pixels[train].std().item()
-    normalised = (pixels - mean) / std
+    normalised = ((pixels - mean) / std).to(device)
+    labels = labels.to(device)
     return Digits(normalised[train], labels[train], normalised[test], labels[test], mean, std)
 
 
 def train_teacher(digits: Digits, epochs: int = 12, seed: int = 0) -> DigitsNet:
     torch.manual_seed(seed)
-    model = DigitsNet(32)
+    model = DigitsNet(32).to(digits.train_x.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
@@ -107,33 +108,24 @@ def _endless(tensors: torch.Tensor, batch_size: int, seed: int) -> Iterator[torc
 def _onnx_accuracy_after_quantization(
     teacher: nn.Module, calibration: torch.Tensor, digits: Digits, bits: int, workdir: Path
 ) -> float:
-    from onnxruntime import InferenceSession, SessionOptions
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
-    from .adapters.onnxruntime import SourceCalibrationReader, export_onnx
+    from .adapters.onnxruntime import calibration_reader, export_onnx, quant_type, quiet_root_logger, session
 
     fp32, quantized = workdir / "teacher.onnx", workdir / f"teacher.w{bits}a{bits}.onnx"
     if not fp32.exists():
-        export_onnx(teacher, digits.test_x[:2], fp32)
-    qtype = QuantType.QInt8 if bits == 8 else QuantType.QInt4
-    atype = QuantType.QUInt8 if bits == 8 else QuantType.QUInt4
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # ONNX Runtime's advice about pre-processing and opsets, printed per call
-    try:
+        export_onnx(teacher, digits.test_x[:1], fp32)
+    with quiet_root_logger():
         quantize_static(
-            str(fp32), str(quantized), SourceCalibrationReader(calibration.split(64), "input"),
-            quant_format=QuantFormat.QDQ, per_channel=True, weight_type=qtype, activation_type=atype,
-            calibrate_method=CalibrationMethod.MinMax,
+            str(fp32), str(quantized), calibration_reader(fp32, calibration),
+            quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+            weight_type=quant_type(f"int{bits}"), activation_type=quant_type(f"uint{bits}"),
         )
-    finally:
-        root.setLevel(level)
-    session = InferenceSession(str(quantized), SessionOptions(), providers=["CPUExecutionProvider"])
-    logits = session.run(None, {"input": digits.test_x.numpy()})[0]
-    return float((logits.argmax(1) == digits.test_y.numpy()).mean() * 100)
+    logits = session(quantized).run(None, {"input": digits.test_x.cpu().numpy()})[0]
+    return float((logits.argmax(1) == digits.test_y.cpu().numpy()).mean() * 100)
 
 
-def run_demo(out_dir: str | Path = "fastdfkd-demo", seed: int = 0, progress: bool = True,
+def run_demo(out_dir: str | Path = "fastdfkd-demo", seed: int = 0, device: str = "auto", progress: bool = True,
              echo: Callable[[str], None] = print) -> dict:
     """Run the demo; write the preview grid and ``results.json`` into ``out_dir``; return the results."""
     try:
@@ -145,13 +137,14 @@ def run_demo(out_dir: str | Path = "fastdfkd-demo", seed: int = 0, progress: boo
     started = time.perf_counter()
 
     echo("1/4 training the teacher on scikit-learn's digits (the only time the training split is used for it)")
-    digits = load_digits(seed)
+    device = resolve_device(device)
+    digits = load_digits(seed, device=device)
     teacher = train_teacher(digits, seed=seed)
     teacher_acc = accuracy(teacher, digits.test_x, digits.test_y)
     echo(f"    teacher accuracy on 500 held-out digits: {teacher_acc:.1f} %")
 
     echo("2/4 synthesising 512 images from the teacher alone (fastdfkd, k = 5) and 512 of Gaussian noise")
-    common = dict(mean=[digits.mean], std=[digits.std], device="cpu", seed=seed, progress=progress)
+    common = dict(mean=[digits.mean], std=[digits.std], device=device, seed=seed, progress=progress)
     fast = get_source("fastdfkd", teacher, INPUT_SHAPE, **common)
     t0 = time.perf_counter()
     fast_set = fast.synthetic_set(512, batch_size=64)
@@ -169,7 +162,7 @@ def run_demo(out_dir: str | Path = "fastdfkd-demo", seed: int = 0, progress: boo
     fast.set_student(None)
     for name, batches in _student_sources(fast, noise_set, digits, seed):
         torch.manual_seed(seed)
-        student = DigitsNet(8)
+        student = DigitsNet(8).to(device)
         if name == "fastdfkd":
             fast.set_student(student)
         distill(teacher, student, batches, kd, progress=progress)
@@ -195,7 +188,7 @@ def run_demo(out_dir: str | Path = "fastdfkd-demo", seed: int = 0, progress: boo
         tmp.write_text(json.dumps(results, indent=2))
     echo("")
     echo(format_table(results))
-    echo(f"\npreview grid: {out / 'preview.png'}   synthetic set: {out / 'fastdfkd-digits.npz'}   "
+    echo(f"\ndevice: {device}; preview grid: {out / 'preview.png'}   synthetic set: {out / 'fastdfkd-digits.npz'}   "
          f"results: {out / 'results.json'}   ({results['seconds']:.0f} s)")
     return results
 

@@ -1,7 +1,7 @@
 """The plugin manager and the registry of sources it yields.
 
-Built-in sources are registered exactly like third-party ones: each built-in module
-is a plugin implementing :func:`~fastdfkd_plugin.hookspecs.fastdfkd_register_sources`.
+Built-in sources and adapters are registered exactly like third-party plugins: each
+built-in module implements hooks from :mod:`fastdfkd_plugin.hookspecs`.
 Third-party plugins come from the ``fastdfkd`` entry-point group unless
 ``FASTDFKD_DISABLE_PLUGIN_AUTOLOAD`` is set.
 """
@@ -25,6 +25,7 @@ BUILTIN_PLUGINS = (
     "fastdfkd_plugin.sources.fastdfkd",
     "fastdfkd_plugin.sources.deepinversion",
     "fastdfkd_plugin.sources.noise",
+    "fastdfkd_plugin.adapters.onnxruntime",
 )
 
 _manager: pluggy.PluginManager | None = None

@@ -1,4 +1,7 @@
-"""The ONNX Runtime calibration reader, against the real ``quantize_static``."""
+"""ONNX Runtime adapter: calibration reader, one-call quantization, export verification, formats.
+
+Everything runs the real onnx / onnxruntime packages on the CPU execution provider.
+"""
 
 from __future__ import annotations
 
@@ -6,33 +9,221 @@ import numpy as np
 import onnxruntime
 import pytest
 import torch
-from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from torch import nn
 
-from conftest import FAST, SHAPE
-from fastdfkd_plugin import get_source
-from fastdfkd_plugin.adapters.onnxruntime import SourceCalibrationReader, export_onnx
+from conftest import FAST, MODELS, SHAPE, state_hash
+from fastdfkd_plugin import FastDFKDError, get_source
+from fastdfkd_plugin.adapters import onnxruntime as ort_adapter
+from fastdfkd_plugin.adapters.onnxruntime import (
+    calibration_reader, export_and_verify, export_onnx, load_inputs_npz, load_onnx_test_data, onnx_input,
+    quantize_datafree, save_inputs_npz, save_onnx_test_data, synthesize_to_disk, verify_onnx,
+)
+from fastdfkd_plugin.cli import main
+from models import make_teacher
 
 
-def test_reader_protocol_rewind_len_and_range():
-    reader = SourceCalibrationReader([torch.full((2, 1), float(i)) for i in range(5)], "input")
-    assert len(reader) == 5
-    assert [reader.get_next()["input"][0, 0] for _ in range(5)] == [0, 1, 2, 3, 4] and reader.get_next() is None
+@pytest.fixture
+def synthetic(teacher):
+    return get_source("fastdfkd", teacher, SHAPE, **FAST).synthetic_set(32, batch_size=8)
+
+
+@pytest.fixture
+def onnx_file(teacher, tmp_path):
+    path = tmp_path / "teacher.onnx"
+    export_onnx(teacher, torch.zeros(1, *SHAPE), path)
+    return path
+
+
+def run_session(path, inputs):
+    runner = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return runner.run(None, {runner.get_inputs()[0].name: np.asarray(inputs, dtype=np.float32)})[0]
+
+
+# -- reader ----------------------------------------------------------------------------------------
+
+def test_reader_uses_the_graph_input_name_and_supports_rewind_len_and_range(onnx_file):
+    data = np.arange(5 * 2, dtype=np.float32).reshape(5, 2)
+    reader = calibration_reader(onnx_file, data, batch_size=2)
+    assert onnx_input(onnx_file).name == "input" and len(reader) == 3
+    assert [reader.get_next()["input"].shape[0] for _ in range(3)] == [2, 2, 1] and reader.get_next() is None
     reader.rewind()
-    assert reader.get_next()["input"].dtype == np.float32
-    reader.set_range(1, 3)
-    assert [reader.get_next()["input"][0, 0] for _ in range(2)] == [1, 2] and reader.get_next() is None
+    assert reader.get_next()["input"][0, 0] == 0
+    reader.set_range(1, 2)
+    assert reader.get_next()["input"][0, 0] == 4 and reader.get_next() is None
+    reader.rewind()
+    assert reader.get_next()["input"][0, 0] == 4
 
 
-@pytest.mark.parametrize("strided", [False, True])
-def test_synthetic_set_calibrates_real_onnxruntime_quantization(teacher, tmp_path, strided):
-    synthetic = get_source("fastdfkd", teacher, SHAPE, **FAST).synthetic_set(32, batch_size=8)
-    export_onnx(teacher, synthetic.inputs[:1], tmp_path / "m.onnx")
-    extra = {"CalibStridedMinMax": 2} if strided else {}
-    quantize_static(str(tmp_path / "m.onnx"), str(tmp_path / "q.onnx"), SourceCalibrationReader(synthetic, "input"),
-                    quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
-                    activation_type=QuantType.QUInt8, extra_options=extra)
-    session = onnxruntime.InferenceSession(str(tmp_path / "q.onnx"), providers=["CPUExecutionProvider"])
-    quantized = session.run(None, {"input": synthetic.inputs.numpy()})[0]
+def test_strided_calibration_gives_the_same_ranges_as_plain_calibration(onnx_file, synthetic, tmp_path):
+    def quantize(out, extra):
+        quantize_static(str(onnx_file), str(out), calibration_reader(onnx_file, synthetic), quant_format=QuantFormat.QDQ,
+                        per_channel=True, calibrate_method=CalibrationMethod.MinMax, extra_options=extra)
+        return run_session(out, synthetic.inputs.numpy())
+
+    plain = quantize(tmp_path / "plain.onnx", {})
+    strided = quantize(tmp_path / "strided.onnx", {"CalibStridedMinMax": 2})
+    assert np.allclose(plain, strided, atol=1e-5)  # MinMax over all batches, in two strides
+
+
+def test_large_sets_stream_from_disk(teacher, onnx_file, tmp_path):
+    source = get_source("gaussian", teacher, SHAPE, device="cpu")
+    inputs = synthesize_to_disk(source, 20, 8, tmp_path / "calib.npy")
+    assert isinstance(inputs, np.memmap) and inputs.shape == (20, *SHAPE)
+    reader = calibration_reader(onnx_file, tmp_path / "calib.npy", batch_size=8)
+    assert sum(1 for _ in iter(reader.get_next, None)) == 3
+
+
+# -- one call -------------------------------------------------------------------------------------
+
+def test_quantize_datafree_end_to_end_keeps_outputs_close_and_the_teacher_intact(teacher, tmp_path):
+    before = state_hash(teacher)
+    report = quantize_datafree(teacher, tmp_path / "q.onnx", input_shape=SHAPE, num_samples=32, batch_size=8,
+                               source_options={"steps": 2, "warmup_tasks": 2, "latent_dim": 32}, device="cpu",
+                               per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+    assert report.calibration_samples == 32 and report.agreement.top1_agreement == 100.0
+    assert report.options["calibration_providers"] == "['CPUExecutionProvider']"
+    probe = get_source("fastdfkd", teacher, SHAPE, seed=5, **FAST).synthetic_set(64, 64).inputs
+    quantized = run_session(tmp_path / "q.onnx", probe.numpy())
     with torch.no_grad():
-        reference = teacher(synthetic.inputs).numpy()
-    assert np.abs(quantized - reference).max() < 0.1 * np.abs(reference).max()
+        reference = teacher(probe).numpy()
+    assert (quantized.argmax(1) == reference.argmax(1)).mean() > 0.8
+    assert state_hash(teacher) == before
+
+
+def test_options_pass_through_to_quantize_static(teacher, synthetic, tmp_path, monkeypatch):
+    import onnxruntime.quantization as q
+
+    seen = {}
+    real = q.quantize_static
+
+    def spy(model_in, model_out, reader, **kwargs):
+        seen.update(kwargs)
+        return real(model_in, model_out, reader, **kwargs)
+
+    monkeypatch.setattr(q, "quantize_static", spy)
+    quantize_datafree(teacher, tmp_path / "q.onnx", input_shape=SHAPE, calibration=synthetic, preprocess=False,
+                      quant_format=QuantFormat.QOperator, per_channel=False, weight_type=QuantType.QUInt8,
+                      activation_type=QuantType.QUInt8, calibrate_method=CalibrationMethod.Percentile,
+                      nodes_to_exclude=["/head/Gemm"], extra_options={"CalibPercentile": 99.9})
+    assert seen["quant_format"] == QuantFormat.QOperator and seen["calibrate_method"] == CalibrationMethod.Percentile
+    assert seen["nodes_to_exclude"] == ["/head/Gemm"] and seen["extra_options"] == {"CalibPercentile": 99.9}
+    assert (tmp_path / "q.onnx").exists()
+
+
+def test_disagreeing_teacher_and_onnx_model_are_detected_before_quantizing(onnx_file, synthetic, tmp_path):
+    other_teacher = make_teacher(seed=42)
+    with pytest.raises(FastDFKDError, match="disagree on synthetic inputs"):
+        quantize_datafree(other_teacher, tmp_path / "q.onnx", input_shape=SHAPE, onnx_model=onnx_file, calibration=synthetic)
+    assert not (tmp_path / "q.onnx").exists()
+
+
+def test_onnx_input_shape_must_fit_the_teacher(teacher, onnx_file, tmp_path):
+    small = get_source("gaussian", teacher, (3, 16, 16), device="cpu").synthetic_set(8)
+    with pytest.raises(FastDFKDError, match="does not fit the teacher's input shape 3,16,16"):
+        quantize_datafree(teacher, tmp_path / "q.onnx", input_shape=(3, 16, 16), onnx_model=onnx_file, calibration=small)
+
+
+def test_unsupported_quantization_type_names_the_onnxruntime_version(monkeypatch):
+    class OldQuantType:
+        QInt8 = QuantType.QInt8
+
+    import onnxruntime.quantization as q
+
+    monkeypatch.setattr(q, "QuantType", OldQuantType)
+    with pytest.raises(FastDFKDError, match=r"int4 quantization needs onnxruntime ≥ 1\.18"):
+        ort_adapter.quant_type("int4")
+
+
+# -- export verification ----------------------------------------------------------------------------
+
+def test_export_and_verify_reports_errors_and_agreement(teacher, synthetic, tmp_path):
+    result = export_and_verify(teacher, tmp_path / "m.onnx", [b.inputs for b in synthetic])
+    assert result.samples == 32 and result.top1_agreement == 100.0 and result.max_abs_error < 1e-4
+
+
+class AutoRangeNet(nn.Module):
+    """Accepts 0–255 or 0–1 images by checking the range, a common convenience in deployed models.
+
+    Tracing bakes in whichever branch the example input took.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = make_teacher()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.max() > 1.5:
+            x = x / 255
+        return self.net(x)
+
+
+def test_realistic_inputs_catch_an_export_divergence_that_noise_hides(tmp_path):
+    model = AutoRangeNet().eval()
+    noise = [b.inputs for b in get_source("gaussian", model.net, SHAPE, clip=False, device="cpu").synthetic_set(32, 16)]
+    export_onnx(model, noise[0][:1], tmp_path / "m.onnx")  # exported with noise, as many scripts do
+    assert verify_onnx(model, tmp_path / "m.onnx", noise).failures(1e-4, 1e-3, 100.0) == []  # noise: looks fine
+
+    realistic = [b.inputs for b in get_source("fastdfkd", model.net, SHAPE, **FAST).synthetic_set(32, 16)]
+    assert verify_onnx(model, tmp_path / "m.onnx", realistic).failures(1e-4, 1e-3, 100.0)  # images: diverges
+    with pytest.raises(FastDFKDError, match="does not match torch"):
+        export_and_verify(model, tmp_path / "n.onnx", noise[:1] + realistic)
+    assert not (tmp_path / "n.onnx").exists()
+
+
+# -- formats ---------------------------------------------------------------------------------------
+
+def test_npz_keyed_by_input_name_round_trips(synthetic, tmp_path):
+    save_inputs_npz(tmp_path / "calib.npz", {"input": synthetic.inputs.numpy()})
+    loaded = load_inputs_npz(tmp_path / "calib.npz")
+    assert list(loaded) == ["input"] and np.array_equal(loaded["input"], synthetic.inputs.numpy())
+
+
+def test_onnx_test_data_folders_round_trip(teacher, synthetic, tmp_path):
+    batches = [{"input": b.inputs.numpy()} for b in synthetic]
+    outputs = [{"logits": teacher(b.inputs).detach().numpy()} for b in synthetic]
+    save_onnx_test_data(tmp_path / "data", batches, outputs)
+    assert (tmp_path / "data" / "test_data_set_3" / "input_0.pb").exists()
+    loaded = load_onnx_test_data(tmp_path / "data")
+    assert len(loaded) == 4 and all(np.array_equal(a["input"], b["input"]) for a, b in zip(loaded, batches))
+    assert np.array_equal(load_onnx_test_data(tmp_path / "data", "output")[0]["logits"], outputs[0]["logits"])
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+
+CLI_FAST = ["--steps", "2", "--warmup-tasks", "1", "--batch-size", "8", "--device", "cpu", "-q"]
+
+
+def test_cli_quantize_onnx_end_to_end(onnx_file, tmp_path, capsys):
+    code = main(["quantize-onnx", "--onnx", str(onnx_file), "--model", f"{MODELS}:tiny", "--out", str(tmp_path / "q.onnx"),
+                 "--num-samples", "16", "--weight-type", "int4", "--activation-type", "uint8", "--per-channel",
+                 "--calibrate-method", "percentile", *CLI_FAST])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert str(tmp_path / "q.onnx") in out and "agrees with the teacher on 100.0 %" in out
+    assert run_session(tmp_path / "q.onnx", np.zeros((2, *SHAPE))).shape == (2, 10)
+
+
+def test_cli_quantize_onnx_from_a_saved_set_and_export_with_test_data(tmp_path, capsys):
+    model = f"{MODELS}:tiny"
+    assert main(["synthesize", "--model", model, "--input-shape", "3,32,32", "--num-samples", "16",
+                 "--out", str(tmp_path / "set.npz"), *CLI_FAST]) == 0
+    assert main(["export-onnx", "--model", model, "--input-shape", "3,32,32", "--out", str(tmp_path / "m.onnx"),
+                 "--num-samples", "16", "--test-data", str(tmp_path / "data"), *CLI_FAST]) == 0
+    assert main(["quantize-onnx", "--onnx", str(tmp_path / "m.onnx"), "--model", model, "--calibration",
+                 str(tmp_path / "set.npz"), "--out", str(tmp_path / "q.onnx"), "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "top-1 agreement 100.0 %" in out and "calibrated on 16 samples" in out
+    assert len(load_onnx_test_data(tmp_path / "data")) == 2
+
+
+@pytest.mark.parametrize("onnx_content, message", [(None, "does not exist"), (b"garbage", "not a readable ONNX model")])
+def test_cli_missing_or_corrupt_onnx_file(tmp_path, capsys, onnx_content, message):
+    onnx_path = tmp_path / "m.onnx"
+    if onnx_content is not None:
+        onnx_path.write_bytes(onnx_content)
+    code = main(["quantize-onnx", "--onnx", str(onnx_path), "--model", f"{MODELS}:tiny", "--out", str(tmp_path / "q.onnx"),
+                 "--input-shape", "3,32,32", *CLI_FAST])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "q.onnx").exists()

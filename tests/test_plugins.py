@@ -132,3 +132,25 @@ def test_environment_variable_disables_entry_point_autoloading(installed_example
     listing = fastdfkd(installed_example, "sources", disable_autoload=True)
     assert listing.returncode == 0, listing.stderr
     assert "checkerboard" not in listing.stdout and "fastdfkd" in listing.stdout
+
+
+def test_plugins_add_cli_commands_through_the_commands_hook(capsys):
+    from fastdfkd_plugin.cli import main
+
+    class CommandPlugin:
+        @hookimpl
+        def fastdfkd_register_commands(self, subparsers):
+            hello = subparsers.add_parser("hello", help="say hello")
+            hello.add_argument("--name", default="world")
+            hello.set_defaults(run=lambda args: print(f"hello {args.name}"))
+
+    with registered(CommandPlugin(), "command-plugin"):
+        assert main(["hello", "--name", "plugins"]) == 0
+    assert capsys.readouterr().out == "hello plugins\n"
+
+
+def test_builtin_adapters_register_their_commands(capsys):
+    from fastdfkd_plugin.cli import build_parser
+
+    help_text = build_parser().format_help()
+    assert "quantize-onnx" in help_text and "export-onnx" in help_text
