@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 # The first onnxruntime release whose quantization tool has each type.
 MIN_ORT_VERSION = {"int16": "1.17", "uint16": "1.17", "int4": "1.18", "uint4": "1.18"}
 QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8", "int16": "QInt16", "uint16": "QUInt16", "int4": "QInt4", "uint4": "QUInt4"}
+# Calibration sets larger than this are synthesised into a memory-mapped file, not RAM.
+IN_MEMORY_LIMIT_BYTES = 1 << 30
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "distribution": "Distribution"}
 
 
@@ -409,7 +411,10 @@ def quantize_datafree(
         if calibration is None:
             data_source = get_source(source, teacher, input_shape, mean=mean, std=std, seed=seed, device=device,
                                      progress=progress, **(source_options or {}))
-            calibration = data_source.synthetic_set(num_samples, batch_size)
+            if num_samples * int(np.prod(input_shape)) * 4 > IN_MEMORY_LIMIT_BYTES:
+                calibration = synthesize_to_disk(data_source, num_samples, batch_size, Path(workdir) / "calibration.npy")
+            else:
+                calibration = data_source.synthetic_set(num_samples, batch_size)
             source_name = source
         elif isinstance(calibration, SyntheticSet):
             source_name = calibration.metadata["source"]

@@ -74,6 +74,17 @@ def test_large_sets_stream_from_disk(teacher, onnx_file, tmp_path):
     assert sum(1 for _ in iter(reader.get_next, None)) == 3
 
 
+def test_quantize_datafree_spills_large_sets_to_disk(teacher, tmp_path, monkeypatch):
+    monkeypatch.setattr(ort_adapter, "IN_MEMORY_LIMIT_BYTES", 1024)  # every set counts as large
+    spilled = []
+    real = ort_adapter.synthesize_to_disk
+    monkeypatch.setattr(ort_adapter, "synthesize_to_disk", lambda *a: spilled.append(a[-1]) or real(*a))
+    report = quantize_datafree(teacher, tmp_path / "q.onnx", input_shape=SHAPE, source="gaussian", num_samples=16,
+                               batch_size=8, device="cpu")
+    assert spilled and spilled[0].suffix == ".npy" and report.calibration_samples == 16
+    assert (tmp_path / "q.onnx").exists()
+
+
 # -- one call -------------------------------------------------------------------------------------
 
 def test_quantize_datafree_end_to_end_keeps_outputs_close_and_the_teacher_intact(teacher, tmp_path):
