@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
@@ -48,10 +49,11 @@ class DeepInversionSource(DataSource):
         with self.objective.attached():
             for _ in range(self.steps):
                 loss = self.objective(self.space.denormalize(inputs), labels)
-                if not torch.isfinite(loss):
-                    raise NonFiniteBatch(f"inversion loss became {loss.item()}")
-                if loss.item() < best_loss:
-                    best_loss, best, best_stats = loss.item(), inputs.detach().clone(), self.objective.batch_statistics()
+                value = loss.item()  # the one host sync per step
+                if not math.isfinite(value):
+                    raise NonFiniteBatch(f"inversion loss became {value}")
+                if value < best_loss:
+                    best_loss, best, best_stats = value, inputs.detach().clone(), self.objective.batch_statistics()
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

@@ -86,20 +86,22 @@ class MetaSynthesizer:
         inner = torch.optim.Adam(
             [{"params": fast.parameters()}, {"params": [z], "lr": self.lr_z}], lr=self.lr_g, betas=(0.5, 0.999)
         )
-        gradient_sum = [torch.zeros_like(p) for p in fast.parameters()]
+        fomaml = self.meta_update == "fomaml"
+        gradient_sum = [torch.zeros_like(p) for p in fast.parameters()] if fomaml else []
         best = TaskResult(pixels=torch.empty(0), loss=math.inf)
         best_stats = None
         for _ in range(self.steps):
             pixels = fast(z)
             loss = self.objective(pixels, labels, adversarial=adversarial)
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"inversion loss became {loss.item()}")
+            value = loss.item()  # the one host sync per step
+            if not math.isfinite(value):
+                raise NonFiniteLoss(f"inversion loss became {value}")
             inner.zero_grad(set_to_none=False)
             loss.backward()
             for total, param in zip(gradient_sum, fast.parameters()):
                 total += param.grad
-            if loss.item() < best.loss:
-                best = TaskResult(pixels=pixels.detach(), loss=loss.item())
+            if value < best.loss:
+                best = TaskResult(pixels=pixels.detach(), loss=value)
                 best_stats = self.objective.batch_statistics()
             inner.step()
         self._meta_step(fast, gradient_sum)
@@ -109,10 +111,10 @@ class MetaSynthesizer:
         return best
 
     def _meta_step(self, fast: nn.Module, gradient_sum: list[torch.Tensor]) -> None:
-        """Move θ along the first-order MAML or the Reptile meta gradient."""
+        """Move θ along the first-order MAML gradient sum (if given) or the Reptile difference θ − θ′."""
         self.meta_optimizer.zero_grad(set_to_none=False)
-        for param, adapted, total in zip(self.generator.parameters(), fast.parameters(), gradient_sum):
-            param.grad = total if self.meta_update == "fomaml" else (param.detach() - adapted.detach())
+        for index, (param, adapted) in enumerate(zip(self.generator.parameters(), fast.parameters())):
+            param.grad = gradient_sum[index] if gradient_sum else param.detach() - adapted.detach()
         self.meta_optimizer.step()
 
     def state_dict(self) -> dict:

@@ -83,7 +83,6 @@ class InversionObjective:
         self.autocast_dtype = autocast_dtype
         self.matchers = [BatchNormMatcher(layer, bn_momentum) for layer in batchnorm_layers(teacher)]
         self.student: nn.Module | None = None
-        self.last_terms: dict[str, float] = {}
 
     @contextlib.contextmanager
     def attached(self) -> Iterator[None]:
@@ -114,7 +113,6 @@ class InversionObjective:
             agree = (logits.argmax(1) == student_logits.argmax(1)).float()
             kl = F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(logits, 1), reduction="none", log_target=True).sum(1)
             terms["adv"] = -(agree * kl).mean()
-        self.last_terms = {name: float(value.detach()) for name, value in terms.items()}
         return sum((getattr(self.weights, name) * value for name, value in terms.items()), torch.zeros((), device=pixels.device))
 
     def batch_statistics(self) -> BatchStatistics:
