@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .teacher import OutputTransform, batchnorm_layers, frozen, teacher_logits
+from .teacher import OutputTransform, batchnorm_layers, frozen, model_device, teacher_logits
 
 
 @dataclass
@@ -49,7 +49,7 @@ def set_quality(
     predictions = []
     try:
         with frozen(teacher):
-            device = next(iter(teacher.state_dict().values())).device
+            device = model_device(teacher)
             for chunk in inputs.split(batch_size):
                 predictions.append(teacher_logits(teacher(chunk.to(device)), output_transform).float().softmax(1).cpu())
     finally:

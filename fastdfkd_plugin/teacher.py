@@ -48,6 +48,12 @@ def fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's tensors live (CPU for a model without any)."""
+    tensor = next(iter(model.state_dict().values()), None)
+    return torch.device("cpu") if tensor is None else tensor.device
+
+
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     """The BatchNorm layers whose running statistics the synthesizers invert."""
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]

@@ -28,7 +28,7 @@ from ..inputspace import InputSpace
 from ..io import save_npz
 from ..synthesis.augment import crop_flip
 from ..synthesis.objective import InversionObjective, LossWeights
-from ..teacher import OutputTransform, frozen, inspect_teacher, teacher_logits
+from ..teacher import OutputTransform, frozen, inspect_teacher, model_device, teacher_logits
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +206,6 @@ def _check_positive(name: str, value: int) -> None:
 
 def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
     """The teacher itself if it already lives on ``device``, else a copy there (never move the user's model)."""
-    tensor = next(iter(model.state_dict().values()), None)
-    if tensor is None or tensor.device == device:
+    if model_device(model) == device:
         return model
     return copy.deepcopy(model).to(device)
