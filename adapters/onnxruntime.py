@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -34,7 +35,7 @@ from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
 from ..io import atomic_path, load_npz
 from ..sources.base import SyntheticSet
-from ..teacher import frozen, teacher_logits
+from ..teacher import frozen, model_device, teacher_logits
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,9 @@ def _as_array(data: SyntheticSet | np.ndarray | torch.Tensor | str | Path) -> np
     return data
 
 
+@functools.cache
 def make_reader_class() -> type:
-    """The reader subclasses ONNX Runtime's ``CalibrationDataReader``, so it is built on first use."""
+    """The reader subclasses ONNX Runtime's ``CalibrationDataReader``, so it is built once, on first use."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class ArrayCalibrationReader(CalibrationDataReader):
@@ -273,12 +275,23 @@ def session(model_path: str | Path, providers: Sequence[str] | None = None) -> A
         raise FastDFKDError(f"ONNX Runtime cannot load {model_path} ({str(exc).strip().splitlines()[0][:200]})") from exc
 
 
+def onnx_accuracy(model_path: str | Path, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> float:
+    """Top-1 accuracy (%) of an ONNX model on labelled inputs, e.g. your own validation data after quantizing."""
+    runner = session(model_path)
+    name = runner.get_inputs()[0].name
+    correct = 0
+    for start in range(0, len(labels), batch_size):
+        logits = runner.run(None, {name: np.asarray(inputs[start : start + batch_size], dtype=np.float32)})[0]
+        correct += int((logits.argmax(1) == labels[start : start + batch_size]).sum())
+    return 100.0 * correct / len(labels)
+
+
 @torch.no_grad()
 def verify_onnx(model: nn.Module, model_path: str | Path, batches: Sequence[torch.Tensor], output_transform=None) -> Verification:
     """Run ``model`` (torch) and ``model_path`` (ONNX Runtime, CPU) on the same batches and compare."""
     runner = session(model_path)
     name = runner.get_inputs()[0].name
-    device = next(iter(model.state_dict().values())).device
+    device = model_device(model)
     max_abs = max_ref = 0.0
     agree = total = 0
     with frozen(model):
@@ -296,7 +309,7 @@ def verify_onnx(model: nn.Module, model_path: str | Path, batches: Sequence[torc
 
 def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, input_name: str = "input", opset: int = 17) -> None:
     """Export with a dynamic batch dimension (TorchScript exporter: no extra packages), atomically."""
-    example = example.to(next(iter(model.state_dict().values())).device)
+    example = example.to(model_device(model))
     with frozen(model), atomic_path(path) as tmp:
         torch.onnx.export(
             model, (example,), str(tmp), input_names=[input_name], output_names=["logits"], opset_version=opset,

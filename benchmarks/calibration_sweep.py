@@ -11,7 +11,6 @@ the same way as references.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -22,11 +21,11 @@ from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from fastdfkd_plugin import get_source
-from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, export_onnx, quiet_root_logger
+from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, export_onnx, onnx_accuracy, quiet_root_logger
 from fastdfkd_plugin.synthesis.objective import LossWeights
 
-from .cifar import INPUT_SHAPE, MEAN, STD, default_data_dir, load_images, load_teacher
-from .onnx_calibration import HELDOUT, METHODS, onnx_accuracy
+from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_images, load_teacher
+from .onnx_calibration import HELDOUT, METHODS
 from .report import environment, write_results
 
 VARIANTS = {
@@ -57,12 +56,9 @@ def w4a4_accuracy(pre: Path, inputs: np.ndarray, eval_x: np.ndarray, eval_y: np.
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--teacher", default="resnet20")
     parser.add_argument("--samples", type=int, default=512)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--only", help="run only the variants whose name contains this text (references always run)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/calibration_sweep"))
     args = parser.parse_args()

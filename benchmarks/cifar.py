@@ -6,6 +6,7 @@ Architecture: He et al.'s CIFAR ResNet with parameter-free "option A" shortcuts
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -20,6 +21,15 @@ MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 INPUT_SHAPE = (3, 32, 32)
 TEACHER_FILES = {"resnet20": "resnet20-12fca82f.th", "resnet56": "resnet56-4bfd9763.th"}
+
+
+def benchmark_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark takes: where the data is, the seed, the device."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="folder with cifar10/ and teachers/")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
+    return parser
 
 
 def default_data_dir() -> Path:
@@ -103,10 +113,3 @@ def load_images(
         x, y = x[keep], y[keep]
     pixels = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
     return (pixels - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1), torch.from_numpy(y)
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
-    model.eval()
-    correct = sum((model(xb).argmax(1) == yb).sum().item() for xb, yb in zip(x.split(batch_size), y.split(batch_size)))
-    return 100.0 * correct / len(y)

@@ -13,7 +13,6 @@ instead: use that, never the test split, for any tuning).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
@@ -24,22 +23,15 @@ from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from fastdfkd_plugin import get_source
-from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, export_onnx, quiet_root_logger, session
+from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, export_onnx, onnx_accuracy, quiet_root_logger
 
-from .cifar import INPUT_SHAPE, MEAN, STD, default_data_dir, load_images, load_teacher
+from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_images, load_teacher
 from .report import environment, write_results
 
 CONFIGS = {"W8A8": (QuantType.QInt8, QuantType.QUInt8), "W4A8": (QuantType.QInt4, QuantType.QUInt8),
            "W4A4": (QuantType.QInt4, QuantType.QUInt4)}
 METHODS = {"MinMax": CalibrationMethod.MinMax, "Percentile": CalibrationMethod.Percentile}
 HELDOUT = 2000
-
-
-def onnx_accuracy(path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    runner = session(path)
-    name = runner.get_inputs()[0].name
-    correct = sum(int((runner.run(None, {name: x[i : i + 500]})[0].argmax(1) == y[i : i + 500]).sum()) for i in range(0, len(y), 500))
-    return 100.0 * correct / len(y)
 
 
 def calibration_sets(teacher, args) -> dict[str, tuple[np.ndarray, float]]:
@@ -132,14 +124,11 @@ def plot(results: dict, path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--teachers", default="resnet20,resnet56")
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--eval", choices=["test_a", "heldout"], default="test_a")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/onnx_calibration"))
     args = parser.parse_args()
     if args.eval == "test_a":

@@ -15,7 +15,6 @@ optimisers and the per-task clone).
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from fastdfkd_plugin.devices import resolve_device
 from fastdfkd_plugin.quality import set_quality
 from fastdfkd_plugin.teacher import frozen
 
-from .cifar import INPUT_SHAPE, MEAN, STD, default_data_dir, load_images, load_teacher
+from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_images, load_teacher
 from .report import environment, write_results
 
 DI_FULL_STEPS = 2000
@@ -156,16 +155,13 @@ def markdown(results: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--teachers", default="resnet20,resnet56")
     parser.add_argument("--ks", default="2,5,10", type=lambda s: [int(v) for v in s.split(",")])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--warmup-tasks", type=int, default=20)
     parser.add_argument("--di-steps", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/synthesis"))
     args = parser.parse_args()
     results = {"environment": environment(), "batch_size": args.batch_size, "images": args.images,

@@ -109,7 +109,7 @@ def _onnx_accuracy_after_quantization(
 ) -> float:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
-    from .adapters.onnxruntime import calibration_reader, export_onnx, quant_type, quiet_root_logger, session
+    from .adapters.onnxruntime import calibration_reader, export_onnx, onnx_accuracy, quant_type, quiet_root_logger
 
     fp32, quantized = workdir / "teacher.onnx", workdir / f"teacher.w{bits}a{bits}.onnx"
     if not fp32.exists():
@@ -120,8 +120,7 @@ def _onnx_accuracy_after_quantization(
             quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=CalibrationMethod.MinMax,
             weight_type=quant_type(f"int{bits}"), activation_type=quant_type(f"uint{bits}"),
         )
-    logits = session(quantized).run(None, {"input": digits.test_x.cpu().numpy()})[0]
-    return float((logits.argmax(1) == digits.test_y.cpu().numpy()).mean() * 100)
+    return onnx_accuracy(quantized, digits.test_x.cpu().numpy(), digits.test_y.cpu().numpy())
 
 
 def run_demo(out_dir: str | Path = "fastdfkd-demo", seed: int = 0, device: str = "auto", progress: bool = True,

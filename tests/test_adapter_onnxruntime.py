@@ -66,6 +66,15 @@ def test_strided_calibration_gives_the_same_ranges_as_plain_calibration(onnx_fil
     assert np.allclose(plain, strided, atol=1e-5)  # MinMax over all batches, in two strides
 
 
+def test_readers_share_one_class_and_onnx_accuracy_matches_torch(teacher, onnx_file, synthetic):
+    assert type(calibration_reader(onnx_file, synthetic)) is type(calibration_reader(onnx_file, synthetic))
+    inputs = synthetic.inputs.numpy()
+    with torch.no_grad():
+        labels = teacher(synthetic.inputs).argmax(1).numpy()
+    labels[:8] = (labels[:8] + 1) % 10  # 8 of 32 now wrong
+    assert ort_adapter.onnx_accuracy(onnx_file, inputs, labels, batch_size=5) == pytest.approx(75.0)
+
+
 def test_large_sets_stream_from_disk(teacher, onnx_file, tmp_path):
     source = get_source("gaussian", teacher, SHAPE, device="cpu")
     inputs = synthesize_to_disk(source, 20, 8, tmp_path / "calib.npy")
