@@ -1,24 +1,39 @@
-"""Knowledge distillation from a stream of input batches (the paper's Algorithm 1, minimal).
+"""Knowledge distillation from a stream of input batches: the paper's Algorithm 1.
 
 Every ``steps_per_batch`` KD steps a new batch joins a bounded in-memory bank
 (oldest images evicted); each KD step draws a random minibatch from the bank,
 applies crop+flip, and minimises ``KL(p_T^τ ‖ p_S^τ)·τ²`` with SGD and a cosine
-schedule. The same loop serves data-free distillation and pruning recovery; it
-does not care whether the batches are synthetic or real.
+schedule. When the batches come from a :class:`DataSource` that can aim an
+adversarial term at a student (``fastdfkd``, ``deepinversion``), the loop points it
+at the student being trained, so new batches go where the student still disagrees.
+
+The same loop serves data-free distillation and pruning recovery. A checkpoint holds
+everything the loop depends on (student, optimiser, schedule, bank, random states,
+the source's generator), so a resumed run ends where an uninterrupted one would.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass, field
-from typing import Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from .errors import FastDFKDError
+from .io import atomic_path
+from .sources.base import DataSource
 from .synthesis.augment import crop_flip
-from .teacher import frozen
+from .teacher import OutputTransform, fingerprint, frozen, model_device, teacher_logits
+
+CHECKPOINT_FORMAT = 1
+
+Evaluator = Callable[[nn.Module], dict[str, float]]
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -37,7 +52,12 @@ class MemoryBank:
 
     def add(self, images: torch.Tensor) -> None:
         images = images.detach()
-        self.images = images if self.images is None else torch.cat([self.images, images])
+        try:
+            self.images = images if self.images is None else torch.cat([self.images, images])
+        except torch.OutOfMemoryError as exc:
+            raise FastDFKDError(
+                f"out of memory growing the image bank to {self.capacity} images; lower bank_size (--bank-size)"
+            ) from exc
         self.images = self.images[-self.capacity :]
 
     def sample(self, batch_size: int, rng: torch.Generator) -> torch.Tensor:
@@ -47,10 +67,11 @@ class MemoryBank:
 
 @dataclass
 class DistillConfig:
-    """KD settings; defaults follow the paper's CIFAR recipe, scaled by the caller's step budget."""
+    """KD settings. Defaults are the paper's CIFAR recipe: one batch of 256 per 400 KD steps at batch 256."""
 
     steps: int = 400
     batch_size: int = 256
+    synthesis_batch_size: int | None = None  # images per new batch; None = batch_size
     steps_per_batch: int = 400
     bank_size: int = 50_000
     lr: float = 0.2
@@ -59,37 +80,234 @@ class DistillConfig:
     temperature: float = 20.0
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "steps_per_batch", "bank_size"):
+            if getattr(self, name) <= 0:
+                raise FastDFKDError(f"{name} must be positive, got {getattr(self, name)}")
+
 
 @dataclass
 class DistillLog:
-    """Per-step KD loss, for plots and reports."""
+    """Per-step KD loss and the evaluations made along the way, with the training time spent so far."""
 
     losses: list[float] = field(default_factory=list)
+    evaluations: list[dict[str, float]] = field(default_factory=list)
+    synthesis_seconds: float = 0.0
+    kd_seconds: float = 0.0
+
+    @property
+    def seconds(self) -> float:
+        return self.synthesis_seconds + self.kd_seconds
+
+
+class Distiller:
+    """The KD loop as an object, so that it can checkpoint, resume and be driven step by step.
+
+    ``batches`` is a :class:`DataSource` (each new batch synthesised on demand) or any
+    iterator of input tensors (real images). Only a source's state goes into
+    checkpoints; an iterator restarts from wherever the caller puts it.
+    """
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        student: nn.Module,
+        batches: DataSource | Iterator[torch.Tensor],
+        config: DistillConfig,
+        output_transform: OutputTransform | None = None,
+    ) -> None:
+        self.device = model_device(student)
+        if model_device(teacher) != self.device:
+            raise FastDFKDError(
+                f"the student is on {self.device} but the teacher is on {model_device(teacher)}; move both to one device"
+            )
+        if student is teacher:
+            raise FastDFKDError("the student is the teacher itself; pass a separate (e.g. copied or pruned) model")
+        self.teacher, self.student, self.batches, self.config = teacher, student, batches, config
+        self.output_transform = output_transform
+        self.teacher_fingerprint = fingerprint(teacher)
+        self.rng = torch.Generator(device=self.device).manual_seed(config.seed)
+        self.bank = MemoryBank(config.bank_size)
+        self.optimizer = torch.optim.SGD(
+            student.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
+        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.steps)
+        self.step = 0
+        self.log = DistillLog()
+
+    # -- one step of Algorithm 1 ----------------------------------------------------------
+    def _new_batch(self) -> torch.Tensor:
+        size = self.config.synthesis_batch_size or self.config.batch_size
+        if isinstance(self.batches, DataSource):
+            return self.batches.next_batch(size).inputs.to(self.device)
+        try:
+            return next(self.batches).to(self.device)
+        except StopIteration as exc:
+            raise FastDFKDError("the batch iterator ran out; pass an endless one (e.g. itertools.cycle)") from exc
+
+    def _outputs(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        return teacher_logits(model(inputs), self.output_transform)
+
+    def kd_step(self) -> float:
+        """Add a new batch to the bank when due, then one SGD step on a bank minibatch."""
+        if self.step % self.config.steps_per_batch == 0:
+            started = time.perf_counter()
+            self.bank.add(self._new_batch())
+            self.log.synthesis_seconds += time.perf_counter() - started
+        started = time.perf_counter()
+        self.student.train()
+        inputs = crop_flip(self.bank.sample(self.config.batch_size, self.rng), self.rng)
+        with torch.no_grad():
+            target = self._outputs(self.teacher, inputs)
+        prediction = self._outputs(self.student, inputs)
+        if prediction.shape != target.shape:
+            raise FastDFKDError(
+                f"the student outputs {tuple(prediction.shape[1:])} per input but the teacher {tuple(target.shape[1:])}; "
+                "give the student the teacher's number of classes"
+            )
+        loss = kd_loss(prediction, target, self.config.temperature)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        self.schedule.step()
+        self.step += 1
+        value = loss.item()
+        self.log.losses.append(value)
+        self.log.kd_seconds += time.perf_counter() - started
+        return value
+
+    # -- the loop ---------------------------------------------------------------------------
+    def run(
+        self,
+        evaluate: Evaluator | None = None,
+        eval_every: int = 0,
+        checkpoint: str | Path | None = None,
+        checkpoint_every: int = 0,
+        progress: bool = False,
+    ) -> DistillLog:
+        """Run to ``config.steps``: evaluate and checkpoint every N steps, and once at the end.
+
+        Evaluation time is not counted in the log's seconds. Ctrl-C writes a
+        checkpoint (when one is configured) before the interrupt propagates.
+        """
+        aim = getattr(self.batches, "set_student", None)
+        if aim is not None:
+            aim(self.student)
+        try:
+            with frozen(self.teacher), tqdm(
+                total=self.config.steps, initial=self.step, desc="distillation", unit="step", disable=not progress
+            ) as bar:
+                if evaluate is not None and self.step == 0:
+                    self._evaluate(evaluate)
+                while self.step < self.config.steps:
+                    loss = self.kd_step()
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+                    finished = self.step == self.config.steps
+                    if evaluate is not None and (finished or (eval_every and self.step % eval_every == 0)):
+                        self._evaluate(evaluate)
+                    if checkpoint is not None and (finished or (checkpoint_every and self.step % checkpoint_every == 0)):
+                        self.save_checkpoint(checkpoint)
+        except KeyboardInterrupt:
+            if checkpoint is not None:
+                self.save_checkpoint(checkpoint)
+            raise
+        finally:
+            if aim is not None:
+                aim(None)
+            self.student.eval()
+        return self.log
+
+    def _evaluate(self, evaluate: Evaluator) -> None:
+        was_training = self.student.training
+        self.student.eval()
+        with torch.no_grad():
+            metrics = evaluate(self.student)
+        self.student.train(was_training)
+        self.log.evaluations.append({"step": self.step, "seconds": round(self.log.seconds, 3), **metrics})
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        source_state = self.batches.state_dict() if isinstance(self.batches, DataSource) else None
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "teacher_fingerprint": self.teacher_fingerprint,
+            "config": dataclasses.asdict(self.config),
+            "step": self.step,
+            "student": self.student.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "bank": self.bank.images,
+            "rng": self.rng.get_state(),
+            "source": source_state,
+            "log": dataclasses.asdict(self.log),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("teacher_fingerprint") != self.teacher_fingerprint:
+            raise FastDFKDError(
+                f"the checkpoint was made with another teacher (fingerprint {state.get('teacher_fingerprint')}, "
+                f"this one is {self.teacher_fingerprint}); resume with the same teacher or start without --resume"
+            )
+        if state["config"] != dataclasses.asdict(self.config):
+            changed = sorted(k for k, v in state["config"].items() if dataclasses.asdict(self.config).get(k) != v)
+            raise FastDFKDError(f"the checkpoint was made with other settings ({', '.join(changed)}); resume with the same ones")
+        self.student.load_state_dict(state["student"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.bank.images = None if state["bank"] is None else state["bank"].to(self.device)
+        self.rng.set_state(state["rng"].cpu())
+        if state["source"] is not None and isinstance(self.batches, DataSource):
+            self.batches.load_state_dict(state["source"])
+        self.step = state["step"]
+        self.log = DistillLog(**state["log"])
+
+    def save_checkpoint(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
+        """Write the loop's state (plus ``extra``) atomically: an interruption never leaves half a file."""
+        with atomic_path(path) as tmp:
+            torch.save({**self.state_dict(), "extra": extra or {}}, tmp)
+
+    def resume(self, path: str | Path) -> dict[str, Any]:
+        """Continue from :meth:`save_checkpoint`; returns the ``extra`` saved with it."""
+        state = load_checkpoint(path, self.device)
+        self.load_state_dict(state)
+        return state["extra"]
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
+    """A checkpoint's contents, loaded with ``weights_only=True``; a clear error for missing or foreign files."""
+    path = Path(path)
+    if not path.is_file():
+        raise FastDFKDError(f"checkpoint {path} does not exist; check the path or start without resuming")
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise FastDFKDError(f"{path} is not a readable checkpoint ({exc.__class__.__name__}); delete it and start again") from exc
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise FastDFKDError(f"{path} is not a fastdfkd distillation checkpoint; check the path")
+    return state
+
+
+@torch.no_grad()
+def agreement(teacher: nn.Module, student: nn.Module, inputs: torch.Tensor, batch_size: int = 256,
+              output_transform: OutputTransform | None = None) -> float:
+    """Fraction of ``inputs`` on which student and teacher predict the same class."""
+    same = 0
+    with frozen(teacher):
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start : start + batch_size]
+            t = teacher_logits(teacher(chunk), output_transform).argmax(1)
+            s = teacher_logits(student(chunk), output_transform).argmax(1)
+            same += int((t == s).sum())
+    return same / len(inputs)
 
 
 def distill(
-    teacher: nn.Module, student: nn.Module, batches: Iterator[torch.Tensor], config: DistillConfig, progress: bool = False
+    teacher: nn.Module,
+    student: nn.Module,
+    batches: DataSource | Iterator[torch.Tensor],
+    config: DistillConfig,
+    progress: bool = False,
 ) -> DistillLog:
-    """Train ``student`` to match ``teacher`` on inputs drawn from ``batches``; the teacher stays frozen."""
-    device = next(student.parameters()).device
-    rng = torch.Generator(device=device).manual_seed(config.seed)
-    bank = MemoryBank(config.bank_size)
-    optimizer = torch.optim.SGD(student.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.steps)
-    log = DistillLog()
-    student.train()
-    with frozen(teacher):
-        for step in tqdm(range(config.steps), desc="distillation", unit="step", disable=not progress):
-            if step % config.steps_per_batch == 0:
-                bank.add(next(batches))
-            inputs = crop_flip(bank.sample(config.batch_size, rng), rng)
-            with torch.no_grad():
-                target = teacher(inputs)
-            loss = kd_loss(student(inputs), target, config.temperature)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            log.losses.append(loss.item())
-    student.eval()
-    return log
+    """Train ``student`` to match ``teacher`` on inputs from ``batches``; the teacher stays frozen."""
+    return Distiller(teacher, student, batches, config).run(progress=progress)

@@ -92,6 +92,14 @@ class DataSource(ABC):
         """The source's own settings, recorded in every saved set's metadata."""
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the next batches depend on (random state, label cursor); subclasses add their own."""
+        return {"rng": self.rng.get_state(), "labels_drawn": self._labels_drawn}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rng.set_state(state["rng"].cpu())
+        self._labels_drawn = state["labels_drawn"]
+
     # -- the public API ---------------------------------------------------------------
     def next_batch(self, batch_size: int) -> Batch:
         """Synthesise one batch of ``batch_size`` normalised inputs with class-balanced labels."""

@@ -104,14 +104,16 @@ class FastDFKDSource(DataSource):
         }
 
     # -- reuse of a warm meta-generator -----------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "synthesizer": self.synthesizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.synthesizer.load_state_dict(state["synthesizer"])
+
     def save_state(self, path: str | Path) -> None:
         """Save the meta-generator, its optimiser and BN momentum, tied to this teacher."""
-        state = {
-            "teacher_fingerprint": self.info.fingerprint,
-            "input_shape": list(self.input_shape),
-            "synthesizer": self.synthesizer.state_dict(),
-            "label_cursor": self._labels_drawn,
-        }
+        state = {"teacher_fingerprint": self.info.fingerprint, "input_shape": list(self.input_shape), **self.state_dict()}
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
 
@@ -131,8 +133,7 @@ class FastDFKDSource(DataSource):
             )
         if tuple(state["input_shape"]) != self.input_shape:
             raise FastDFKDError(f"generator state {path} is for input shape {tuple(state['input_shape'])}, not {self.input_shape}")
-        self.synthesizer.load_state_dict(state["synthesizer"])
-        self._labels_drawn = state["label_cursor"]
+        self.load_state_dict(state)
 
 
 @hookimpl
