@@ -77,9 +77,10 @@ def load_digits(seed: int = 0, test_size: int = 500, device: torch.device | str 
     return Digits(normalised[train], labels[train], normalised[test], labels[test], mean, std)
 
 
-def train_teacher(digits: Digits, epochs: int = 12, seed: int = 0) -> DigitsNet:
+def train_teacher(digits: Digits, epochs: int = 12, seed: int = 0, model: nn.Module | None = None) -> nn.Module:
+    """Train ``model`` (default: a width-32 DigitsNet) on the digits' training split."""
     torch.manual_seed(seed)
-    model = DigitsNet(32).to(digits.train_x.device)
+    model = (model or DigitsNet(32)).to(digits.train_x.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(seed)
     for _ in range(epochs):

@@ -15,6 +15,7 @@ the source's generator), so a resumed run ends where an uninterrupted one would.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,11 +80,14 @@ class DistillConfig:
     weight_decay: float = 1e-4
     temperature: float = 20.0
     seed: int = 0
+    seconds: float | None = None  # a time budget: stop there, cosine schedule over time instead of steps
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "steps_per_batch", "bank_size"):
+        for name in ("batch_size", "steps_per_batch", "bank_size"):
             if getattr(self, name) <= 0:
                 raise FastDFKDError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.steps < 0:
+            raise FastDFKDError(f"steps must be 0 or more, got {self.steps}")
 
 
 @dataclass
@@ -168,6 +172,8 @@ class Distiller:
         loss = kd_loss(prediction, target, self.config.temperature)
         self.optimizer.zero_grad()
         loss.backward()
+        if self.config.seconds:
+            self._set_lr_by_time()
         self.optimizer.step()
         self.schedule.step()
         self.step += 1
@@ -175,6 +181,18 @@ class Distiller:
         self.log.losses.append(value)
         self.log.kd_seconds += time.perf_counter() - started
         return value
+
+    def _set_lr_by_time(self) -> None:
+        """Cosine over the fraction of the time budget spent (the step-based schedule is overridden)."""
+        done = min(self.log.seconds / self.config.seconds, 1.0)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * 0.5 * (1 + math.cos(math.pi * done))
+
+    @property
+    def finished(self) -> bool:
+        """All steps done, or the time budget spent."""
+        out_of_time = self.config.seconds is not None and self.log.seconds >= self.config.seconds
+        return self.step >= self.config.steps or out_of_time
 
     # -- the loop ---------------------------------------------------------------------------
     def run(
@@ -185,7 +203,7 @@ class Distiller:
         checkpoint_every: int = 0,
         progress: bool = False,
     ) -> DistillLog:
-        """Run to ``config.steps``: evaluate and checkpoint every N steps, and once at the end.
+        """Run to ``config.steps`` (or the time budget): evaluate and checkpoint every N steps, and at the end.
 
         Evaluation time is not counted in the log's seconds. Ctrl-C writes a
         checkpoint (when one is configured) before the interrupt propagates.
@@ -199,11 +217,11 @@ class Distiller:
             ) as bar:
                 if evaluate is not None and self.step == 0:
                     self._evaluate(evaluate)
-                while self.step < self.config.steps:
+                while not self.finished:
                     loss = self.kd_step()
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-                    finished = self.step == self.config.steps
+                    finished = self.finished
                     if evaluate is not None and (finished or (eval_every and self.step % eval_every == 0)):
                         self._evaluate(evaluate)
                     if checkpoint is not None and (finished or (checkpoint_every and self.step % checkpoint_every == 0)):

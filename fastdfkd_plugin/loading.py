@@ -83,9 +83,18 @@ def _load_file_model(path: Path, allow_pickle: bool) -> nn.Module:
     return model
 
 
+PRUNED_FORMAT = "fastdfkd-pruned"
+
+
 def load_weights(model: nn.Module, path: str | Path, allow_pickle: bool = False) -> None:
-    """Load a state dict (optionally under a ``state_dict`` key, optionally ``module.``-prefixed)."""
+    """Load a state dict (optionally under a ``state_dict`` key, optionally ``module.``-prefixed).
+
+    A file written by ``fastdfkd prune`` (format ``fastdfkd-pruned``) first shrinks the
+    model's layers to the pruned shapes, so the unpruned model's SPEC loads it.
+    """
     state = _torch_load(Path(path), weights_only=not allow_pickle)
+    if isinstance(state, dict) and state.get("format") == PRUNED_FORMAT:
+        fit_layers_to_state_dict(model, state["state_dict"])
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if isinstance(state, nn.Module):
@@ -98,6 +107,43 @@ def load_weights(model: nn.Module, path: str | Path, allow_pickle: bool = False)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise FastDFKDError(f"the weights in {path} do not fit the model ({first}); check --model and --weights") from exc
+
+
+def fit_layers_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Resize Conv/Linear/BatchNorm layers to the tensor shapes in ``state`` (a pruned model's weights).
+
+    Structured pruning only removes channels, so shapes are all a pruned model needs;
+    no pickled module (which would run code on loading) has to be stored.
+    """
+    for name, module in model.named_modules():
+        prefix = f"{name}." if name else ""
+        tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
+        changed = [(key, t) for key, t in tensors if prefix + key in state and state[prefix + key].shape != t.shape]
+        if not changed:
+            continue
+        resizable = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear, nn.modules.batchnorm._BatchNorm)
+        if not isinstance(module, resizable) or getattr(module, "running_mean", 0) is None:
+            raise FastDFKDError(f"layer {name!r} ({type(module).__name__}) has pruned shapes that cannot be restored; only Conv, Linear and BatchNorm (with running statistics) layers can")
+        for key, tensor in changed:
+            fresh = torch.empty(state[prefix + key].shape, dtype=tensor.dtype, device=tensor.device)
+            if isinstance(tensor, nn.Parameter):
+                setattr(module, key, nn.Parameter(fresh, requires_grad=tensor.requires_grad))
+            else:
+                module.register_buffer(key, fresh)
+        _update_layer_sizes(module)
+    return model
+
+
+def _update_layer_sizes(module: nn.Module) -> None:
+    if isinstance(module, nn.modules.conv._ConvNd):
+        depthwise = 1 < module.groups == module.in_channels
+        module.out_channels = module.weight.shape[0]
+        module.groups = module.out_channels if depthwise else module.groups
+        module.in_channels = module.weight.shape[1] * module.groups
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = module.weight.shape
+    else:
+        module.num_features = module.running_mean.shape[0]
 
 
 def _torch_load(path: Path, weights_only: bool) -> Any:

@@ -26,6 +26,8 @@ BUILTIN_PLUGINS = (
     "fastdfkd_plugin.sources.deepinversion",
     "fastdfkd_plugin.sources.noise",
     "fastdfkd_plugin.adapters.onnxruntime",
+    "fastdfkd_plugin.adapters.torchao",
+    "fastdfkd_plugin.adapters.torch_pruning",
 )
 
 _manager: pluggy.PluginManager | None = None

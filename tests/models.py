@@ -25,12 +25,12 @@ class TinyNet(nn.Module):
         return self.head(self.body(x).mean((2, 3)))
 
 
-def make_teacher(seed: int = 0, **kwargs) -> TinyNet:
-    """A TinyNet whose BN running statistics are non-trivial, as after training."""
+def make_teacher(seed: int = 0, model: type[nn.Module] = TinyNet, **kwargs) -> nn.Module:
+    """A network (TinyNet by default) whose BN running statistics are non-trivial, as after training."""
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = TinyNet(**kwargs)
+        model = model(**kwargs)
     model.train()
     with torch.no_grad():
         for _ in range(3):
@@ -68,3 +68,43 @@ def tuple_output() -> nn.Module:
 
 def not_a_module():
     return "not a model"
+
+
+class Block(nn.Module):
+    """A basic residual block; ``shortcut`` is "identity", "pad" (option A: subsample + zero-pad) or "conv" (option B)."""
+
+    def __init__(self, cin: int, cout: int, stride: int, shortcut: str) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout)
+        self.conv2, self.bn2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout)
+        self.kind, self.extra = shortcut, cout - cin
+        if shortcut == "conv":
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        if self.kind == "pad":
+            x = nn.functional.pad(x[:, :, ::2, ::2], (0, 0, 0, 0, self.extra // 2, self.extra - self.extra // 2))
+        elif self.kind == "conv":
+            x = self.shortcut(x)
+        return torch.relu(out + x)
+
+
+class ResidualNet(nn.Module):
+    """Stem, then an identity block, an option-A block and an option-B block: both kinds of shortcut."""
+
+    def __init__(self, width: int = 8, classes: int = 10, channels: int = 3) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.blocks = nn.Sequential(
+            Block(width, width, 1, "identity"), Block(width, 2 * width, 2, "pad"), Block(2 * width, 4 * width, 2, "conv"),
+        )
+        self.fc = nn.Linear(4 * width, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def residual(seed: int = 0) -> ResidualNet:
+    """A ResidualNet with trained-looking BN statistics (CLI spec ``tests/models.py:residual``)."""
+    return make_teacher(seed, model=ResidualNet)

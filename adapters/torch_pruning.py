@@ -1,0 +1,475 @@
+"""Torch-Pruning without the training data: importance, pruning and recovery from the teacher alone.
+
+In an existing Torch-Pruning script, the data-dependent parts come from a source:
+
+    source = get_source("fastdfkd", model, (3, 32, 32), mean=MEAN, std=STD)
+    pruner = tp.pruner.BasePruner(model, example_inputs(source), importance,
+                                  ignored_layers=unsafe_layers(model, example_inputs(source)) + [model.fc])
+    accumulate_importance(model, importance, batches, teacher=original)  # Taylor/Hessian/OBDC/activation
+    pruner.step()
+    recover(original, model, source)                                     # BN re-estimation, then KD
+
+or everything in one call: :func:`prune_datafree` (also ``fastdfkd prune``). The
+unpruned model is only read, never modified; pruning happens on a copy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..batchnorm import reestimate_batchnorm
+from ..distillation import DistillConfig, Distiller, agreement, load_checkpoint
+from ..errors import FastDFKDError
+from ..hookspecs import hookimpl
+from ..io import atomic_path
+from ..loading import PRUNED_FORMAT, fit_layers_to_state_dict
+from ..sources.base import DataSource
+from ..teacher import frozen, model_device, teacher_logits
+
+log = logging.getLogger(__name__)
+
+IMPORTANCE_NAMES = ("magnitude", "lamp", "fpgm", "bn-scale", "random", "taylor", "hessian", "obdc", "activation")
+# The most of a layer's channels a pruning step may remove: a layer must keep some width.
+MAX_PRUNING_RATIO = 0.9
+
+
+def _tp() -> Any:
+    try:
+        import torch_pruning
+    except ImportError as exc:
+        raise FastDFKDError("Torch-Pruning is not installed; pip install 'fastdfkd-plugin[torch-pruning]'") from exc
+    return torch_pruning
+
+
+def make_importance(name: str, num_classes: int = 10) -> Any:
+    """A Torch-Pruning importance criterion by name (see ``IMPORTANCE_NAMES``)."""
+    tp = _tp()
+    factories: dict[str, Callable[[], Any]] = {
+        "magnitude": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+        "lamp": lambda: tp.importance.LAMPImportance(p=2),
+        "fpgm": lambda: tp.importance.FPGMImportance(),
+        "bn-scale": lambda: tp.importance.BNScaleImportance(),
+        "random": lambda: tp.importance.RandomImportance(),
+        "taylor": lambda: tp.importance.GroupTaylorImportance(),
+        "hessian": lambda: tp.importance.GroupHessianImportance(),
+        "obdc": lambda: tp.importance.OBDCImportance(num_classes=num_classes),
+        "activation": lambda: tp.importance.ActivationImportance(),
+    }
+    if name not in factories:
+        raise FastDFKDError(f"unknown importance {name!r}; choose one of {', '.join(IMPORTANCE_NAMES)}")
+    return factories[name]()
+
+
+def example_inputs(source: DataSource, batch_size: int = 1) -> torch.Tensor:
+    """One synthetic batch, for tracing the dependency graph (``example_inputs``)."""
+    return source.next_batch(batch_size).inputs
+
+
+# -- what the dependency graph can and cannot follow ------------------------------------------
+
+def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
+    """Linear layers as wide as the model's output: the classifier, whose outputs must all stay."""
+    with torch.no_grad(), frozen(model):
+        width = teacher_logits(model(example)).shape[1]
+    return [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == width]
+
+
+PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def trainable_copy(model: nn.Module) -> nn.Module:
+    """A copy with gradients on: Torch-Pruning traces its dependency graph through autograd."""
+    return copy.deepcopy(model).requires_grad_(True)
+
+
+def unsafe_layers(model: nn.Module, example: torch.Tensor, ignored: list[nn.Module] | None = None) -> list[nn.Module]:
+    """Layers whose channels are coupled in a way the dependency graph cannot follow.
+
+    Each pruning group is tried on a copy: one channel from the middle removed, and
+    the result compared with the unpruned model in which that channel is zeroed in
+    every layer of the group (what correct pruning computes). A group whose pruning
+    breaks the forward pass or changes the function (for example through a
+    parameter-free "option A" shortcut that zero-pads channels, which the graph
+    treats as an ordinary op) is unsafe; every layer in it is returned, to be passed
+    as ``ignored_layers``. Activations should map 0 to 0 (ReLU, GELU, SiLU do);
+    otherwise safe groups are reported unsafe too, which costs speed-up, never correctness.
+    """
+    tp = _tp()
+    original = dict(model.named_modules())
+    names = {module: name for name, module in original.items()}
+    reference = trainable_copy(model).eval()
+    modules = dict(reference.named_modules())
+    reference_names = {module: name for name, module in modules.items()}
+    graph = tp.DependencyGraph().build_dependency(reference, example_inputs=example)
+    unsafe: list[str] = []
+    for group in graph.get_all_groups(ignored_layers=[modules[names[m]] for m in ignored or []], root_module_types=PRUNABLE):
+        problem = _pruning_problem(reference, example, reference_names[group[0].dep.target.module])
+        if problem:
+            members = [reference_names[dep.target.module] for dep, _ in group
+                       if isinstance(dep.target.module, PRUNABLE) and graph.is_out_channel_pruning_fn(dep.handler)]
+            log.info("pruning the group of %s is unsafe (%s); left unpruned: %s", members[0], problem, ", ".join(members))
+            unsafe.extend(name for name in members if name not in unsafe)
+    return [original[name] for name in unsafe]
+
+
+def _pruning_problem(reference: nn.Module, example: torch.Tensor, root_name: str) -> str:
+    """What goes wrong when one channel of the group rooted at ``root_name`` is pruned ('' if nothing)."""
+    tp = _tp()
+    trial, masked = trainable_copy(reference), trainable_copy(reference)
+    trial_names = {module: name for name, module in trial.named_modules()}
+    masked_modules = dict(masked.named_modules())
+    root = dict(trial.named_modules())[root_name]
+    graph = tp.DependencyGraph().build_dependency(trial, example_inputs=example)
+    handler = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else tp.prune_conv_out_channels
+    group = graph.get_pruning_group(root, handler, idxs=[root.weight.shape[0] // 2])
+    with torch.no_grad():
+        for dep, idxs in group:
+            if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, (*PRUNABLE, nn.modules.batchnorm._BatchNorm)):
+                layer = masked_modules[trial_names[dep.target.module]]
+                channels = [int(i) for i in idxs]
+                for tensor in (layer.weight, layer.bias):
+                    if tensor is not None:
+                        tensor[channels] = 0
+    try:
+        group.prune()
+        with torch.no_grad():
+            same = torch.allclose(trial(example), masked(example), rtol=1e-4, atol=1e-5)
+    except Exception as exc:  # any failure means the graph mis-tracked this coupling
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    return "" if same else "the pruned model computes a different function"
+
+
+# -- data-driven importance --------------------------------------------------------------------
+
+def pseudo_label_loss(student_logits: torch.Tensor, teacher_logits_: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy to the teacher's top-1 predictions: the label-free loss for importance.
+
+    KL to the teacher (or soft-target cross-entropy) has zero gradient while the model
+    being pruned still equals the teacher, which would score every channel 0; the
+    teacher's hard predictions give the gradient the criteria were designed for.
+    """
+    return F.cross_entropy(student_logits, teacher_logits_.argmax(1), reduction=reduction)
+
+
+def _hook_obdc(model: nn.Module, importance: Any) -> list[Any]:
+    """OBDC's input and output-gradient hooks on every Conv/Linear layer.
+
+    Torch-Pruning 1.6.1's own ``_prepare_model`` hooks only the roots of prunable
+    groups and fails without attention layers; its scoring then also reads the
+    layers that consume pruned channels, so every such layer needs its Fisher factors.
+    """
+    importance._clear_buffer()
+    handles = []
+    for module in model.modules():
+        if isinstance(module, tuple(importance.target_types)):
+            importance.modules.append(module)
+            handles.append(module.register_forward_pre_hook(importance._save_input))
+            handles.append(module.register_full_backward_hook(importance._save_grad_output))
+    return handles
+
+
+def accumulate_importance(model: nn.Module, importance: Any, batches: list[torch.Tensor], teacher: nn.Module) -> None:
+    """Collect what ``importance`` needs before ``pruner.step()``, following each criterion's own protocol.
+
+    Taylor: summed gradients; Hessian: per-sample gradients via ``accumulate_grad``;
+    OBDC: hooks plus ``step()`` per batch; activation: one forward
+    over all batches inside ``compute_importance``. Data-free criteria need nothing.
+    """
+    tp = _tp()
+    imp = tp.importance
+    if isinstance(importance, imp.ActivationImportance):
+        with torch.no_grad(), frozen(model), importance.compute_importance(model):
+            model(torch.cat(batches))
+        return
+    if not isinstance(importance, (imp.GroupTaylorImportance, imp.GroupHessianImportance, imp.OBDCImportance)):
+        return
+    handles = _hook_obdc(model, importance) if isinstance(importance, imp.OBDCImportance) else []
+    if isinstance(importance, imp.GroupHessianImportance):
+        importance.zero_grad()
+    was_training = model.training
+    model.eval()  # gradients of the deployed function, with BN in inference mode
+    model.zero_grad()
+    try:
+        with frozen(teacher):
+            for inputs in batches:
+                with torch.no_grad():
+                    target = teacher_logits(teacher(inputs))
+                logits = teacher_logits(model(inputs))
+                if isinstance(importance, imp.GroupHessianImportance):
+                    for loss in pseudo_label_loss(logits, target, reduction="none"):
+                        model.zero_grad()
+                        loss.backward(retain_graph=True)
+                        importance.accumulate_grad(model)
+                else:
+                    pseudo_label_loss(logits, target).backward()
+                    if isinstance(importance, imp.OBDCImportance):
+                        importance.step()
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+
+
+# -- pruning to a speed-up ---------------------------------------------------------------------
+
+def count_macs(model: nn.Module, example: torch.Tensor) -> tuple[float, float]:
+    """(MACs, parameters) of ``model`` for ``example``."""
+    with frozen(model):
+        return _tp().utils.count_ops_and_params(model, example)
+
+
+def ratio_for_speed_up(
+    model: nn.Module, example: torch.Tensor, speed_up: float, ignored: list[nn.Module], pruner_options: dict[str, Any]
+) -> float:
+    """The per-layer pruning ratio that gives ``speed_up`` × fewer MACs (bisection on copies).
+
+    With local pruning the MACs depend on how many channels go, not which, so a
+    data-free importance finds the ratio. Refuses a speed-up the allowed layers cannot reach.
+    """
+    tp = _tp()
+    names = {module: name for name, module in model.named_modules()}
+    base_macs, _ = count_macs(model, example)
+
+    def speed_up_at(ratio: float) -> float:
+        trial = trainable_copy(model)
+        modules = dict(trial.named_modules())
+        pruner = tp.pruner.BasePruner(
+            trial, example, tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
+            ignored_layers=[modules[names[m]] for m in ignored], **pruner_options,
+        )
+        pruner.step()
+        return base_macs / count_macs(trial, example)[0]
+
+    best = speed_up_at(MAX_PRUNING_RATIO)
+    if best < speed_up:
+        raise FastDFKDError(
+            f"a {speed_up:g}× speed-up is out of reach: pruning the layers that can be pruned safely "
+            f"(at most {MAX_PRUNING_RATIO:.0%} of each one's channels) gives at most {best:.2f}×; ask for {best:.2f}× or less"
+        )
+    low, high = 0.0, MAX_PRUNING_RATIO
+    for _ in range(14):
+        middle = (low + high) / 2
+        low, high = (low, middle) if speed_up_at(middle) >= speed_up else (middle, high)
+    return high
+
+
+# -- recovery ----------------------------------------------------------------------------------
+
+def recover(
+    teacher: nn.Module,
+    student: nn.Module,
+    source: DataSource,
+    config: DistillConfig,
+    bn_samples: int = 512,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
+    eval_every: int = 0,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    progress: bool = False,
+) -> Distiller:
+    """BN re-estimation on ``bn_samples`` synthetic images, then KD from ``teacher`` (``config.steps`` steps).
+
+    The source's adversarial term (if it has one) is aimed at the pruned student, so
+    new batches concentrate where it disagrees with the teacher. With ``resume``,
+    continues from ``checkpoint`` (BN re-estimation is not repeated).
+    """
+    distiller = Distiller(teacher, student, source, config)
+    if resume:
+        distiller.resume(checkpoint)
+    elif bn_samples:
+        reestimate_batchnorm(student, [source.synthetic_set(bn_samples, min(bn_samples, 512)).inputs])
+    if not distiller.finished:
+        distiller.run(evaluate, eval_every, checkpoint, checkpoint_every, progress)
+    return distiller
+
+
+@dataclass
+class PruneReport:
+    """What pruning and recovery did, for logs and the CLI's summary."""
+
+    macs_before: float
+    macs_after: float
+    params_before: float
+    params_after: float
+    pruning_ratio: float
+    importance: str
+    unsafe_layers: list[str]
+    agreement: dict[str, float] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def speed_up(self) -> float:
+        return self.macs_before / self.macs_after
+
+    def summary(self) -> str:
+        stages = ", ".join(f"{k} {v:.1%}" for k, v in self.agreement.items())
+        return (
+            f"MACs {self.macs_before / 1e6:.1f}M → {self.macs_after / 1e6:.1f}M ({self.speed_up:.2f}× fewer), "
+            f"parameters {self.params_before / 1e6:.3f}M → {self.params_after / 1e6:.3f}M; "
+            f"agreement with the unpruned model on held-out synthetic images: {stages}; "
+            f"time {sum(self.seconds.values()):.0f} s"
+        )
+
+
+def prune_datafree(
+    model: nn.Module,
+    source: DataSource,
+    speed_up: float,
+    importance: str | Any = "magnitude",
+    *,
+    recovery: DistillConfig | None = None,
+    rounds: int = 1,
+    bn_samples: int = 512,
+    importance_batches: int = 4,
+    batch_size: int = 64,
+    eval_samples: int = 256,
+    ignored_layers: list[nn.Module] | None = None,
+    pruner_options: dict[str, Any] | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 100,
+    resume: bool = False,
+    progress: bool = False,
+) -> tuple[nn.Module, PruneReport]:
+    """Prune a copy of ``model`` to ``speed_up``× fewer MACs and recover it from ``source``; ``model`` is untouched.
+
+    Layers the dependency graph cannot follow are found and left unpruned (see
+    :func:`unsafe_layers`); the classifier keeps its outputs. ``importance`` is a name
+    or any Torch-Pruning importance; data-driven ones are fed synthetic batches.
+    ``pruner_options`` go to ``BasePruner`` (``round_to``, ``global_pruning``, ...).
+    With ``rounds`` > 1, pruning is iterative, with a short recovery
+    (``recovery.steps // rounds`` KD steps) after every round but the last.
+    Recovery is BN re-estimation, then ``recovery.steps`` KD steps (0: BN only).
+    With ``checkpoint``, the final recovery checkpoints there; ``resume`` continues it.
+    """
+    tp = _tp()
+    if model_device(model) != source.device:
+        raise FastDFKDError(f"the model is on {model_device(model)} but the source on {source.device}; build the source on the model's device")
+    if rounds < 1:
+        raise FastDFKDError(f"rounds must be at least 1, got {rounds}")
+    recovery = recovery or DistillConfig(steps=0)
+    pruner_options = dict(pruner_options or {})
+    started = time.perf_counter()
+    example = example_inputs(source)
+    held_out = source.synthetic_set(eval_samples, batch_size).inputs
+    ignored = list(ignored_layers or []) + output_layers(model, example)
+    unsafe = unsafe_layers(model, example, ignored)
+    names = {module: name for name, module in model.named_modules()}
+    macs_before, params_before = count_macs(model, example)
+    ratio = ratio_for_speed_up(model, example, speed_up, ignored + unsafe, pruner_options)
+    student = trainable_copy(model)
+    report = PruneReport(
+        macs_before, 0.0, params_before, 0.0, ratio,
+        importance if isinstance(importance, str) else type(importance).__name__, [names[m] for m in unsafe],
+    )
+    if resume:
+        fit_layers_to_state_dict(student, load_checkpoint(checkpoint)["student"])
+    else:
+        copies = dict(student.named_modules())
+        criterion = make_importance(importance, _num_classes(model, example)) if isinstance(importance, str) else importance
+        pruner = tp.pruner.BasePruner(
+            student, example, criterion, pruning_ratio=ratio, iterative_steps=rounds,
+            ignored_layers=[copies[names[m]] for m in ignored + unsafe], **pruner_options,
+        )
+        for round_ in range(rounds):
+            batches = [source.next_batch(batch_size).inputs for _ in range(importance_batches)]
+            accumulate_importance(student, criterion, batches, model)
+            pruner.step()
+            student.zero_grad(set_to_none=True)
+            if round_ < rounds - 1:
+                recover(model, student, source, dataclasses.replace(recovery, steps=recovery.steps // rounds), bn_samples)
+        report.agreement["pruned"] = agreement(model, student, held_out)
+    report.macs_after, report.params_after = count_macs(student, example)
+    report.seconds["prune"] = round(time.perf_counter() - started, 2)
+    started = time.perf_counter()
+    recover(model, student, source, recovery, bn_samples, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+            resume=resume, progress=progress)
+    report.seconds["recovery"] = round(time.perf_counter() - started, 2)
+    report.agreement["recovered"] = agreement(model, student, held_out)
+    return student.eval(), report
+
+
+def _num_classes(model: nn.Module, example: torch.Tensor) -> int:
+    with torch.no_grad(), frozen(model):
+        return teacher_logits(model(example)).shape[1]
+
+
+def save_pruned(student: nn.Module, path: str | Path, model_spec: str | None, report: PruneReport | None = None) -> None:
+    """Write the pruned weights (tensors only, loadable with ``weights_only=True``), atomically.
+
+    Load back with ``fastdfkd_plugin.loading.load_model(SPEC, weights=path)``, or
+    ``fit_layers_to_state_dict(model, state["state_dict"])`` then ``load_state_dict``.
+    """
+    state = {
+        "format": PRUNED_FORMAT, "model_spec": model_spec, "state_dict": student.state_dict(),
+        "report": {**asdict(report), "speed_up": report.speed_up} if report else None,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+def cmd_prune(args: argparse.Namespace) -> None:
+    from ..cli import load_teacher, source_from_args
+
+    if args.speed_up <= 1:
+        raise FastDFKDError(f"--speed-up must be above 1 (MACs before / after), got {args.speed_up}")
+    if args.resume and not args.checkpoint:
+        raise FastDFKDError("--resume needs --checkpoint PATH (the file an earlier run wrote)")
+    model = load_teacher(args)
+    source = source_from_args(args, model)
+    model = source.teacher  # on the source's device
+    recovery = DistillConfig(
+        steps=args.recovery_steps, batch_size=args.kd_batch_size, synthesis_batch_size=args.batch_size,
+        steps_per_batch=args.steps_per_batch, bank_size=args.bank_size, lr=args.lr, temperature=args.temperature,
+        seed=args.seed,
+    )
+    options = {"round_to": args.round_to, "global_pruning": args.global_pruning}
+    student, report = prune_datafree(
+        model, source, args.speed_up, args.importance, recovery=recovery, bn_samples=args.bn_samples,
+        batch_size=args.batch_size, pruner_options={k: v for k, v in options.items() if v},
+        checkpoint=args.checkpoint, resume=args.resume, progress=not args.quiet,
+    )
+    save_pruned(student, args.out, args.model, report)
+    if report.unsafe_layers:
+        print(f"left {len(report.unsafe_layers)} layers unpruned whose channel coupling the dependency graph "
+              f"cannot follow (e.g. {', '.join(report.unsafe_layers[:3])})")
+    print(report.summary())
+    print(f"wrote {args.out}; load it with --model {args.model} --weights {args.out}")
+
+
+@hookimpl
+def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
+    from ..cli import add_model_arguments, add_source_arguments, positive
+
+    prune = subparsers.add_parser("prune", help="structured pruning with Torch-Pruning, then data-free recovery")
+    add_model_arguments(prune)
+    add_source_arguments(prune, default_samples=512)
+    prune.add_argument("--speed-up", type=float, required=True, help="target MACs before / after, e.g. 2.0")
+    prune.add_argument("--importance", default="magnitude", choices=IMPORTANCE_NAMES)
+    prune.add_argument("--global-pruning", action="store_true", help="rank channels across layers (speed-up becomes approximate)")
+    prune.add_argument("--round-to", type=positive, help="keep channel counts multiples of this")
+    prune.add_argument("--bn-samples", type=int, default=512, help="synthetic images for BN re-estimation (0 skips it)")
+    prune.add_argument("--recovery-steps", type=int, default=400, help="KD steps after pruning (0: BN re-estimation only)")
+    prune.add_argument("--kd-batch-size", type=positive, default=128)
+    prune.add_argument("--steps-per-batch", type=positive, default=20, help="KD steps per new synthetic batch")
+    prune.add_argument("--bank-size", type=positive, default=8192, help="synthetic images kept for KD")
+    prune.add_argument("--lr", type=float, default=0.01)
+    prune.add_argument("--temperature", type=float, default=4.0)
+    prune.add_argument("--checkpoint", help="write recovery checkpoints here (atomically)")
+    prune.add_argument("--resume", action="store_true", help="continue an interrupted run from --checkpoint")
+    prune.add_argument("--out", required=True, help="pruned weights (.pt, tensors only)")
+    prune.set_defaults(run=cmd_prune)
