@@ -108,3 +108,20 @@ class ResidualNet(nn.Module):
 def residual(seed: int = 0) -> ResidualNet:
     """A ResidualNet with trained-looking BN statistics (CLI spec ``tests/models.py:residual``)."""
     return make_teacher(seed, model=ResidualNet)
+
+
+class AutoRangeNet(nn.Module):
+    """Accepts 0–255 or 0–1 images by checking the range, a common convenience in deployed models.
+
+    ONNX tracing bakes in whichever branch the example input took; torch.export refuses the
+    data-dependent branch outright (CLI spec ``tests/models.py:AutoRangeNet``).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = make_teacher()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.max() > 1.5:
+            x = x / 255
+        return self.net(x)

@@ -10,7 +10,6 @@ import onnxruntime
 import pytest
 import torch
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-from torch import nn
 
 from conftest import FAST, MODELS, SHAPE, state_hash
 from fastdfkd_plugin import FastDFKDError, get_source
@@ -20,7 +19,7 @@ from fastdfkd_plugin.adapters.onnxruntime import (
     quantize_datafree, save_inputs_npz, save_onnx_test_data, synthesize_to_disk, verify_onnx,
 )
 from fastdfkd_plugin.cli import main
-from models import make_teacher
+from models import AutoRangeNet, make_teacher
 
 
 @pytest.fixture
@@ -160,22 +159,6 @@ def test_unsupported_quantization_type_names_the_onnxruntime_version(monkeypatch
 def test_export_and_verify_reports_errors_and_agreement(teacher, synthetic, tmp_path):
     result = export_and_verify(teacher, tmp_path / "m.onnx", [b.inputs for b in synthetic])
     assert result.samples == 32 and result.top1_agreement == 100.0 and result.max_abs_error < 1e-4
-
-
-class AutoRangeNet(nn.Module):
-    """Accepts 0–255 or 0–1 images by checking the range, a common convenience in deployed models.
-
-    Tracing bakes in whichever branch the example input took.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.net = make_teacher()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.max() > 1.5:
-            x = x / 255
-        return self.net(x)
 
 
 def test_realistic_inputs_catch_an_export_divergence_that_noise_hides(tmp_path):
