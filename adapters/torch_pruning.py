@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -270,30 +270,45 @@ def ratio_for_speed_up(
 def recover(
     teacher: nn.Module,
     student: nn.Module,
-    source: DataSource,
+    batches: DataSource | Iterator[torch.Tensor],
     config: DistillConfig,
     bn_samples: int = 512,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
-    eval_every: int = 0,
+    eval_every_seconds: float = 0.0,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 0,
     resume: bool = False,
     progress: bool = False,
 ) -> Distiller:
-    """BN re-estimation on ``bn_samples`` synthetic images, then KD from ``teacher`` (``config.steps`` steps).
+    """BN re-estimation on the first ``bn_samples`` images, then KD from ``teacher`` (``config.steps`` steps).
 
-    The source's adversarial term (if it has one) is aimed at the pruned student, so
-    new batches concentrate where it disagrees with the teacher. With ``resume``,
-    continues from ``checkpoint`` (BN re-estimation is not repeated).
+    The BN images also seed the KD bank, and their synthesis time counts toward the
+    log's seconds (and a ``config.seconds`` budget). A source's adversarial term (if
+    it has one) is aimed at the pruned student, so new batches concentrate where it
+    disagrees with the teacher. ``resume`` continues from ``checkpoint`` (BN
+    re-estimation is not repeated).
     """
-    distiller = Distiller(teacher, student, source, config)
+    distiller = Distiller(teacher, student, batches, config)
     if resume:
         distiller.resume(checkpoint)
     elif bn_samples:
-        reestimate_batchnorm(student, [source.synthetic_set(bn_samples, min(bn_samples, 512)).inputs])
+        started = time.perf_counter()
+        images = _first_images(batches, bn_samples, config.synthesis_batch_size or config.batch_size)
+        reestimate_batchnorm(student, [images])
+        distiller.bank.add(images)
+        distiller.log.synthesis_seconds += time.perf_counter() - started
     if not distiller.finished:
-        distiller.run(evaluate, eval_every, checkpoint, checkpoint_every, progress)
+        distiller.run(evaluate, 0, checkpoint, checkpoint_every, progress, eval_every_seconds)
     return distiller
+
+
+def _first_images(batches: DataSource | Iterator[torch.Tensor], count: int, batch_size: int) -> torch.Tensor:
+    if isinstance(batches, DataSource):
+        return batches.synthetic_set(count, min(count, batch_size)).inputs
+    images: list[torch.Tensor] = []
+    while sum(len(i) for i in images) < count:
+        images.append(next(batches))
+    return torch.cat(images)[:count]
 
 
 @dataclass

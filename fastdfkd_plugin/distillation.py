@@ -202,10 +202,12 @@ class Distiller:
         checkpoint: str | Path | None = None,
         checkpoint_every: int = 0,
         progress: bool = False,
+        eval_every_seconds: float = 0.0,
     ) -> DistillLog:
         """Run to ``config.steps`` (or the time budget): evaluate and checkpoint every N steps, and at the end.
 
-        Evaluation time is not counted in the log's seconds. Ctrl-C writes a
+        ``eval_every_seconds`` evaluates by training time instead (for accuracy-against-time
+        curves); evaluation time is not counted in the log's seconds. Ctrl-C writes a
         checkpoint (when one is configured) before the interrupt propagates.
         """
         aim = getattr(self.batches, "set_student", None)
@@ -222,7 +224,7 @@ class Distiller:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
                     finished = self.finished
-                    if evaluate is not None and (finished or (eval_every and self.step % eval_every == 0)):
+                    if evaluate is not None and (finished or self._evaluation_due(eval_every, eval_every_seconds)):
                         self._evaluate(evaluate)
                     if checkpoint is not None and (finished or (checkpoint_every and self.step % checkpoint_every == 0)):
                         self.save_checkpoint(checkpoint)
@@ -235,6 +237,10 @@ class Distiller:
                 aim(None)
             self.student.eval()
         return self.log
+
+    def _evaluation_due(self, every_steps: int, every_seconds: float) -> bool:
+        last = self.log.evaluations[-1]["seconds"] if self.log.evaluations else 0.0
+        return bool(every_steps and self.step % every_steps == 0) or bool(every_seconds and self.log.seconds >= last + every_seconds)
 
     def _evaluate(self, evaluate: Evaluator) -> None:
         was_training = self.student.training

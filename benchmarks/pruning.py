@@ -1,0 +1,196 @@
+"""Prune a real CIFAR-10 ResNet-56 with Torch-Pruning, then recover it without its training data.
+
+    python -m benchmarks.pruning [--speed-ups 2.0,2.6] [--recover-at 2.6] [--budget 600] [--eval test_a|heldout]
+
+For each target speed-up (MACs before / after): accuracy of the unpruned model, right
+after pruning (magnitude importance, only the layers the dependency graph can follow;
+see ``unsafe_layers``), after BatchNorm re-estimation on 512 images of (a) ``fastdfkd``
+(b) Gaussian noise (c) real ``train_10k``; then, at ``--recover-at``, KD recovery from
+the pruned model under the same wall-clock budget for every source: ``fastdfkd``
+(warm-up counted), ``deepinversion`` (steps per batch set so that its first 512 images
+take half the budget), Gaussian noise, and real ``train_10k`` images (what a user with
+data gets). Each recovery re-estimates BN on the source's first 512 images (which also
+seed the KD bank; their time counts) and then distils. Accuracy on ``test_a.npz``, or with
+``--eval heldout`` on 2,000 ``train_10k`` images never used for recovery (for tuning).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from fastdfkd_plugin import get_source
+from fastdfkd_plugin.adapters.torch_pruning import prune_datafree, recover
+from fastdfkd_plugin.batchnorm import reestimate_batchnorm
+from fastdfkd_plugin.distillation import DistillConfig
+
+from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_images, load_teacher
+from .report import environment, write_results
+
+HELDOUT = 2000
+BN_SAMPLES = 512
+# Fixed before any run (from the KD recovery reference in docs/method.md), never tuned on test_a.
+RECOVERY = dict(batch_size=128, synthesis_batch_size=64, steps_per_batch=10, bank_size=4096, lr=0.01, temperature=4.0)
+RECOVERY_SOURCES = ("fastdfkd", "deepinversion", "gaussian", "real train_10k")
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    model.eval()
+    correct = sum(int((model(x[i : i + 500]).argmax(1) == y[i : i + 500]).sum()) for i in range(0, len(y), 500))
+    return 100.0 * correct / len(y)
+
+
+def endless(images: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield from (images[index] for index in torch.randperm(len(images), generator=generator).split(batch_size))
+
+
+def source(name: str, teacher: torch.nn.Module, args, **options):
+    return get_source(name, teacher, INPUT_SHAPE, mean=MEAN, std=STD, seed=args.seed, device="cpu", **options)
+
+
+def bn_reestimation(pruned, teacher, real_x, args, score) -> dict[str, dict[str, float]]:
+    """Accuracy after BN re-estimation on 512 images of each kind, and the time to get them."""
+    rows = {}
+    makers = {
+        "fastdfkd": lambda: source("fastdfkd", teacher, args).synthetic_set(BN_SAMPLES).inputs,
+        "gaussian": lambda: source("gaussian", teacher, args).synthetic_set(BN_SAMPLES).inputs,
+        "real train_10k": lambda: real_x[:BN_SAMPLES],
+    }
+    for name, make in makers.items():
+        started = time.perf_counter()
+        inputs = make()
+        seconds = time.perf_counter() - started
+        rows[name] = {"accuracy": score(reestimate_batchnorm(copy.deepcopy(pruned), [inputs])), "seconds": round(seconds, 1)}
+        print(f"    BN re-estimation on {name}: {rows[name]['accuracy']:.2f} % ({seconds:.0f} s for the images)", flush=True)
+    return rows
+
+
+def recovery_run(name: str, pruned, teacher, real_x, args, score, deepinversion_steps: int) -> dict:
+    """BN re-estimation on 512 of the source's images, then KD, within ``args.budget`` seconds in all."""
+    batches = endless(real_x, RECOVERY["synthesis_batch_size"], args.seed) if name == "real train_10k" else source(
+        name, teacher, args, **({"steps": deepinversion_steps} if name == "deepinversion" else {})
+    )
+    config = DistillConfig(steps=10**9, seconds=args.budget, seed=args.seed, **RECOVERY)
+    student = copy.deepcopy(pruned)
+    distiller = recover(teacher, student, batches, config, BN_SAMPLES, evaluate=lambda model: {"accuracy": score(model)},
+                        eval_every_seconds=args.budget / 6)
+    log = distiller.log
+    final = log.evaluations[-1]
+    print(f"    recovery from {name}: {final['accuracy']:.2f} % after {distiller.step} KD steps in {log.seconds:.0f} s "
+          f"(synthesis {log.synthesis_seconds:.0f} s)", flush=True)
+    return {"source": name, "kd_steps": distiller.step, "synthesis_seconds": round(log.synthesis_seconds, 1),
+            "kd_seconds": round(log.kd_seconds, 1), "curve": log.evaluations, "final_accuracy": final["accuracy"]}
+
+
+def deepinversion_steps_for(teacher, args) -> int:
+    """DeepInversion steps per batch that let its 512 BN images take half the budget (timed, not tuned)."""
+    probe = source("deepinversion", teacher, args, steps=5)
+    started = time.perf_counter()
+    probe.next_batch(RECOVERY["synthesis_batch_size"])
+    per_step = (time.perf_counter() - started) / 5
+    return max(1, int(args.budget / 2 / (per_step * BN_SAMPLES / RECOVERY["synthesis_batch_size"])))
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--teacher", default="resnet56")
+    parser.add_argument("--speed-ups", default="2.0,2.6")
+    parser.add_argument("--recover-at", default="2.6", help="speed-ups to run KD recovery at (comma-separated)")
+    parser.add_argument("--budget", type=float, default=600.0, help="training seconds per recovery source")
+    parser.add_argument("--eval", choices=("test_a", "heldout"), default="test_a")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    teacher = load_teacher(args.teacher, args.data_dir)
+    train_x, train_y = load_images("train_10k", args.data_dir, seed=args.seed)
+    order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(args.seed))
+    real_x = train_x[order[HELDOUT:]]
+    eval_x, eval_y = (train_x[order[:HELDOUT]], train_y[order[:HELDOUT]]) if args.eval == "heldout" else load_images("test_a", args.data_dir)
+
+    def score(model: torch.nn.Module) -> float:
+        return accuracy(model, eval_x, eval_y)
+
+    results = {"teacher": args.teacher, "eval": args.eval, "eval_images": len(eval_y), "budget_seconds": args.budget,
+               "recovery_config": RECOVERY, "environment": environment(),
+               "unpruned": score(teacher), "targets": []}
+    print(f"{args.teacher} unpruned: {results['unpruned']:.2f} % on {args.eval}", flush=True)
+    recover_at = {float(s) for s in args.recover_at.split(",") if s}
+    for speed_up in (float(s) for s in args.speed_ups.split(",")):
+        print(f"  target {speed_up}× fewer MACs", flush=True)
+        pruned, report = prune_datafree(teacher, source("fastdfkd", teacher, args), speed_up, "magnitude", bn_samples=0)
+        row = {"target": speed_up, "speed_up": round(report.speed_up, 3), "macs_before": report.macs_before,
+               "macs_after": report.macs_after, "params_before": report.params_before, "params_after": report.params_after,
+               "pruning_ratio": round(report.pruning_ratio, 4), "unpruned_layers": report.unsafe_layers,
+               "pruned": score(pruned)}
+        print(f"    {report.speed_up:.2f}× at ratio {report.pruning_ratio:.3f}, {len(report.unsafe_layers)} layers left "
+              f"unpruned; right after pruning {row['pruned']:.2f} %", flush=True)
+        row["bn_reestimation"] = bn_reestimation(pruned, teacher, real_x, args, score)
+        if speed_up in recover_at:
+            steps = deepinversion_steps_for(teacher, args)
+            row["deepinversion_steps"] = steps
+            row["recovery"] = [recovery_run(name, pruned, teacher, real_x, args, score, steps) for name in RECOVERY_SOURCES]
+        results["targets"].append(row)
+    name = "pruning" if args.eval == "test_a" else "pruning_heldout"
+    write_results(args.out / f"{name}.json", args.out / f"{name}.md", results, markdown(results))
+    plot(results, args.out / f"{name}.png")
+    print(markdown(results))
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"# Pruning {results['teacher']} without data, then recovering it",
+        "",
+        "Command: `python -m benchmarks.pruning` (2 threads pinned to one core: `OMP_NUM_THREADS=1 taskset -c 1`).",
+        f"Accuracy on {results['eval']} ({results['eval_images']} images); unpruned {results['unpruned']:.2f} %.",
+        "",
+        "| target | MACs fewer | right after pruning | BN re-est. fastdfkd | BN re-est. Gaussian | BN re-est. real |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in results["targets"]:
+        bn = row["bn_reestimation"]
+        lines.append(f"| {row['target']}× | {row['speed_up']:.2f}× | {row['pruned']:.2f} | {bn['fastdfkd']['accuracy']:.2f} | "
+                     f"{bn['gaussian']['accuracy']:.2f} | {bn['real train_10k']['accuracy']:.2f} |")
+    for row in results["targets"]:
+        if "recovery" not in row:
+            continue
+        real = next(r for r in row["recovery"] if r["source"] == "real train_10k")["final_accuracy"]
+        lines += ["", f"KD recovery at {row['speed_up']:.2f}×, {results['budget_seconds']:.0f} s per source "
+                  f"(synthesis included; BN re-estimation on the source's first 512 images, then KD; DeepInversion at "
+                  f"{row['deepinversion_steps']} steps per batch):", "",
+                  "| source | final accuracy | of real-image recovery | KD steps | synthesis s |", "| --- | --- | --- | --- | --- |"]
+        for run in row["recovery"]:
+            lines.append(f"| {run['source']} | {run['final_accuracy']:.2f} | {100 * run['final_accuracy'] / real:.1f} % | "
+                         f"{run['kd_steps']} | {run['synthesis_seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [row for row in results["targets"] if "recovery" in row]
+    if not rows:
+        return
+    figure, axes = plt.subplots(1, len(rows), figsize=(6 * len(rows), 4), squeeze=False)
+    for axis, row in zip(axes[0], rows):
+        for run in row["recovery"]:
+            axis.plot([e["seconds"] / 60 for e in run["curve"]], [e["accuracy"] for e in run["curve"]], marker="o", label=run["source"])
+        axis.axhline(results["unpruned"], color="grey", linestyle="--", label="unpruned")
+        axis.set(title=f"{results['teacher']} at {row['speed_up']:.2f}× fewer MACs", xlabel="training time (min, 1 core)",
+                 ylabel=f"accuracy on {results['eval']} (%)")
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""The Torch-Pruning adapter, with the real Torch-Pruning, on a residual network with both kinds of shortcut."""
+
+from __future__ import annotations
+
+import copy
+import functools
+
+import pytest
+import torch
+import torch_pruning as tp
+
+from conftest import FAST, MODELS, state_hash
+from fastdfkd_plugin import FastDFKDError, get_source
+from fastdfkd_plugin.adapters.torch_pruning import (
+    IMPORTANCE_NAMES,
+    accumulate_importance,
+    count_macs,
+    make_importance,
+    output_layers,
+    prune_datafree,
+    recover,
+    trainable_copy,
+    unsafe_layers,
+)
+from fastdfkd_plugin.cli import main
+from fastdfkd_plugin.demo import INPUT_SHAPE, accuracy, load_digits, train_teacher
+from fastdfkd_plugin.distillation import DistillConfig, Distiller
+from fastdfkd_plugin.loading import load_model
+from models import ResidualNet
+
+RECOVERY = DistillConfig(steps=80, batch_size=32, steps_per_batch=5, bank_size=512, lr=0.05, temperature=4)
+
+
+@functools.cache
+def trained_residual():
+    """(teacher, digits): a ResidualNet trained 3 epochs on the digits (about 85 %, 4 s). Copy before changing it."""
+    digits = load_digits()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = ResidualNet(width=8, channels=1)
+    return train_teacher(digits, epochs=3, model=model), digits
+
+
+def source_for(teacher, digits, seed=0):
+    return get_source("fastdfkd", teacher, INPUT_SHAPE, mean=[digits.mean], std=[digits.std], seed=seed, **FAST)
+
+
+def names(model, layers):
+    lookup = {module: name for name, module in model.named_modules()}
+    return {lookup[layer] for layer in layers}
+
+
+def test_only_the_zero_padded_shortcut_group_is_left_unpruned():
+    teacher, digits = trained_residual()
+    example = torch.randn(2, *INPUT_SHAPE)
+    unsafe = unsafe_layers(teacher, example, output_layers(teacher, example))
+    # stem → identity block → option-A block share channels through the zero-padding shortcut;
+    # the option-B (1×1 conv) shortcut group and every block's inner conv are safe.
+    assert names(teacher, unsafe) == {"stem.0", "blocks.0.conv2", "blocks.1.conv2"}
+
+
+def test_prune_and_recover_raises_agreement_and_never_touches_the_model():
+    teacher, digits = trained_residual()
+    before = state_hash(teacher)
+    student, report = prune_datafree(teacher, source_for(teacher, digits), 2.0, "magnitude",
+                                     recovery=RECOVERY, bn_samples=128, batch_size=32, eval_samples=128)
+    assert report.speed_up >= 2.0
+    assert report.params_after < report.params_before
+    assert report.agreement["recovered"] > report.agreement["pruned"] + 0.2, report.agreement
+    assert accuracy(student, digits.test_x, digits.test_y) > 25  # chance is 10 %
+    assert state_hash(teacher) == before
+    assert "fewer" in report.summary()
+
+
+@pytest.mark.parametrize("name", IMPORTANCE_NAMES)
+def test_every_importance_criterion_scores_channels_from_synthetic_batches(name):
+    teacher, digits = trained_residual()
+    source = source_for(teacher, digits)
+    example = source.next_batch(2).inputs
+    student = trainable_copy(teacher)
+    lookup = dict(student.named_modules())
+    ignored = [lookup[n] for n in names(teacher, unsafe_layers(teacher, example, output_layers(teacher, example)))] + [student.fc]
+    importance = make_importance(name)
+    pruner = tp.pruner.BasePruner(student, example, importance, pruning_ratio=0.5, ignored_layers=ignored)
+    accumulate_importance(student, importance, [source.next_batch(16).inputs for _ in range(2)], teacher)
+    scores = importance(next(iter(pruner.DG.get_all_groups(ignored_layers=ignored, root_module_types=[torch.nn.Conv2d]))))
+    assert torch.isfinite(scores).all() and scores.std() > 0, f"{name} gave no usable scores: {scores}"
+    macs = count_macs(student, example)[0]
+    pruner.step()
+    assert count_macs(student, example)[0] < macs
+    assert student(example).shape == (2, 10)
+
+
+def test_a_speed_up_out_of_reach_says_what_can_be_reached():
+    teacher, digits = trained_residual()
+    with pytest.raises(FastDFKDError, match=r"out of reach.*at most \d+\.\d\d×"):
+        prune_datafree(teacher, source_for(teacher, digits), 50.0)
+
+
+def test_interrupted_recovery_resumes_to_the_same_model(tmp_path, monkeypatch):
+    teacher, digits = trained_residual()
+    pruned, _ = prune_datafree(teacher, source_for(teacher, digits), 1.5, bn_samples=0, batch_size=16, eval_samples=16)
+    config = DistillConfig(steps=10, batch_size=16, steps_per_batch=3, bank_size=128, lr=0.05, temperature=4)
+    whole = recover(teacher, copy.deepcopy(pruned), source_for(teacher, digits, seed=1), config, bn_samples=32)
+
+    checkpoint = tmp_path / "recovery.ckpt"
+    kd_step = Distiller.kd_step
+
+    def interrupt_at_six(self):
+        if self.step == 6:
+            raise KeyboardInterrupt
+        return kd_step(self)
+
+    monkeypatch.setattr(Distiller, "kd_step", interrupt_at_six)
+    with pytest.raises(KeyboardInterrupt):
+        recover(teacher, copy.deepcopy(pruned), source_for(teacher, digits, seed=1), config, bn_samples=32, checkpoint=checkpoint)
+    monkeypatch.setattr(Distiller, "kd_step", kd_step)
+    resumed = recover(teacher, copy.deepcopy(pruned), source_for(teacher, digits, seed=1), config, bn_samples=32,
+                      checkpoint=checkpoint, resume=True)
+    assert resumed.step == 10
+    assert state_hash(resumed.student) == state_hash(whole.student)
+
+
+def test_cli_prunes_recovers_resumes_and_the_file_loads_back(tmp_path, capsys):
+    spec, out, again = f"{MODELS}:residual", tmp_path / "pruned.pt", tmp_path / "again.pt"
+    args = ["prune", "--model", spec, "--input-shape", "3,32,32", "--speed-up", "1.5", "--recovery-steps", "4",
+            "--kd-batch-size", "8", "--steps-per-batch", "2", "--bn-samples", "16", "--checkpoint", str(tmp_path / "run.ckpt"),
+            "--steps", "2", "--warmup-tasks", "1", "--batch-size", "8", "--device", "cpu", "-q"]
+    assert main([*args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "left 3 layers unpruned" in printed and "fewer" in printed
+    pruned = load_model(spec, str(out))
+    assert pruned.blocks[2].conv1.out_channels < 32
+    assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    saved = torch.load(out, weights_only=True)
+    assert saved["report"]["speed_up"] >= 1.5
+    # the finished run's checkpoint resumes to the same weights
+    assert main([*args, "--resume", "--out", str(again)]) == 0
+    assert state_hash(load_model(spec, str(again))) == state_hash(pruned)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--speed-up", "0.5"], "must be above 1"),
+    (["--speed-up", "2", "--resume"], "--resume needs --checkpoint"),
+])
+def test_cli_refuses_bad_input_with_one_sentence(tmp_path, capsys, extra, message):
+    code = main(["prune", "--model", f"{MODELS}:residual", "--input-shape", "3,32,32", "--out", str(tmp_path / "p.pt"),
+                 "--device", "cpu", "-q", *extra])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "p.pt").exists()
