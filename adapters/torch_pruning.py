@@ -27,7 +27,6 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..batchnorm import reestimate_batchnorm
 from ..distillation import DistillConfig, Distiller, agreement, load_checkpoint
@@ -438,7 +437,7 @@ def save_pruned(student: nn.Module, path: str | Path, model_spec: str | None, re
 # -- CLI ---------------------------------------------------------------------------------------
 
 def cmd_prune(args: argparse.Namespace) -> None:
-    from ..cli import load_teacher, source_from_args
+    from ..cli import load_teacher, save_generator_state, source_from_args
 
     if args.speed_up <= 1:
         raise FastDFKDError(f"--speed-up must be above 1 (MACs before / after), got {args.speed_up}")
@@ -459,6 +458,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         checkpoint=args.checkpoint, resume=args.resume, progress=not args.quiet,
     )
     save_pruned(student, args.out, args.model, report)
+    save_generator_state(args, source)
     if report.unsafe_layers:
         print(f"left {len(report.unsafe_layers)} layers unpruned whose channel coupling the dependency graph "
               f"cannot follow (e.g. {', '.join(report.unsafe_layers[:3])})")
@@ -472,7 +472,7 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
 
     prune = subparsers.add_parser("prune", help="structured pruning with Torch-Pruning, then data-free recovery")
     add_model_arguments(prune)
-    add_source_arguments(prune, default_samples=512)
+    add_source_arguments(prune, with_samples=False)
     prune.add_argument("--speed-up", type=float, required=True, help="target MACs before / after, e.g. 2.0")
     prune.add_argument("--importance", default="magnitude", choices=IMPORTANCE_NAMES)
     prune.add_argument("--global-pruning", action="store_true", help="rank channels across layers (speed-up becomes approximate)")

@@ -63,14 +63,18 @@ def add_model_arguments(parser: argparse.ArgumentParser, flag: str = "--model", 
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
 
 
-def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int | None = None) -> None:
-    """``[--source NAME] [--steps K] [--warmup-tasks N] [--generator-state PATH] --num-samples N ...``."""
+def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int | None = None, with_samples: bool = True) -> None:
+    """``[--source NAME] [--steps K] [--warmup-tasks N] [--generator-state PATH] --num-samples N ...``.
+
+    ``with_samples=False`` leaves out ``--num-samples`` for commands that draw batches as they go.
+    """
     parser.add_argument("--source", default="fastdfkd", help="data source name (see `fastdfkd sources`; default fastdfkd)")
     parser.add_argument("--steps", type=positive, help="optimisation steps per batch (fastdfkd k, default 5; deepinversion default 2000)")
     parser.add_argument("--warmup-tasks", type=int, help="fastdfkd meta-learning tasks before the first batch (default 20)")
     parser.add_argument("--generator-state", help="load a warm fastdfkd generator state saved for this teacher (skips the warm-up)")
     parser.add_argument("--save-generator-state", help="save the fastdfkd generator state afterwards, for reuse with --generator-state")
-    parser.add_argument("--num-samples", type=positive, required=default_samples is None, default=default_samples)
+    if with_samples:
+        parser.add_argument("--num-samples", type=positive, required=default_samples is None, default=default_samples)
     parser.add_argument("--batch-size", type=positive, default=64)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for teacher forwards (mainly for CUDA)")

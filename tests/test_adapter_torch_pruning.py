@@ -8,9 +8,7 @@ import functools
 import pytest
 import torch
 import torch_pruning as tp
-
 from conftest import FAST, MODELS, state_hash
-from fastdfkd_plugin import FastDFKDError, get_source
 from fastdfkd_plugin.adapters.torch_pruning import (
     IMPORTANCE_NAMES,
     accumulate_importance,
@@ -22,11 +20,13 @@ from fastdfkd_plugin.adapters.torch_pruning import (
     trainable_copy,
     unsafe_layers,
 )
+from models import ResidualNet
+
+from fastdfkd_plugin import FastDFKDError, get_source
 from fastdfkd_plugin.cli import main
 from fastdfkd_plugin.demo import INPUT_SHAPE, accuracy, load_digits, train_teacher
 from fastdfkd_plugin.distillation import DistillConfig, Distiller
 from fastdfkd_plugin.loading import load_model
-from models import ResidualNet
 
 RECOVERY = DistillConfig(steps=80, batch_size=32, steps_per_batch=5, bank_size=512, lr=0.05, temperature=4)
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import FAST, SHAPE, state_hash
-from fastdfkd_plugin import FastDFKDError, get_source
-from fastdfkd_plugin.distillation import DistillConfig, Distiller, MemoryBank, agreement, distill, kd_loss
 from models import TinyNet, make_teacher
+
+from fastdfkd_plugin import FastDFKDError, get_source
+from fastdfkd_plugin.distillation import (
+    DistillConfig,
+    Distiller,
+    MemoryBank,
+    agreement,
+    distill,
+    kd_loss,
+)
 
 
 def test_kd_loss_is_zero_for_equal_logits_and_scaled_by_tau_squared():
