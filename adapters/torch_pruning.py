@@ -32,7 +32,7 @@ from ..batchnorm import reestimate_batchnorm
 from ..distillation import DistillConfig, Distiller, agreement, load_checkpoint
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
-from ..io import atomic_path
+from ..io import atomic_path, check_output_folder
 from ..loading import PRUNED_FORMAT, fit_layers_to_state_dict
 from ..sources.base import DataSource
 from ..teacher import frozen, model_device, teacher_logits
@@ -443,6 +443,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
         raise FastDFKDError(f"--speed-up must be above 1 (MACs before / after), got {args.speed_up}")
     if args.resume and not args.checkpoint:
         raise FastDFKDError("--resume needs --checkpoint PATH (the file an earlier run wrote)")
+    check_output_folder(args.out)
     model = load_teacher(args)
     source = source_from_args(args, model)
     model = source.teacher  # on the source's device

@@ -54,7 +54,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, flag: str = "--model", 
     """``--model SPEC [--weights PATH] [--allow-pickle] --input-shape C,H,W [--mean ...] [--std ...]``."""
     parser.add_argument(flag, dest="model", required=True,
                         help="path/to/file.py:callable, package.module:callable, or a TorchScript file")
-    parser.add_argument("--weights", help="state dict to load into the model (loaded with weights_only=True)")
+    weights = ["--weights"] if flag == "--model" else [f"{flag}-weights", "--weights"]
+    parser.add_argument(*weights, dest="weights", help="state dict to load into the model (loaded with weights_only=True)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow loading pickled objects from the model/weights files; this RUNS CODE from those files, use only files you trust")
     parser.add_argument("--input-shape", required=input_shape_required, type=shape, help="C,H,W, e.g. 3,32,32")
@@ -138,6 +139,69 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
         print(f"preview grid: {args.preview}")
 
 
+def cmd_distill(args: argparse.Namespace) -> None:
+    """Data-free distillation (Algorithm 1); under torchrun, one process per device."""
+    from . import distributed
+    from .distillation import DistillConfig, Distiller, agreement
+    from .io import atomic_path, check_output_folder, load_npz
+    from .loading import load_model
+    from .metrics import plot_against_time, write_jsonl
+
+    check_output_folder(args.out)
+    context = distributed.setup(args.device)
+    teacher = load_teacher(args)
+    student = load_model(args.student, args.student_weights, allow_pickle=args.allow_pickle).to(context.device)
+    source = source_from_args(argparse.Namespace(**{**vars(args), "device": str(context.device), "seed": args.seed + context.rank,
+                                                    "quiet": args.quiet or not context.main}), teacher)
+    if context.world_size > 1 and hasattr(source, "synthesizer"):
+        distributed.share_meta_generator(source.synthesizer)
+    teacher = source.teacher
+    if args.eval_data:
+        inputs, labels, _ = load_npz(args.eval_data)
+        eval_x, eval_y = torch.as_tensor(inputs, device=context.device), torch.as_tensor(labels, device=context.device)
+
+        def evaluate(model: nn.Module) -> dict[str, float]:
+            predictions = torch.cat([model(eval_x[i : i + 256]).argmax(1) for i in range(0, len(eval_y), 256)])
+            return {"accuracy": (predictions == eval_y).float().mean().item()}
+    else:
+        held_out = source.synthetic_set(args.eval_samples, args.batch_size).inputs  # never enters the bank
+
+        def evaluate(model: nn.Module) -> dict[str, float]:
+            return {"agreement": agreement(teacher, model, held_out)}
+
+    config = DistillConfig(
+        steps=args.epochs * args.kd_steps_per_epoch, batch_size=args.kd_batch_size, synthesis_batch_size=args.batch_size,
+        steps_per_batch=args.kd_steps_per_epoch, bank_size=args.bank_size, lr=args.lr, temperature=args.temperature,
+        seed=args.seed,
+    )
+    distiller = Distiller(teacher, student, source, config)
+    checkpoint = args.checkpoint or f"{args.out}.ckpt"
+    if args.resume:
+        distiller.resume(args.resume)
+    try:
+        distiller.run(evaluate, args.eval_every, checkpoint, args.checkpoint_every, progress=not args.quiet and context.main)
+    except KeyboardInterrupt:
+        if context.main:
+            print(f"fastdfkd: interrupted at step {distiller.step}; resume with --resume {checkpoint}", file=sys.stderr)
+        raise SystemExit(130) from None
+    if context.world_size > 1:
+        modules = {"student": student, **({"meta-generator": source.synthesizer.generator} if hasattr(source, "synthesizer") else {})}
+        distributed.check_in_sync(modules, context.device)
+    if not context.main:
+        return
+    with atomic_path(args.out) as tmp:
+        torch.save(student.state_dict(), tmp)
+    metrics = args.metrics or f"{args.out}.metrics.jsonl"
+    write_jsonl(metrics, distiller.log.evaluations)
+    if not args.no_plot:
+        plot_against_time(f"{args.out}.metrics.png", distiller.log.evaluations, title="distillation")
+    last = distiller.log.evaluations[-1]
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k not in ("step", "seconds"))
+    print(f"{distiller.step} KD steps on {context.world_size} process(es) in {distiller.log.seconds:.0f} s "
+          f"(synthesis {distiller.log.synthesis_seconds:.0f} s): {shown}")
+    print(f"wrote {args.out} (student state dict), {metrics}" + ("" if args.no_plot else f", {args.out}.metrics.png"))
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -159,6 +223,28 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--out", required=True, help="output .npz (inputs, labels, metadata)")
     synth.add_argument("--preview", help="also write an image grid of the first 64 samples (PNG)")
     synth.set_defaults(run=cmd_synthesize)
+
+    distill = commands.add_parser("distill", help="data-free distillation of a student from the teacher alone (torchrun-ready)")
+    add_model_arguments(distill, flag="--teacher")
+    add_source_arguments(distill, with_samples=False)
+    distill.add_argument("--student", required=True, help="student SPEC, like --teacher (random init unless --student-weights)")
+    distill.add_argument("--student-weights", help="initial student state dict (weights_only load)")
+    distill.add_argument("--epochs", type=positive, default=220, help="epochs of one synthesis task + KD steps (paper: 220)")
+    distill.add_argument("--kd-steps-per-epoch", type=positive, default=400, help="KD steps per synthesis task (paper: 400)")
+    distill.add_argument("--kd-batch-size", type=positive, default=256)
+    distill.add_argument("--bank-size", type=positive, default=50_000, help="synthetic images kept in memory for KD")
+    distill.add_argument("--lr", type=float, default=0.2, help="student SGD learning rate, cosine schedule (paper: 0.2)")
+    distill.add_argument("--temperature", type=float, default=20.0, help="KD temperature τ (paper: 20 on CIFAR)")
+    distill.add_argument("--eval-data", help="your own validation set (.npz with normalised inputs and labels) for accuracy")
+    distill.add_argument("--eval-samples", type=positive, default=512, help="held-out synthetic images for agreement when no --eval-data")
+    distill.add_argument("--eval-every", type=positive, default=400, help="KD steps between evaluations")
+    distill.add_argument("--checkpoint", help="checkpoint path (default OUT.ckpt), written atomically")
+    distill.add_argument("--checkpoint-every", type=positive, default=400)
+    distill.add_argument("--resume", help="continue from this checkpoint (same teacher and settings)")
+    distill.add_argument("--metrics", help="JSON-lines metrics file (default OUT.metrics.jsonl)")
+    distill.add_argument("--no-plot", action="store_true", help="skip the metrics plot (needs matplotlib)")
+    distill.add_argument("--out", required=True, help="student state dict (.pt)")
+    distill.set_defaults(run=cmd_distill, batch_size=256)
 
     demo = commands.add_parser("demo", help="end-to-end demo on scikit-learn's bundled digits (about 1.5 minutes on 2 cores)")
     demo.add_argument("--out-dir", default="fastdfkd-demo", help="where the preview grid, set and results go")

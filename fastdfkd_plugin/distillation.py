@@ -10,6 +10,8 @@ at the student being trained, so new batches go where the student still disagree
 The same loop serves data-free distillation and pruning recovery. A checkpoint holds
 everything the loop depends on (student, optimiser, schedule, bank, random states,
 the source's generator), so a resumed run ends where an uninterrupted one would.
+Under ``torchrun`` the student trains with DistributedDataParallel, each process
+synthesising its own batches (see :mod:`fastdfkd_plugin.distributed`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from . import distributed
 from .errors import FastDFKDError
 from .io import atomic_path
 from .sources.base import DataSource
@@ -130,7 +133,12 @@ class Distiller:
         self.teacher, self.student, self.batches, self.config = teacher, student, batches, config
         self.output_transform = output_transform
         self.teacher_fingerprint = fingerprint(teacher)
-        self.rng = torch.Generator(device=self.device).manual_seed(config.seed)
+        if isinstance(batches, DataSource):
+            check_outputs_match(teacher, student, batches.input_shape, output_transform)
+        self.rank = distributed.rank()
+        self.rng = torch.Generator(device=self.device).manual_seed(config.seed + self.rank)
+        # DDP averages the student's gradients across processes; `student` stays the plain module.
+        self.model = nn.parallel.DistributedDataParallel(student) if distributed.active() else student
         self.bank = MemoryBank(config.bank_size)
         self.optimizer = torch.optim.SGD(
             student.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
@@ -163,12 +171,8 @@ class Distiller:
         inputs = crop_flip(self.bank.sample(self.config.batch_size, self.rng), self.rng)
         with torch.no_grad():
             target = self._outputs(self.teacher, inputs)
-        prediction = self._outputs(self.student, inputs)
-        if prediction.shape != target.shape:
-            raise FastDFKDError(
-                f"the student outputs {tuple(prediction.shape[1:])} per input but the teacher {tuple(target.shape[1:])}; "
-                "give the student the teacher's number of classes"
-            )
+        prediction = self._outputs(self.model, inputs)
+        _check_shapes(prediction, target)
         loss = kd_loss(prediction, target, self.config.temperature)
         self.optimizer.zero_grad()
         loss.backward()
@@ -192,6 +196,8 @@ class Distiller:
     def finished(self) -> bool:
         """All steps done, or the time budget spent."""
         out_of_time = self.config.seconds is not None and self.log.seconds >= self.config.seconds
+        if self.config.seconds is not None and distributed.active():
+            out_of_time = distributed.any_(out_of_time, self.device)  # every process stops at the same step
         return self.step >= self.config.steps or out_of_time
 
     # -- the loop ---------------------------------------------------------------------------
@@ -236,6 +242,8 @@ class Distiller:
             if aim is not None:
                 aim(None)
             self.student.eval()
+        if distributed.active():
+            distributed.broadcast_buffers(self.student)
         return self.log
 
     def _evaluation_due(self, every_steps: int, every_seconds: float) -> bool:
@@ -248,7 +256,10 @@ class Distiller:
         with torch.no_grad():
             metrics = evaluate(self.student)
         self.student.train(was_training)
-        self.log.evaluations.append({"step": self.step, "seconds": round(self.log.seconds, 3), **metrics})
+        since = self.log.evaluations[-1]["step"] if self.log.evaluations else 0
+        recent = self.log.losses[since:]
+        loss = {"loss": sum(recent) / len(recent)} if recent else {}
+        self.log.evaluations.append({"step": self.step, "seconds": round(self.log.seconds, 3), **loss, **metrics})
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -285,9 +296,18 @@ class Distiller:
             self.batches.load_state_dict(state["source"])
         self.step = state["step"]
         self.log = DistillLog(**state["log"])
+        if self.rank > 0:  # the checkpoint holds rank 0's random streams: give this process its own
+            self.rng.manual_seed(self.config.seed + self.rank + 7919 * self.step)
+            if isinstance(self.batches, DataSource):
+                self.batches.rng.manual_seed(self.batches.seed + self.rank + 7919 * self.step)
 
     def save_checkpoint(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
-        """Write the loop's state (plus ``extra``) atomically: an interruption never leaves half a file."""
+        """Write the loop's state (plus ``extra``) atomically: an interruption never leaves half a file.
+
+        Only rank 0 writes in a multi-process run; every process can resume from its file.
+        """
+        if self.rank != 0:
+            return
         with atomic_path(path) as tmp:
             torch.save({**self.state_dict(), "extra": extra or {}}, tmp)
 
@@ -296,6 +316,23 @@ class Distiller:
         state = load_checkpoint(path, self.device)
         self.load_state_dict(state)
         return state["extra"]
+
+
+def _check_shapes(prediction: torch.Tensor, target: torch.Tensor) -> None:
+    if prediction.shape != target.shape:
+        raise FastDFKDError(
+            f"the student outputs {tuple(prediction.shape[1:])} per input but the teacher {tuple(target.shape[1:])}; "
+            "give the student the teacher's number of classes"
+        )
+
+
+@torch.no_grad()
+def check_outputs_match(teacher: nn.Module, student: nn.Module, input_shape: tuple[int, ...],
+                        output_transform: OutputTransform | None = None) -> None:
+    """Refuse a student whose outputs differ in size from the teacher's, before any synthesis is spent."""
+    probe = torch.zeros(2, *input_shape, device=model_device(student))
+    with frozen(teacher), frozen(student):
+        _check_shapes(teacher_logits(student(probe), output_transform), teacher_logits(teacher(probe), output_transform))
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:

@@ -19,12 +19,18 @@ import numpy as np
 from .errors import FastDFKDError
 
 
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it onto ``path`` only on success."""
+def check_output_folder(path: str | os.PathLike) -> Path:
+    """Fail before long work, not after it, when ``path`` cannot be written."""
     target = Path(path)
     if not target.parent.exists():
         raise FastDFKDError(f"output folder {target.parent} does not exist; create it or choose another path")
+    return target
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` only on success."""
+    target = check_output_folder(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:

@@ -125,3 +125,14 @@ class AutoRangeNet(nn.Module):
         if x.max() > 1.5:
             x = x / 255
         return self.net(x)
+
+
+def student() -> TinyNet:
+    """A half-width TinyNet: the student in distillation tests (CLI spec ``tests/models.py:student``)."""
+    torch.manual_seed(0)
+    return TinyNet(width=4)
+
+
+def seven_classes() -> TinyNet:
+    """A student with the wrong number of outputs for the 10-class teachers."""
+    return TinyNet(width=4, classes=7)

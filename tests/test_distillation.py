@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
-from conftest import FAST, SHAPE, state_hash
+from conftest import FAST, MODELS, SHAPE, state_hash
 from models import TinyNet, make_teacher
 
 from fastdfkd_plugin import FastDFKDError, get_source
+from fastdfkd_plugin.cli import main
 from fastdfkd_plugin.distillation import (
     DistillConfig,
     Distiller,
@@ -105,3 +109,54 @@ def test_mismatched_outputs_and_devices_are_refused(teacher):
         Distiller(teacher, TinyNet(width=4).to("meta"), iter([]), SMALL)
     with pytest.raises(FastDFKDError, match="ran out"):
         Distiller(teacher, TinyNet(width=4), iter([]), SMALL).run()
+
+
+DISTILL = ["distill", "--teacher", f"{MODELS}:tiny", "--input-shape", "3,32,32", "--epochs", "2", "--kd-steps-per-epoch", "3",
+           "--kd-batch-size", "16", "--batch-size", "16", "--steps", "2", "--warmup-tasks", "1", "--eval-samples", "32",
+           "--eval-every", "3", "--bank-size", "128", "--lr", "0.05", "--temperature", "4", "--device", "cpu", "-q"]
+
+
+def test_distill_command_writes_student_metrics_plot_and_resumes(tmp_path, capsys):
+    out = tmp_path / "student.pt"
+    assert main([*DISTILL, "--student", f"{MODELS}:student", "--out", str(out)]) == 0
+    assert "6 KD steps on 1 process(es)" in capsys.readouterr().out
+    student = TinyNet(width=4)
+    student.load_state_dict(torch.load(out, weights_only=True))
+    metrics = [json.loads(line) for line in Path(f"{out}.metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == [0, 3, 6] and all("agreement" in m for m in metrics)
+    assert Path(f"{out}.metrics.png").read_bytes().startswith(b"\x89PNG")
+    again = tmp_path / "again.pt"
+    assert main([*DISTILL, "--student", f"{MODELS}:student", "--resume", f"{out}.ckpt", "--out", str(again)]) == 0
+    resumed, finished = torch.load(again, weights_only=True), torch.load(out, weights_only=True)
+    assert all(torch.equal(resumed[key], finished[key]) for key in finished)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--student", f"{MODELS}:seven_classes"], "number of classes"),
+    (["--student", f"{MODELS}:student", "--resume", "missing.ckpt"], "does not exist"),
+])
+def test_distill_command_refuses_bad_input_before_spending_time(tmp_path, capsys, extra, message):
+    code = main([*DISTILL, *extra, "--out", str(tmp_path / "s.pt")])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "s.pt").exists()
+
+
+def test_distill_command_refuses_a_checkpoint_from_another_teacher(tmp_path, capsys):
+    assert main([*DISTILL, "--student", f"{MODELS}:student", "--out", str(tmp_path / "a.pt")]) == 0
+    args = [*DISTILL, "--student", f"{MODELS}:student", "--resume", str(tmp_path / "a.pt.ckpt"), "--out", str(tmp_path / "b.pt")]
+    args[args.index(f"{MODELS}:tiny")] = f"{MODELS}:residual"
+    assert main(args) == 2
+    assert "another teacher" in capsys.readouterr().err
+
+
+def test_a_bank_that_runs_out_of_memory_names_the_setting(monkeypatch):
+    bank = MemoryBank(capacity=10)
+    bank.add(torch.zeros(2, 1))
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(torch, "cat", out_of_memory)
+    with pytest.raises(FastDFKDError, match="lower bank_size"):
+        bank.add(torch.zeros(2, 1))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
@@ -77,6 +77,9 @@ class MetaSynthesizer:
             generator.parameters(), lr=self.lr_g * steps, betas=(0.5, 0.999)
         )
         self.tasks_done = 0
+        # Set by multi-process runs: averages tensors in place across processes, so every
+        # process applies the same meta step and BN momentum update (see distributed.py).
+        self.average_across_processes: Callable[[list[torch.Tensor]], None] | None = None
 
     def task(self, labels: torch.Tensor, adversarial: bool = True) -> TaskResult:
         """Adapt a clone of the meta-generator to one batch, then take one meta step."""
@@ -106,15 +109,21 @@ class MetaSynthesizer:
             inner.step()
         self._meta_step(fast, gradient_sum)
         if best_stats is not None:
+            if self.average_across_processes is not None:
+                self.average_across_processes([t for stats in best_stats if stats is not None for t in stats])
             self.objective.update_momentum(best_stats)
         self.tasks_done += 1
         return best
 
     def _meta_step(self, fast: nn.Module, gradient_sum: list[torch.Tensor]) -> None:
         """Move θ along the first-order MAML gradient sum (if given) or the Reptile difference θ − θ′."""
+        pairs = zip(self.generator.parameters(), fast.parameters())
+        gradients = gradient_sum or [param.detach() - adapted.detach() for param, adapted in pairs]
+        if self.average_across_processes is not None:
+            self.average_across_processes(gradients)
         self.meta_optimizer.zero_grad(set_to_none=False)
-        for index, (param, adapted) in enumerate(zip(self.generator.parameters(), fast.parameters())):
-            param.grad = gradient_sum[index] if gradient_sum else param.detach() - adapted.detach()
+        for param, gradient in zip(self.generator.parameters(), gradients):
+            param.grad = gradient
         self.meta_optimizer.step()
 
     def state_dict(self) -> dict:
