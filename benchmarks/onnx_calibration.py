@@ -26,7 +26,7 @@ from fastdfkd_plugin import get_source
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, export_onnx, onnx_accuracy, quiet_root_logger
 
 from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_images, load_teacher
-from .report import environment, write_results
+from .report import environment, source_tables, write_results
 
 CONFIGS = {"W8A8": (QuantType.QInt8, QuantType.QUInt8), "W4A8": (QuantType.QInt4, QuantType.QUInt8),
            "W4A4": (QuantType.QInt4, QuantType.QUInt4)}
@@ -93,15 +93,7 @@ def markdown(results: dict) -> str:
              f"Command: `{env['command']}`  ",
              f"onnxruntime QDQ, per-channel weights, {results['samples']} calibration images, accuracy (%) on "
              f"{results['eval']} ({results['eval_images']} images); torch {env['torch']}, {env['threads']} CPU threads.", ""]
-    for result in results["teachers"]:
-        lines += [f"## {result['teacher']} (FP32 {result['fp32']:.2f} %)", "",
-                  "| calibration data | synthesis s | " + " | ".join(columns) + " |",
-                  "| --- | --- | " + " | ".join("---" for _ in columns) + " |"]
-        for row in result["rows"]:
-            cells = " | ".join(f"{row['accuracy'][c]:.2f}" for c in columns)
-            lines.append(f"| {row['source']} | {row['synthesis_seconds']:.0f} | {cells} |")
-        lines.append("")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + source_tables(results["teachers"], columns)) + "\n"
 
 
 def plot(results: dict, path: Path) -> None:

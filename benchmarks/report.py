@@ -31,3 +31,17 @@ def write_results(json_path: Path, markdown_path: Path, results: dict[str, Any],
         tmp.write_text(json.dumps(results, indent=2))
     with atomic_path(markdown_path) as tmp:
         tmp.write_text(markdown)
+
+
+def source_tables(teachers: list[dict[str, Any]], columns: list[str]) -> list[str]:
+    """Markdown lines, one table per teacher: a row per calibration source, its synthesis time, then ``columns``."""
+    lines = []
+    for result in teachers:
+        lines += [f"## {result['teacher']} (FP32 {result['fp32']:.2f} %)", "",
+                  "| calibration data | synthesis s | " + " | ".join(columns) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in columns) + " |"]
+        for row in result["rows"]:
+            cells = " | ".join(f"{row['accuracy'][c]:.2f}" for c in columns)
+            lines.append(f"| {row['source']} | {row['synthesis_seconds']:.0f} | {cells} |")
+        lines.append("")
+    return lines
