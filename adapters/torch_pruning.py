@@ -111,7 +111,7 @@ def unsafe_layers(model: nn.Module, example: torch.Tensor, ignored: list[nn.Modu
     reference = trainable_copy(model).eval()
     modules = dict(reference.named_modules())
     reference_names = {module: name for name, module in modules.items()}
-    graph = tp.DependencyGraph().build_dependency(reference, example_inputs=example)
+    graph = trace(reference, example)
     unsafe: list[str] = []
     for group in graph.get_all_groups(ignored_layers=[modules[names[m]] for m in ignored or []], root_module_types=PRUNABLE):
         problem = _pruning_problem(reference, example, reference_names[group[0].dep.target.module])
@@ -130,7 +130,7 @@ def _pruning_problem(reference: nn.Module, example: torch.Tensor, root_name: str
     trial_names = {module: name for name, module in trial.named_modules()}
     masked_modules = dict(masked.named_modules())
     root = dict(trial.named_modules())[root_name]
-    graph = tp.DependencyGraph().build_dependency(trial, example_inputs=example)
+    graph = trace(trial, example)
     handler = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else tp.prune_conv_out_channels
     group = graph.get_pruning_group(root, handler, idxs=[root.weight.shape[0] // 2])
     with torch.no_grad():
@@ -148,6 +148,36 @@ def _pruning_problem(reference: nn.Module, example: torch.Tensor, root_name: str
     except Exception as exc:  # any failure means the graph mis-tracked this coupling
         return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
     return "" if same else "the pruned model computes a different function"
+
+
+def trace(model: nn.Module, example: torch.Tensor) -> Any:
+    """Torch-Pruning's dependency graph of ``model``; a model it cannot trace gets the failing layer named."""
+    try:
+        return _tp().DependencyGraph().build_dependency(model, example_inputs=example)
+    except Exception as exc:  # tracing runs the user's forward with autograd on: anything can fail
+        layer = _failing_layer(model, example)
+        where = f" in layer {layer!r}" if layer else ""
+        raise FastDFKDError(
+            f"Torch-Pruning cannot trace this model{where} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            "make that layer's forward work with gradients on, or prune a copy without it"
+        ) from exc
+
+
+def _failing_layer(model: nn.Module, example: torch.Tensor) -> str | None:
+    """The innermost layer a forward with gradients on entered but never left."""
+    open_layers: list[str] = []
+    handles = []
+    for name, module in model.named_modules():
+        handles.append(module.register_forward_pre_hook(lambda m, i, name=name: open_layers.append(name)))
+        handles.append(module.register_forward_hook(lambda m, i, o, name=name: open_layers.remove(name)))
+    try:
+        model(example)
+    except Exception:  # the same failure as in tracing; we only want where it happened
+        return open_layers[-1] if open_layers else None
+    finally:
+        for handle in handles:
+            handle.remove()
+    return None
 
 
 # -- data-driven importance --------------------------------------------------------------------

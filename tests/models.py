@@ -136,3 +136,17 @@ def student() -> TinyNet:
 def seven_classes() -> TinyNet:
     """A student with the wrong number of outputs for the 10-class teachers."""
     return TinyNet(width=4, classes=7)
+
+
+class HostRoundTrip(nn.Module):
+    """Copies activations through NumPy: fine for inference, impossible to trace with gradients on."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(x.numpy().copy())
+
+
+def untraceable() -> TinyNet:
+    """A TinyNet with a HostRoundTrip after its first conv block."""
+    model = make_teacher()
+    model.body.insert(3, HostRoundTrip())
+    return model

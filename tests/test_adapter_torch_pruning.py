@@ -149,3 +149,12 @@ def test_cli_refuses_bad_input_with_one_sentence(tmp_path, capsys, extra, messag
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "p.pt").exists()
+
+
+def test_a_model_torch_pruning_cannot_trace_gets_the_layer_named():
+    from models import untraceable
+
+    model = untraceable()
+    example = torch.randn(2, 3, 32, 32)
+    with pytest.raises(FastDFKDError, match=r"cannot trace this model in layer 'body.3'"):
+        unsafe_layers(model, example, output_layers(model, example))

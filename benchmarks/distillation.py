@@ -1,0 +1,149 @@
+"""Data-free distillation of a random-init ResNet-20 from the real CIFAR-10 ResNet-56, per data source.
+
+    python -m benchmarks.distillation [--budget 600] [--sources fastdfkd-k5,fastdfkd-k2,deepinversion,gaussian,real]
+
+Every source gets the same wall-clock budget (synthesis included; fastdfkd's warm-up
+too) and the same KD recipe (the paper's: SGD lr 0.2, momentum 0.9, weight decay 1e-4,
+τ = 20, cosine schedule, here over the time budget), with a new batch of 64 images every
+10 KD steps of batch 128 (the paper's one task per 400 steps would give a CPU budget only
+a few batches). ``deepinversion`` makes each batch in 200 steps (a tenth of its usual
+2,000), ``gaussian`` is N(0, 1) noise clipped to the image range, ``real`` is
+``train_10k`` (the with-data reference). Accuracy on ``test_a.npz`` every budget/8 s of
+training time; the final point is reported, never the best.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from fastdfkd_plugin import get_source
+from fastdfkd_plugin.distillation import DistillConfig, Distiller
+
+from .cifar import (
+    INPUT_SHAPE,
+    MEAN,
+    STD,
+    benchmark_parser,
+    load_images,
+    load_teacher,
+    resnet20,
+)
+from .report import environment, write_results
+
+RECIPE = dict(batch_size=128, synthesis_batch_size=64, steps_per_batch=10, bank_size=50_000, lr=0.2, temperature=20.0)
+SOURCES = {
+    "fastdfkd-k5": ("fastdfkd", {"steps": 5}),
+    "fastdfkd-k2": ("fastdfkd", {"steps": 2}),
+    "deepinversion": ("deepinversion", {"steps": 200}),
+    "gaussian": ("gaussian", {}),
+    "real": (None, {}),
+}
+
+
+@torch.no_grad()
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    correct = sum(int((model(x[i : i + 500]).argmax(1) == y[i : i + 500]).sum()) for i in range(0, len(y), 500))
+    return 100.0 * correct / len(y)
+
+
+def endless(images: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield from (images[index] for index in torch.randperm(len(images), generator=generator).split(batch_size))
+
+
+def run_source(label: str, teacher, args, eval_x, eval_y, real_x) -> dict:
+    name, options = SOURCES[label]
+    batches = endless(real_x, RECIPE["synthesis_batch_size"], args.seed) if name is None else get_source(
+        name, teacher, INPUT_SHAPE, mean=MEAN, std=STD, seed=args.seed, device="cpu", **options
+    )
+    torch.manual_seed(args.seed)
+    student = resnet20()  # random init, the same for every source
+    config = DistillConfig(steps=10**9, seconds=args.budget, seed=args.seed, **RECIPE)
+    distiller = Distiller(teacher, student, batches, config)
+    started = time.perf_counter()
+    log = distiller.run(evaluate=lambda model: {"accuracy": accuracy(model, eval_x, eval_y)}, eval_every_seconds=args.budget / 8)
+    images = (distiller.step + RECIPE["steps_per_batch"] - 1) // RECIPE["steps_per_batch"] * RECIPE["synthesis_batch_size"]
+    result = {
+        "source": label, "kd_steps": distiller.step, "images": images,
+        "synthesis_seconds": round(log.synthesis_seconds, 1), "kd_seconds": round(log.kd_seconds, 1),
+        "images_per_second": round(images / log.synthesis_seconds, 2) if log.synthesis_seconds > 0.5 else None,
+        "kd_steps_per_second": round(distiller.step / log.kd_seconds, 3),
+        "wall_seconds": round(time.perf_counter() - started, 1), "curve": log.evaluations,
+        "final_accuracy": log.evaluations[-1]["accuracy"],
+    }
+    print(f"  {label}: {result['final_accuracy']:.2f} % after {distiller.step} KD steps, {images} images "
+          f"(synthesis {log.synthesis_seconds:.0f} s, KD {log.kd_seconds:.0f} s)", flush=True)
+    return result
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--budget", type=float, default=600.0, help="training seconds per source")
+    parser.add_argument("--sources", default=",".join(SOURCES))
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    args = parser.parse_args()
+    teacher = load_teacher("resnet56", args.data_dir)
+    eval_x, eval_y = load_images("test_a", args.data_dir)
+    real_x, _ = load_images("train_10k", args.data_dir, seed=args.seed)
+    results = {"teacher": "resnet56", "student": "resnet20 (random init)", "teacher_accuracy": accuracy(teacher, eval_x, eval_y),
+               "budget_seconds": args.budget, "recipe": RECIPE, "sources": {k: SOURCES[k][1] for k in SOURCES},
+               "environment": environment(), "runs": []}
+    print(f"teacher resnet56: {results['teacher_accuracy']:.2f} % on test_a", flush=True)
+    for label in args.sources.split(","):
+        results["runs"].append(run_source(label, teacher, args, eval_x, eval_y, real_x))
+    write_results(args.out / "distillation.json", args.out / "distillation.md", results, markdown(results))
+    plot(results, args.out / "distillation.png")
+    print(markdown(results))
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "# Data-free distillation: ResNet-56 → ResNet-20 (random init), equal wall-clock per source",
+        "",
+        "Command: `OMP_NUM_THREADS=1 taskset -c 1 python -m benchmarks.distillation` (one CPU core).",
+        f"Teacher {results['teacher_accuracy']:.2f} % on test_a (5,000 images). Budget {results['budget_seconds']:.0f} s "
+        "of training time per source (synthesis, warm-up included, plus KD; evaluation not counted).",
+        "",
+        "| source | final accuracy | of teacher | KD steps | images | synthesis s | images/s | KD steps/s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for run in results["runs"]:
+        rate = f"{run['images_per_second']:.1f}" if run["images_per_second"] else "–"
+        lines.append(f"| {run['source']} | {run['final_accuracy']:.2f} | {100 * run['final_accuracy'] / results['teacher_accuracy']:.1f} % "
+                     f"| {run['kd_steps']} | {run['images']} | {run['synthesis_seconds']:.0f} | {rate} | {run['kd_steps_per_second']:.2f} |")
+    checkpoints = sorted({round(e["seconds"] / results["budget_seconds"], 2) for e in results["runs"][0]["curve"]})
+    lines += ["", "Accuracy along the way (test_a, %; time as a fraction of the budget, nearest evaluation at or before it):", "",
+              "| source | " + " | ".join(f"{c:.2f}" for c in checkpoints) + " |", "| --- |" + " --- |" * len(checkpoints)]
+    for run in results["runs"]:
+        cells = []
+        for c in checkpoints:
+            before = [e for e in run["curve"] if e["seconds"] / results["budget_seconds"] <= c + 1e-9]
+            cells.append(f"{before[-1]['accuracy']:.1f}" if before else "–")
+        lines.append(f"| {run['source']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for run in results["runs"]:
+        axis.plot([e["seconds"] / 60 for e in run["curve"]], [e["accuracy"] for e in run["curve"]], marker="o", label=run["source"])
+    axis.axhline(results["teacher_accuracy"], color="grey", linestyle="--", label="teacher (ResNet-56)")
+    axis.set(xlabel="training time (min, one CPU core)", ylabel="student accuracy on test_a (%)",
+             title="ResNet-56 → ResNet-20, equal wall-clock per source")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()
