@@ -105,7 +105,6 @@ def unsafe_layers(model: nn.Module, example: torch.Tensor, ignored: list[nn.Modu
     as ``ignored_layers``. Activations should map 0 to 0 (ReLU, GELU, SiLU do);
     otherwise safe groups are reported unsafe too, which costs speed-up, never correctness.
     """
-    tp = _tp()
     original = dict(model.named_modules())
     names = {module: name for name, module in original.items()}
     reference = trainable_copy(model).eval()

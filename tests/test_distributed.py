@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import MODELS
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
