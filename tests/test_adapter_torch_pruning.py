@@ -158,3 +158,21 @@ def test_a_model_torch_pruning_cannot_trace_gets_the_layer_named():
     example = torch.randn(2, 3, 32, 32)
     with pytest.raises(FastDFKDError, match=r"cannot trace this model in layer 'body.3'"):
         unsafe_layers(model, example, output_layers(model, example))
+
+
+def test_iterative_pruning_recovers_between_rounds_and_reaches_the_speed_up():
+    teacher, digits = trained_residual()
+    config = DistillConfig(steps=20, batch_size=16, steps_per_batch=5, bank_size=128, lr=0.05, temperature=4)
+    calls = []
+    original_run = Distiller.run
+
+    def counting_run(self, *args, **kwargs):
+        calls.append(self.config.steps)
+        return original_run(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Distiller, "run", counting_run)
+        _, report = prune_datafree(teacher, source_for(teacher, digits), 1.8, "taylor", recovery=config, rounds=2,
+                                   bn_samples=32, batch_size=16, eval_samples=32)
+    assert calls == [10, 20], "one short recovery between the two rounds, then the full one"
+    assert report.speed_up >= 1.8
