@@ -105,7 +105,7 @@ def markdown(results: dict) -> str:
     lines = [
         "# Data-free distillation: ResNet-56 → ResNet-20 (random init), equal wall-clock per source",
         "",
-        "Command: `OMP_NUM_THREADS=1 taskset -c 1 python -m benchmarks.distillation` (one CPU core).",
+        "Command: `OMP_NUM_THREADS=1 taskset -c 0 python -m benchmarks.distillation --budget 720` (one CPU core).",
         f"Teacher {results['teacher_accuracy']:.2f} % on test_a (5,000 images). Budget {results['budget_seconds']:.0f} s "
         "of training time per source (synthesis, warm-up included, plus KD; evaluation not counted).",
         "",

@@ -147,7 +147,7 @@ def markdown(results: dict) -> str:
     lines = [
         f"# Pruning {results['teacher']} without data, then recovering it",
         "",
-        "Command: `python -m benchmarks.pruning` (2 threads pinned to one core: `OMP_NUM_THREADS=1 taskset -c 1`).",
+        "Command: `OMP_NUM_THREADS=1 taskset -c 1 python -m benchmarks.pruning --budget 480` (one CPU core).",
         f"Accuracy on {results['eval']} ({results['eval_images']} images); unpruned {results['unpruned']:.2f} %.",
         "",
         "| target | MACs fewer | right after pruning | BN re-est. fastdfkd | BN re-est. Gaussian | BN re-est. real |",

@@ -145,9 +145,11 @@ def cmd_distill(args: argparse.Namespace) -> None:
     from .distillation import DistillConfig, Distiller, agreement
     from .io import atomic_path, check_output_folder, load_npz
     from .loading import load_model
-    from .metrics import plot_against_time, write_jsonl
+    from .metrics import plot_against_time, require_matplotlib, write_jsonl
 
     check_output_folder(args.out)
+    if not args.no_plot:
+        require_matplotlib()
     context = distributed.setup(args.device)
     teacher = load_teacher(args)
     student = load_model(args.student, args.student_weights, allow_pickle=args.allow_pickle).to(context.device)

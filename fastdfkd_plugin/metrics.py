@@ -16,8 +16,8 @@ def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:
         tmp.write_text("".join(json.dumps(record) + "\n" for record in records))
 
 
-def plot_against_time(path: str | Path, records: list[dict[str, Any]], title: str = "distillation") -> None:
-    """Every metric in ``records`` (one panel each) against training minutes, as a PNG."""
+def require_matplotlib() -> Any:
+    """matplotlib's pyplot (headless), or one sentence naming the extra; call it before long work."""
     try:
         import matplotlib
 
@@ -25,6 +25,12 @@ def plot_against_time(path: str | Path, records: list[dict[str, Any]], title: st
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise FastDFKDError("plots need matplotlib; pip install 'fastdfkd-plugin[bench]' or pass --no-plot") from exc
+    return plt
+
+
+def plot_against_time(path: str | Path, records: list[dict[str, Any]], title: str = "distillation") -> None:
+    """Every metric in ``records`` (one panel each) against training minutes, as a PNG."""
+    plt = require_matplotlib()
     names = list(dict.fromkeys(key for record in records for key in record if key not in ("step", "seconds")))
     figure, axes = plt.subplots(1, max(len(names), 1), figsize=(4.5 * max(len(names), 1), 3.5), squeeze=False)
     minutes = [record["seconds"] / 60 for record in records]
