@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -113,3 +114,18 @@ def load_images(
         x, y = x[keep], y[keep]
     pixels = torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255
     return (pixels - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1), torch.from_numpy(y)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
+    """Top-1 accuracy (%) of ``model`` in eval mode."""
+    model.eval()
+    correct = sum(int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum()) for i in range(0, len(y), batch_size))
+    return 100.0 * correct / len(y)
+
+
+def endless(images: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    """Seeded random batches of ``images``, epoch after epoch: real data as an endless stream."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield from (images[index] for index in torch.randperm(len(images), generator=generator).split(batch_size))

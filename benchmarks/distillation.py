@@ -16,22 +16,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
 from fastdfkd_plugin import get_source
 from fastdfkd_plugin.distillation import DistillConfig, Distiller
 
-from .cifar import (
-    INPUT_SHAPE,
-    MEAN,
-    STD,
-    benchmark_parser,
-    load_images,
-    load_teacher,
-    resnet20,
-)
+from .cifar import INPUT_SHAPE, MEAN, STD, accuracy, benchmark_parser, endless, load_images, load_teacher, resnet20
 from .report import environment, write_results
 
 RECIPE = dict(batch_size=128, synthesis_batch_size=64, steps_per_batch=10, bank_size=50_000, lr=0.2, temperature=20.0)
@@ -44,16 +35,8 @@ SOURCES = {
 }
 
 
-@torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    correct = sum(int((model(x[i : i + 500]).argmax(1) == y[i : i + 500]).sum()) for i in range(0, len(y), 500))
-    return 100.0 * correct / len(y)
 
 
-def endless(images: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    while True:
-        yield from (images[index] for index in torch.randperm(len(images), generator=generator).split(batch_size))
 
 
 def run_source(label: str, teacher, args, eval_x, eval_y, real_x) -> dict:

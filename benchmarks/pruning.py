@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import time
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
@@ -28,7 +27,7 @@ from fastdfkd_plugin.adapters.torch_pruning import prune_datafree, recover
 from fastdfkd_plugin.batchnorm import reestimate_batchnorm
 from fastdfkd_plugin.distillation import DistillConfig
 
-from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_images, load_teacher
+from .cifar import INPUT_SHAPE, MEAN, STD, accuracy, benchmark_parser, endless, load_images, load_teacher
 from .report import environment, write_results
 
 HELDOUT = 2000
@@ -38,17 +37,8 @@ RECOVERY = dict(batch_size=128, synthesis_batch_size=64, steps_per_batch=10, ban
 RECOVERY_SOURCES = ("fastdfkd", "deepinversion", "gaussian", "real train_10k")
 
 
-@torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    model.eval()
-    correct = sum(int((model(x[i : i + 500]).argmax(1) == y[i : i + 500]).sum()) for i in range(0, len(y), 500))
-    return 100.0 * correct / len(y)
 
 
-def endless(images: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    while True:
-        yield from (images[index] for index in torch.randperm(len(images), generator=generator).split(batch_size))
 
 
 def source(name: str, teacher: torch.nn.Module, args, **options):
