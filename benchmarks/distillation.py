@@ -54,7 +54,7 @@ def run_source(label: str, teacher, args, eval_x, eval_y, real_x) -> dict:
     result = {
         "source": label, "kd_steps": distiller.step, "images": images,
         "synthesis_seconds": round(log.synthesis_seconds, 1), "kd_seconds": round(log.kd_seconds, 1),
-        "images_per_second": round(images / log.synthesis_seconds, 2) if log.synthesis_seconds > 0.5 else None,
+        "images_per_second": round(images / log.synthesis_seconds, 2) if name not in (None, "gaussian") else None,
         "kd_steps_per_second": round(distiller.step / log.kd_seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 1), "curve": log.evaluations,
         "final_accuracy": log.evaluations[-1]["accuracy"],
@@ -99,15 +99,14 @@ def markdown(results: dict) -> str:
         rate = f"{run['images_per_second']:.1f}" if run["images_per_second"] else "–"
         lines.append(f"| {run['source']} | {run['final_accuracy']:.2f} | {100 * run['final_accuracy'] / results['teacher_accuracy']:.1f} % "
                      f"| {run['kd_steps']} | {run['images']} | {run['synthesis_seconds']:.0f} | {rate} | {run['kd_steps_per_second']:.2f} |")
-    checkpoints = sorted({round(e["seconds"] / results["budget_seconds"], 2) for e in results["runs"][0]["curve"]})
-    lines += ["", "Accuracy along the way (test_a, %; time as a fraction of the budget, nearest evaluation at or before it):", "",
-              "| source | " + " | ".join(f"{c:.2f}" for c in checkpoints) + " |", "| --- |" + " --- |" * len(checkpoints)]
+    budget = results["budget_seconds"]
+    fractions = [i / 8 for i in range(8)]
+    lines += ["", "Accuracy along the way (test_a, %), at fractions of the budget (the last evaluation at or before each), "
+              "and the final one:", "",
+              "| source | " + " | ".join(f"{f:.3g}" for f in fractions) + " | final |", "| --- |" + " --- |" * (len(fractions) + 1)]
     for run in results["runs"]:
-        cells = []
-        for c in checkpoints:
-            before = [e for e in run["curve"] if e["seconds"] / results["budget_seconds"] <= c + 1e-9]
-            cells.append(f"{before[-1]['accuracy']:.1f}" if before else "–")
-        lines.append(f"| {run['source']} | " + " | ".join(cells) + " |")
+        cells = [f"{[e for e in run['curve'] if e['seconds'] <= f * budget + 1e-6][-1]['accuracy']:.1f}" for f in fractions]
+        lines.append(f"| {run['source']} | " + " | ".join(cells) + f" | {run['final_accuracy']:.1f} |")
     return "\n".join(lines) + "\n"
 
 
