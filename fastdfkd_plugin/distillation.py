@@ -225,7 +225,8 @@ class Distiller:
             ) as bar:
                 if evaluate is not None and self.step == 0:
                     self._evaluate(evaluate)
-                while not self.finished:
+                finished = self.finished  # once per step: under torchrun with a time budget it is a collective
+                while not finished:
                     loss = self.kd_step()
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
@@ -301,21 +302,19 @@ class Distiller:
             if isinstance(self.batches, DataSource):
                 self.batches.rng.manual_seed(self.batches.seed + self.rank + 7919 * self.step)
 
-    def save_checkpoint(self, path: str | Path, extra: dict[str, Any] | None = None) -> None:
-        """Write the loop's state (plus ``extra``) atomically: an interruption never leaves half a file.
+    def save_checkpoint(self, path: str | Path) -> None:
+        """Write the loop's state atomically: an interruption never leaves half a file.
 
         Only rank 0 writes in a multi-process run; every process can resume from its file.
         """
         if self.rank != 0:
             return
         with atomic_path(path) as tmp:
-            torch.save({**self.state_dict(), "extra": extra or {}}, tmp)
+            torch.save(self.state_dict(), tmp)
 
-    def resume(self, path: str | Path) -> dict[str, Any]:
-        """Continue from :meth:`save_checkpoint`; returns the ``extra`` saved with it."""
-        state = load_checkpoint(path, self.device)
-        self.load_state_dict(state)
-        return state["extra"]
+    def resume(self, path: str | Path) -> None:
+        """Continue from :meth:`save_checkpoint`."""
+        self.load_state_dict(load_checkpoint(path, self.device))
 
 
 def _check_shapes(prediction: torch.Tensor, target: torch.Tensor) -> None:
