@@ -405,6 +405,9 @@ def prune_datafree(
     recovery = recovery or DistillConfig(steps=0)
     pruner_options = dict(pruner_options or {})
     started = time.perf_counter()
+    saved = load_checkpoint(checkpoint) if resume else None
+    if saved is not None and saved["teacher_fingerprint"] == source.info.fingerprint:
+        source.load_state_dict(saved["source"])  # already warm: no second warm-up before the resume below
     example = example_inputs(source)
     held_out = source.synthetic_set(eval_samples, batch_size).inputs
     ignored = list(ignored_layers or []) + output_layers(model, example)
@@ -417,11 +420,11 @@ def prune_datafree(
         macs_before, 0.0, params_before, 0.0, ratio,
         importance if isinstance(importance, str) else type(importance).__name__, [names[m] for m in unsafe],
     )
-    if resume:
-        fit_layers_to_state_dict(student, load_checkpoint(checkpoint)["student"])
+    if saved is not None:
+        fit_layers_to_state_dict(student, saved["student"])
     else:
         copies = dict(student.named_modules())
-        criterion = make_importance(importance, _num_classes(model, example)) if isinstance(importance, str) else importance
+        criterion = make_importance(importance, source.info.num_classes) if isinstance(importance, str) else importance
         pruner = tp.pruner.BasePruner(
             student, example, criterion, pruning_ratio=ratio, iterative_steps=rounds,
             ignored_layers=[copies[names[m]] for m in ignored + unsafe], **pruner_options,
@@ -442,11 +445,6 @@ def prune_datafree(
     report.seconds["recovery"] = round(time.perf_counter() - started, 2)
     report.agreement["recovered"] = agreement(model, student, held_out)
     return student.eval(), report
-
-
-def _num_classes(model: nn.Module, example: torch.Tensor) -> int:
-    with torch.no_grad(), frozen(model):
-        return teacher_logits(model(example)).shape[1]
 
 
 def save_pruned(student: nn.Module, path: str | Path, model_spec: str | None, report: PruneReport | None = None) -> None:
