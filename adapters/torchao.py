@@ -27,11 +27,12 @@ import torch
 from torch import nn
 from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
+from ..distillation import agreement
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
 from ..io import atomic_path, load_npz
-from ..teacher import frozen, model_device
-from .generic import CalibrationData, CalibrationInput, calibration_data
+from ..teacher import model_device
+from .generic import CalibrationInput, calibration_data
 
 QUANTIZERS = ("x86",)
 
@@ -163,16 +164,6 @@ def _check_pt2(path: str | Path) -> None:
         raise FastDFKDError(f"torch.export.load reads only files ending in .pt2, so {path} would not load back; name it *.pt2")
 
 
-def top1_agreement(reference: nn.Module, candidate: nn.Module, calibration: CalibrationData) -> float:
-    """Percent of inputs on which both models pick the same class."""
-    agree = 0
-    with torch.no_grad():
-        for inputs in calibration:
-            agree += int((reference(inputs.to(model_device(reference))).argmax(1).cpu()
-                          == candidate(inputs.to(model_device(candidate))).argmax(1).cpu()).sum())
-    return 100.0 * agree / calibration.num_samples
-
-
 # -- CLI -----------------------------------------------------------------------------------------
 
 def cmd_quantize_torch(args: argparse.Namespace) -> None:
@@ -189,12 +180,11 @@ def cmd_quantize_torch(args: argparse.Namespace) -> None:
     quantizer = default_quantizer(per_channel=not args.per_tensor, reduce_range=args.reduce_range)
     quantized = quantize_pt2e_datafree(teacher, calibration, quantizer)
     save_quantized(quantized, calibration.batches[0], args.out)
-    with frozen(teacher):
-        agreement = top1_agreement(teacher, quantized, calibration)
+    same = 100 * agreement(teacher, quantized, calibration.inputs)
     weights = "per-tensor" if args.per_tensor else "per-channel"
     print(f"calibrated on {calibration.num_samples} samples from {source_name}; quantized ({args.quantizer}: int8 {weights} "
           f"weights, {'u7' if args.reduce_range else 'u8'} activations) -> {args.out}")
-    print(f"top-1 agreement with the float model on the calibration inputs: {agreement:.1f} %; "
+    print(f"top-1 agreement with the float model on the calibration inputs: {same:.1f} %; "
           f"load it with `import torchao.quantization.pt2e` and torch.export.load({str(args.out)!r}).module()")
 
 
