@@ -15,6 +15,7 @@ from typing import Any
 
 from ..errors import FastDFKDError
 from .generic import CalibrationInput, calibration_data
+from .onnxruntime import graph_input
 
 
 def _nncf() -> Any:
@@ -66,8 +67,4 @@ def _onnx_input_name(model: Any) -> str | None:
     graph = getattr(model, "graph", None)
     if graph is None or not hasattr(graph, "initializer"):
         return None
-    initializers = {init.name for init in graph.initializer}
-    names = [i.name for i in graph.input if i.name not in initializers]
-    if len(names) != 1:
-        raise FastDFKDError(f"the ONNX model has {len(names)} inputs ({', '.join(names)}); only single-input models are supported")
-    return names[0]
+    return graph_input(model).name

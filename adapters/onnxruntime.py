@@ -84,10 +84,15 @@ def onnx_input(model_path: str | Path) -> OnnxInput:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise FastDFKDError(f"{path} is not a readable ONNX model ({exc.__class__.__name__}); re-export it") from exc
+    return graph_input(model, str(path))
+
+
+def graph_input(model: Any, label: str = "the ONNX model") -> OnnxInput:
+    """The single graph input of a loaded ``ModelProto`` (initializers excluded)."""
     initializers = {init.name for init in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:
-        raise FastDFKDError(f"{path} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); only single-input models are supported")
+        raise FastDFKDError(f"{label} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); only single-input models are supported")
     dims = inputs[0].type.tensor_type.shape.dim
     return OnnxInput(inputs[0].name, tuple(d.dim_value if d.HasField("dim_value") else None for d in dims))
 
