@@ -7,6 +7,7 @@ input; the untrained TinyNet predicts one class for everything.
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import torch
 from torch import nn
@@ -23,14 +24,19 @@ from fastdfkd_plugin.demo import (
 DIGITS_SHAPE = INPUT_SHAPE
 
 
-@functools.cache
-def trained_digits() -> tuple[nn.Module, Digits]:
-    """(teacher, digits): a width-8 DigitsNet after 6 epochs, about 88 % on the 500 test digits. Copy before changing it."""
+def train_on_digits(make_model: Callable[[], nn.Module], epochs: int) -> tuple[nn.Module, Digits]:
+    """(model, digits): ``make_model()`` seeded and trained on the digits for ``epochs``."""
     digits = load_digits()
     with torch.random.fork_rng():
         torch.manual_seed(0)  # the initial weights too, whatever ran before
-        model = DigitsNet(8)
-    return train_teacher(digits, epochs=6, model=model), digits
+        model = make_model()
+    return train_teacher(digits, epochs=epochs, model=model), digits
+
+
+@functools.cache
+def trained_digits() -> tuple[nn.Module, Digits]:
+    """(teacher, digits): a width-8 DigitsNet after 6 epochs, about 88 % on the 500 test digits. Copy before changing it."""
+    return train_on_digits(lambda: DigitsNet(8), epochs=6)
 
 
 @functools.cache

@@ -24,7 +24,8 @@ from models import ResidualNet
 
 from fastdfkd_plugin import FastDFKDError, get_source
 from fastdfkd_plugin.cli import main
-from fastdfkd_plugin.demo import INPUT_SHAPE, accuracy, load_digits, train_teacher
+from digits import train_on_digits
+from fastdfkd_plugin.demo import INPUT_SHAPE, accuracy
 from fastdfkd_plugin.distillation import DistillConfig, Distiller
 from fastdfkd_plugin.loading import load_model
 
@@ -34,11 +35,7 @@ RECOVERY = DistillConfig(steps=80, batch_size=32, steps_per_batch=5, bank_size=5
 @functools.cache
 def trained_residual():
     """(teacher, digits): a ResidualNet trained 3 epochs on the digits (about 85 %, 4 s). Copy before changing it."""
-    digits = load_digits()
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = ResidualNet(width=8, channels=1)
-    return train_teacher(digits, epochs=3, model=model), digits
+    return train_on_digits(lambda: ResidualNet(width=8, channels=1), epochs=3)
 
 
 def source_for(teacher, digits, seed=0):
