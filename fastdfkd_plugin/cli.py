@@ -88,15 +88,20 @@ def load_teacher(args: argparse.Namespace) -> nn.Module:
     return load_model(args.model, args.weights, allow_pickle=args.allow_pickle)
 
 
-def source_from_args(args: argparse.Namespace, teacher: nn.Module, input_shape: tuple[int, int, int] | None = None) -> DataSource:
-    """Create the source the shared options describe (only the options the user gave are passed on)."""
+def source_from_args(
+    args: argparse.Namespace, teacher: nn.Module, input_shape: tuple[int, int, int] | None = None, **overrides
+) -> DataSource:
+    """Create the source the shared options describe (only the options the user gave are passed on).
+
+    ``overrides`` replace constructor options (a torchrun process sets its own device and seed).
+    """
     from .plugins import get_source
 
-    return get_source(
-        args.source, teacher, input_shape or args.input_shape, mean=args.mean, std=args.std, device=args.device,
-        seed=args.seed, autocast_dtype=torch.bfloat16 if args.bf16 else None, progress=not args.quiet,
-        **source_options(args),
+    options = dict(
+        mean=args.mean, std=args.std, device=args.device, seed=args.seed,
+        autocast_dtype=torch.bfloat16 if args.bf16 else None, progress=not args.quiet, **source_options(args),
     )
+    return get_source(args.source, teacher, input_shape or args.input_shape, **{**options, **overrides})
 
 
 def source_options(args: argparse.Namespace) -> dict:
@@ -153,8 +158,8 @@ def cmd_distill(args: argparse.Namespace) -> None:
     context = distributed.setup(args.device)
     teacher = load_teacher(args)
     student = load_model(args.student, args.student_weights, allow_pickle=args.allow_pickle).to(context.device)
-    source = source_from_args(argparse.Namespace(**{**vars(args), "device": str(context.device), "seed": args.seed + context.rank,
-                                                    "quiet": args.quiet or not context.main}), teacher)
+    source = source_from_args(args, teacher, device=context.device, seed=args.seed + context.rank,
+                              progress=not args.quiet and context.main)
     if context.world_size > 1 and hasattr(source, "synthesizer"):
         distributed.share_meta_generator(source.synthesizer)
     teacher = source.teacher
