@@ -14,16 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import FastDFKDError
+from ..optional import require
 from .generic import CalibrationInput, calibration_data
 from .onnxruntime import graph_input
 
 
 def _nncf() -> Any:
-    try:
-        import nncf
-    except ImportError as exc:
-        raise FastDFKDError("NNCF is not installed; pip install 'fastdfkd-plugin[nncf]'") from exc
-    return nncf
+    return require("nncf", "nncf", "NNCF")
 
 
 def nncf_dataset(data: CalibrationInput, *, num_samples: int | None = None, input_name: str | None = None) -> Any:

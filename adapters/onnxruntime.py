@@ -34,8 +34,11 @@ from torch import nn
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
 from ..io import atomic_path, load_npz
+from ..optional import require
+from ..options import add_model_arguments, add_source_arguments, load_teacher, source_from_args, source_options
+from ..plugins import get_source
 from ..sources.base import SyntheticSet
-from ..teacher import frozen, model_device, teacher_logits
+from ..teacher import Teacher, unflatten_like
 
 log = logging.getLogger(__name__)
 
@@ -48,22 +51,12 @@ CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy"
 
 
 def _ort() -> Any:
-    try:
-        import onnxruntime
-        import onnxruntime.quantization  # noqa: F401
-    except ImportError as exc:
-        raise FastDFKDError(
-            "ONNX Runtime is not installed; pip install 'fastdfkd-plugin[onnxruntime]' (or [onnxruntime-gpu], never both)"
-        ) from exc
-    return onnxruntime
+    require("onnxruntime.quantization", "onnxruntime", "ONNX Runtime", note=" (or [onnxruntime-gpu], never both)")
+    return require("onnxruntime", "onnxruntime")
 
 
 def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError as exc:
-        raise FastDFKDError("the onnx package is not installed; pip install 'fastdfkd-plugin[onnxruntime]'") from exc
-    return onnx
+    return require("onnx", "onnxruntime", "the onnx package")
 
 
 # -- reading an ONNX model's input -------------------------------------------------------------
@@ -292,17 +285,23 @@ def onnx_accuracy(model_path: str | Path, inputs: np.ndarray, labels: np.ndarray
 
 
 @torch.no_grad()
-def verify_onnx(model: nn.Module, model_path: str | Path, batches: Sequence[torch.Tensor], output_transform=None) -> Verification:
-    """Run ``model`` (torch) and ``model_path`` (ONNX Runtime, CPU) on the same batches and compare."""
+def verify_onnx(teacher: Teacher | nn.Module, model_path: str | Path, batches: Sequence[torch.Tensor]) -> Verification:
+    """Run the teacher (torch) and ``model_path`` (ONNX Runtime, CPU) on the same batches and compare their logits.
+
+    The ONNX model's outputs are put back in the structure of the torch output, so the
+    teacher's ``output_transform`` picks the logits from both.
+    """
+    teacher = Teacher.of(teacher, batches[0].shape[1:])
     runner = session(model_path)
     name = runner.get_inputs()[0].name
-    device = model_device(model)
     max_abs = max_ref = 0.0
     agree = total = 0
-    with frozen(model):
+    with teacher.frozen():
         for batch in batches:
-            reference = teacher_logits(model(batch.to(device)), output_transform).float().cpu().numpy()
-            onnx_out = runner.run(None, {name: batch.detach().cpu().numpy().astype(np.float32)})[0]
+            output = teacher.model(batch.to(teacher.device))
+            reference = teacher.logits_from(output).float().cpu().numpy()
+            leaves = [torch.from_numpy(leaf) for leaf in runner.run(None, {name: batch.detach().cpu().numpy().astype(np.float32)})]
+            onnx_out = teacher.logits_from(unflatten_like(output, leaves)).float().numpy()
             if onnx_out.shape != reference.shape:
                 raise FastDFKDError(f"the ONNX model's output has shape {onnx_out.shape}, torch's {reference.shape}; they are different models")
             max_abs = max(max_abs, float(np.abs(onnx_out - reference).max()))
@@ -312,18 +311,20 @@ def verify_onnx(model: nn.Module, model_path: str | Path, batches: Sequence[torc
     return Verification(len(batches), total, max_abs, max_abs / max(max_ref, 1e-12), 100.0 * agree / total)
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, input_name: str = "input", opset: int = 17) -> None:
-    """Export with a dynamic batch dimension (TorchScript exporter: no extra packages), atomically."""
-    example = example.to(model_device(model))
-    with frozen(model), atomic_path(path) as tmp:
+def export_onnx(teacher: Teacher | nn.Module, example: torch.Tensor, path: str | Path, input_name: str = "input",
+                opset: int = 17) -> None:
+    """Export the model as it is (all its outputs) with a dynamic batch dimension (TorchScript exporter), atomically."""
+    teacher = Teacher.of(teacher, example.shape[1:])
+    example = example.to(teacher.device)
+    with teacher.frozen(), atomic_path(path) as tmp:
         torch.onnx.export(
-            model, (example,), str(tmp), input_names=[input_name], output_names=["logits"], opset_version=opset,
+            teacher.model, (example,), str(tmp), input_names=[input_name], output_names=["logits"], opset_version=opset,
             dynamic_axes={input_name: {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
         )
 
 
 def export_and_verify(
-    model: nn.Module, path: str | Path, batches: Sequence[torch.Tensor], *, atol: float = 1e-4, rtol: float = 1e-3,
+    teacher: Teacher | nn.Module, path: str | Path, batches: Sequence[torch.Tensor], *, atol: float = 1e-4, rtol: float = 1e-3,
     min_agreement: float = 100.0, opset: int = 17,
 ) -> Verification:
     """Export ``model`` using the first batch as example input, then verify on all batches.
@@ -332,8 +333,9 @@ def export_and_verify(
     beyond the tolerances: synthetic batches that look like real data catch divergences
     (traced control flow, range-dependent ops) that noise inputs hide.
     """
-    export_onnx(model, batches[0][:1], path, opset=opset)
-    result = verify_onnx(model, path, batches)
+    teacher = Teacher.of(teacher, batches[0].shape[1:])
+    export_onnx(teacher, batches[0][:1], path, opset=opset)
+    result = verify_onnx(teacher, path, batches)
     problems = result.failures(atol, rtol, min_agreement)
     if problems:
         Path(path).unlink()
@@ -390,10 +392,10 @@ def quiet_root_logger() -> Iterator[None]:
 
 
 def quantize_datafree(
-    teacher: nn.Module,
+    teacher: Teacher | nn.Module,
     output: str | Path,
     *,
-    input_shape: Sequence[int],
+    input_shape: Sequence[int] | None = None,
     onnx_model: str | Path | None = None,
     calibration: SyntheticSet | np.ndarray | str | Path | None = None,
     source: str = "fastdfkd",
@@ -411,6 +413,9 @@ def quantize_datafree(
 ) -> QuantizationReport:
     """Export (if needed), check, pre-process and statically quantize ``teacher`` with data-free calibration.
 
+    ``teacher`` is a :class:`Teacher`, or a model with ``input_shape``, ``mean``, ``std``
+    and ``device`` to build one.
+
     ``quantize_options`` go to ``onnxruntime.quantization.quantize_static`` unchanged
     (``quant_format``, ``per_channel``, ``weight_type``, ``activation_type``,
     ``calibrate_method``, ``nodes_to_exclude``, ``extra_options``, ...). Before
@@ -421,14 +426,12 @@ def quantize_datafree(
     from onnxruntime.quantization import quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from ..plugins import get_source
-
-    input_shape = tuple(int(s) for s in input_shape)
+    teacher = Teacher.of(teacher, input_shape, mean=mean, std=std, device=device)
+    input_shape = teacher.input_shape
     with tempfile.TemporaryDirectory(prefix="fastdfkd-ort-") as workdir:
         started = time.perf_counter()
         if calibration is None:
-            data_source = get_source(source, teacher, input_shape, mean=mean, std=std, seed=seed, device=device,
-                                     progress=progress, **(source_options or {}))
+            data_source = get_source(source, teacher, seed=seed, progress=progress, **(source_options or {}))
             if num_samples * int(np.prod(input_shape)) * 4 > IN_MEMORY_LIMIT_BYTES:
                 calibration = synthesize_to_disk(data_source, num_samples, batch_size, Path(workdir) / "calibration.npy")
             else:
@@ -489,11 +492,8 @@ def _extra_option(text: str) -> tuple[str, Any]:
 def cmd_quantize_onnx(args: argparse.Namespace) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat
 
-    from ..cli import load_teacher, source_options
-
     _ort()
-    input_shape = args.input_shape or static_input_shape(onnx_input(args.onnx), args.onnx)
-    teacher = load_teacher(args)
+    teacher = load_teacher(args, input_shape=args.input_shape or static_input_shape(onnx_input(args.onnx), args.onnx))
     options = dict(
         quant_format=QuantFormat.QDQ if args.quant_format == "qdq" else QuantFormat.QOperator,
         per_channel=args.per_channel,
@@ -506,9 +506,9 @@ def cmd_quantize_onnx(args: argparse.Namespace) -> None:
     if args.extra_option:
         options["extra_options"] = dict(args.extra_option)
     report = quantize_datafree(
-        teacher, args.out, input_shape=input_shape, onnx_model=args.onnx, calibration=args.calibration,
-        source=args.source, num_samples=args.num_samples, batch_size=args.batch_size, mean=args.mean, std=args.std,
-        seed=args.seed, device=args.device, source_options=source_options(args), preprocess=not args.no_preprocess,
+        teacher, args.out, onnx_model=args.onnx, calibration=args.calibration, source=args.source,
+        num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, source_options=source_options(args),
+        preprocess=not args.no_preprocess,
         progress=not args.quiet, **options,
     )
     print(f"calibrated on {report.calibration_samples} samples from {report.calibration_source} "
@@ -518,8 +518,6 @@ def cmd_quantize_onnx(args: argparse.Namespace) -> None:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
-    from ..cli import load_teacher, source_from_args
-
     teacher = load_teacher(args)
     source = source_from_args(args, teacher)
     batches = [batch.inputs for batch in source.synthetic_set(args.num_samples, args.batch_size)]
@@ -536,8 +534,6 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
 
 @hookimpl
 def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
-    from ..cli import add_model_arguments, add_source_arguments
-
     quant = subparsers.add_parser("quantize-onnx", help="ONNX Runtime static quantization calibrated on synthetic data")
     quant.add_argument("--onnx", help="the FP32 ONNX model (default: export it from --model)")
     add_model_arguments(quant, input_shape_required=False)

@@ -2,12 +2,14 @@
 
 In an existing Torch-Pruning script, the data-dependent parts come from a source:
 
-    source = get_source("fastdfkd", model, (3, 32, 32), mean=MEAN, std=STD)
-    pruner = tp.pruner.BasePruner(model, example_inputs(source), importance,
-                                  ignored_layers=unsafe_layers(model, example_inputs(source)) + [model.fc])
-    accumulate_importance(model, importance, batches, teacher=original)  # Taylor/Hessian/OBDC/activation
+    teacher = Teacher(model, (3, 32, 32), mean=MEAN, std=STD)
+    source = get_source("fastdfkd", teacher)
+    pruned = copy.deepcopy(model)
+    pruner = tp.pruner.BasePruner(pruned, example_inputs(source), importance,
+                                  ignored_layers=unsafe_layers(pruned, example_inputs(source)) + [pruned.fc])
+    accumulate_importance(pruned, importance, batches, teacher)         # Taylor/Hessian/OBDC/activation
     pruner.step()
-    recover(original, model, source)                                     # BN re-estimation, then KD
+    recover(teacher, pruned, source, config)                             # BN re-estimation, then KD
 
 or everything in one call: :func:`prune_datafree` (also ``fastdfkd prune``). The
 unpruned model is only read, never modified; pruning happens on a copy.
@@ -27,15 +29,18 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils import _pytree as pytree
 
 from ..batchnorm import reestimate_batchnorm
-from ..distillation import DistillConfig, Distiller, agreement, load_checkpoint
+from ..distillation import DistillConfig, Distiller, agreement, as_teacher, load_checkpoint
+from .. import options
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
 from ..io import atomic_path, check_output_folder
 from ..loading import PRUNED_FORMAT, fit_layers_to_state_dict
+from ..optional import require
 from ..sources.base import DataSource
-from ..teacher import frozen, model_device, teacher_logits
+from ..teacher import OutputTransform, Teacher, frozen, logits_of
 
 log = logging.getLogger(__name__)
 
@@ -45,11 +50,7 @@ MAX_PRUNING_RATIO = 0.9
 
 
 def _tp() -> Any:
-    try:
-        import torch_pruning
-    except ImportError as exc:
-        raise FastDFKDError("Torch-Pruning is not installed; pip install 'fastdfkd-plugin[torch-pruning]'") from exc
-    return torch_pruning
+    return require("torch_pruning", "torch-pruning", "Torch-Pruning")
 
 
 def make_importance(name: str, num_classes: int = 10) -> Any:
@@ -78,10 +79,10 @@ def example_inputs(source: DataSource, batch_size: int = 1) -> torch.Tensor:
 
 # -- what the dependency graph can and cannot follow ------------------------------------------
 
-def output_layers(model: nn.Module, example: torch.Tensor) -> list[nn.Module]:
-    """Linear layers as wide as the model's output: the classifier, whose outputs must all stay."""
+def output_layers(model: nn.Module, example: torch.Tensor, output_transform: OutputTransform | None = None) -> list[nn.Module]:
+    """Linear layers as wide as the model's logits: the classifier, whose outputs must all stay."""
     with torch.no_grad(), frozen(model):
-        width = teacher_logits(model(example)).shape[1]
+        width = logits_of(model(example), output_transform).shape[1]
     return [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == width]
 
 
@@ -143,7 +144,10 @@ def _pruning_problem(reference: nn.Module, example: torch.Tensor, root_name: str
     try:
         group.prune()
         with torch.no_grad():
-            same = torch.allclose(trial(example), masked(example), rtol=1e-4, atol=1e-5)
+            pruned, expected = pytree.tree_leaves(trial(example)), pytree.tree_leaves(masked(example))
+            same = len(pruned) == len(expected) and all(
+                torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(pruned, expected) if isinstance(a, torch.Tensor)
+            )
     except Exception as exc:  # any failure means the graph mis-tracked this coupling
         return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
     return "" if same else "the pruned model computes a different function"
@@ -208,14 +212,16 @@ def _hook_obdc(model: nn.Module, importance: Any) -> list[Any]:
     return handles
 
 
-def accumulate_importance(model: nn.Module, importance: Any, batches: list[torch.Tensor], teacher: nn.Module) -> None:
+def accumulate_importance(model: nn.Module, importance: Any, batches: list[torch.Tensor], teacher: Teacher | nn.Module) -> None:
     """Collect what ``importance`` needs before ``pruner.step()``, following each criterion's own protocol.
 
+    ``model`` is the copy being pruned (its logits are picked like the teacher's).
     Taylor: summed gradients; Hessian: per-sample gradients via ``accumulate_grad``;
     OBDC: hooks plus ``step()`` per batch; activation: one forward
     over all batches inside ``compute_importance``. Data-free criteria need nothing.
     """
     tp = _tp()
+    teacher = Teacher.of(teacher, batches[0].shape[1:])
     imp = tp.importance
     if isinstance(importance, imp.ActivationImportance):
         with torch.no_grad(), frozen(model), importance.compute_importance(model):
@@ -230,11 +236,11 @@ def accumulate_importance(model: nn.Module, importance: Any, batches: list[torch
     model.eval()  # gradients of the deployed function, with BN in inference mode
     model.zero_grad()
     try:
-        with frozen(teacher):
+        with teacher.frozen():
             for inputs in batches:
                 with torch.no_grad():
-                    target = teacher_logits(teacher(inputs))
-                logits = teacher_logits(model(inputs))
+                    target = teacher.logits(inputs)
+                logits = teacher.logits_from(model(inputs))
                 if isinstance(importance, imp.GroupHessianImportance):
                     for loss in pseudo_label_loss(logits, target, reduction="none"):
                         model.zero_grad()
@@ -296,7 +302,7 @@ def ratio_for_speed_up(
 # -- recovery ----------------------------------------------------------------------------------
 
 def recover(
-    teacher: nn.Module,
+    teacher: Teacher | nn.Module,
     student: nn.Module,
     batches: DataSource | Iterator[torch.Tensor],
     config: DistillConfig,
@@ -316,7 +322,8 @@ def recover(
     disagrees with the teacher. ``resume`` continues from ``checkpoint`` (BN
     re-estimation is not repeated).
     """
-    distiller = Distiller(teacher, student, batches, config)
+    teacher, batches = as_teacher(teacher, batches)
+    distiller = Distiller(teacher, student, batches, config, student_output_transform=teacher.output_transform)
     if resume:
         distiller.resume(checkpoint)
     elif bn_samples:
@@ -368,7 +375,7 @@ class PruneReport:
 
 
 def prune_datafree(
-    model: nn.Module,
+    teacher: Teacher | nn.Module,
     source: DataSource,
     speed_up: float,
     importance: str | Any = "magnitude",
@@ -386,7 +393,7 @@ def prune_datafree(
     resume: bool = False,
     progress: bool = False,
 ) -> tuple[nn.Module, PruneReport]:
-    """Prune a copy of ``model`` to ``speed_up``× fewer MACs and recover it from ``source``; ``model`` is untouched.
+    """Prune a copy of the teacher to ``speed_up``× fewer MACs and recover it from ``source``; the teacher is untouched.
 
     Layers the dependency graph cannot follow are found and left unpruned (see
     :func:`unsafe_layers`); the classifier keeps its outputs. ``importance`` is a name
@@ -398,19 +405,21 @@ def prune_datafree(
     With ``checkpoint``, the final recovery checkpoints there; ``resume`` continues it.
     """
     tp = _tp()
-    if model_device(model) != source.device:
-        raise FastDFKDError(f"the model is on {model_device(model)} but the source on {source.device}; build the source on the model's device")
+    teacher, _ = as_teacher(teacher, source)
+    if teacher.device != source.device:
+        raise FastDFKDError(f"the model is on {teacher.device} but the source on {source.device}; build the source on the model's device")
+    model = teacher.model
     if rounds < 1:
         raise FastDFKDError(f"rounds must be at least 1, got {rounds}")
     recovery = recovery or DistillConfig(steps=0)
     pruner_options = dict(pruner_options or {})
     started = time.perf_counter()
     saved = load_checkpoint(checkpoint) if resume else None
-    if saved is not None and saved["teacher_fingerprint"] == source.info.fingerprint:
+    if saved is not None and saved["teacher_fingerprint"] == teacher.info.fingerprint:
         source.load_state_dict(saved["source"])  # already warm: no second warm-up before the resume below
     example = example_inputs(source)
     held_out = source.synthetic_set(eval_samples, batch_size).inputs
-    ignored = list(ignored_layers or []) + output_layers(model, example)
+    ignored = list(ignored_layers or []) + output_layers(model, example, teacher.output_transform)
     unsafe = unsafe_layers(model, example, ignored)
     names = {module: name for name, module in model.named_modules()}
     macs_before, params_before = count_macs(model, example)
@@ -424,26 +433,26 @@ def prune_datafree(
         fit_layers_to_state_dict(student, saved["student"])
     else:
         copies = dict(student.named_modules())
-        criterion = make_importance(importance, source.info.num_classes) if isinstance(importance, str) else importance
+        criterion = make_importance(importance, teacher.info.num_classes) if isinstance(importance, str) else importance
         pruner = tp.pruner.BasePruner(
             student, example, criterion, pruning_ratio=ratio, iterative_steps=rounds,
             ignored_layers=[copies[names[m]] for m in ignored + unsafe], **pruner_options,
         )
         for round_ in range(rounds):
             batches = [source.next_batch(batch_size).inputs for _ in range(importance_batches)]
-            accumulate_importance(student, criterion, batches, model)
+            accumulate_importance(student, criterion, batches, teacher)
             pruner.step()
             student.zero_grad(set_to_none=True)
             if round_ < rounds - 1:
-                recover(model, student, source, dataclasses.replace(recovery, steps=recovery.steps // rounds), bn_samples)
-        report.agreement["pruned"] = agreement(model, student, held_out)
+                recover(teacher, student, source, dataclasses.replace(recovery, steps=recovery.steps // rounds), bn_samples)
+        report.agreement["pruned"] = agreement(teacher, student, held_out, model_output_transform=teacher.output_transform)
     report.macs_after, report.params_after = count_macs(student, example)
     report.seconds["prune"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
-    recover(model, student, source, recovery, bn_samples, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+    recover(teacher, student, source, recovery, bn_samples, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
             resume=resume, progress=progress)
     report.seconds["recovery"] = round(time.perf_counter() - started, 2)
-    report.agreement["recovered"] = agreement(model, student, held_out)
+    report.agreement["recovered"] = agreement(teacher, student, held_out, model_output_transform=teacher.output_transform)
     return student.eval(), report
 
 
@@ -464,29 +473,22 @@ def save_pruned(student: nn.Module, path: str | Path, model_spec: str | None, re
 # -- CLI ---------------------------------------------------------------------------------------
 
 def cmd_prune(args: argparse.Namespace) -> None:
-    from ..cli import load_teacher, save_generator_state, source_from_args
-
     if args.speed_up <= 1:
         raise FastDFKDError(f"--speed-up must be above 1 (MACs before / after), got {args.speed_up}")
     if args.resume and not args.checkpoint:
         raise FastDFKDError("--resume needs --checkpoint PATH (the file an earlier run wrote)")
     check_output_folder(args.out)
-    model = load_teacher(args)
-    source = source_from_args(args, model)
-    model = source.teacher  # on the source's device
-    recovery = DistillConfig(
-        steps=args.recovery_steps, batch_size=args.kd_batch_size, synthesis_batch_size=args.batch_size,
-        steps_per_batch=args.steps_per_batch, bank_size=args.bank_size, lr=args.lr, temperature=args.temperature,
-        seed=args.seed,
-    )
-    options = {"round_to": args.round_to, "global_pruning": args.global_pruning}
+    teacher = options.load_teacher(args)
+    source = options.source_from_args(args, teacher)
+    recovery = options.kd_config(args, args.recovery_steps, args.steps_per_batch)
+    pruner_options = {"round_to": args.round_to, "global_pruning": args.global_pruning}
     student, report = prune_datafree(
-        model, source, args.speed_up, args.importance, recovery=recovery, bn_samples=args.bn_samples,
-        batch_size=args.batch_size, pruner_options={k: v for k, v in options.items() if v},
+        teacher, source, args.speed_up, args.importance, recovery=recovery, bn_samples=args.bn_samples,
+        batch_size=args.batch_size, pruner_options={k: v for k, v in pruner_options.items() if v},
         checkpoint=args.checkpoint, resume=args.resume, progress=not args.quiet,
     )
     save_pruned(student, args.out, args.model, report)
-    save_generator_state(args, source)
+    options.save_generator_state(args, source)
     if report.unsafe_layers:
         print(f"left {len(report.unsafe_layers)} layers unpruned whose channel coupling the dependency graph "
               f"cannot follow (e.g. {', '.join(report.unsafe_layers[:3])})")
@@ -496,22 +498,17 @@ def cmd_prune(args: argparse.Namespace) -> None:
 
 @hookimpl
 def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
-    from ..cli import add_model_arguments, add_source_arguments, positive
-
     prune = subparsers.add_parser("prune", help="structured pruning with Torch-Pruning, then data-free recovery")
-    add_model_arguments(prune)
-    add_source_arguments(prune, with_samples=False)
+    options.add_model_arguments(prune)
+    options.add_source_arguments(prune, with_samples=False)
     prune.add_argument("--speed-up", type=float, required=True, help="target MACs before / after, e.g. 2.0")
     prune.add_argument("--importance", default="magnitude", choices=IMPORTANCE_NAMES)
     prune.add_argument("--global-pruning", action="store_true", help="rank channels across layers (speed-up becomes approximate)")
-    prune.add_argument("--round-to", type=positive, help="keep channel counts multiples of this")
+    prune.add_argument("--round-to", type=options.positive, help="keep channel counts multiples of this")
     prune.add_argument("--bn-samples", type=int, default=512, help="synthetic images for BN re-estimation (0 skips it)")
     prune.add_argument("--recovery-steps", type=int, default=400, help="KD steps after pruning (0: BN re-estimation only)")
-    prune.add_argument("--kd-batch-size", type=positive, default=128)
-    prune.add_argument("--steps-per-batch", type=positive, default=20, help="KD steps per new synthetic batch")
-    prune.add_argument("--bank-size", type=positive, default=8192, help="synthetic images kept for KD")
-    prune.add_argument("--lr", type=float, default=0.01)
-    prune.add_argument("--temperature", type=float, default=4.0)
+    prune.add_argument("--steps-per-batch", type=options.positive, default=20, help="KD steps per new synthetic batch")
+    options.add_kd_arguments(prune, batch_size=128, bank_size=8192, lr=0.01, temperature=4.0)
     prune.add_argument("--checkpoint", help="write recovery checkpoints here (atomically)")
     prune.add_argument("--resume", action="store_true", help="continue an interrupted run from --checkpoint")
     prune.add_argument("--out", required=True, help="pruned weights (.pt, tensors only)")

@@ -31,7 +31,9 @@ from ..distillation import agreement
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
 from ..io import atomic_path, load_npz
-from ..teacher import model_device
+from ..optional import require
+from ..options import add_model_arguments, add_source_arguments, load_teacher, source_from_args
+from ..teacher import Teacher, model_device
 from .generic import CalibrationInput, calibration_data
 
 QUANTIZERS = ("x86",)
@@ -57,13 +59,9 @@ def _quiet() -> Iterator[None]:
 
 def _pt2e() -> tuple[Any, Any]:
     """torchao's ``quantize_pt2e`` and X86 quantizer modules, imported on first use."""
-    try:
-        with _quiet():
-            from torchao.quantization.pt2e import quantize_pt2e
-            from torchao.quantization.pt2e.quantizer import x86_inductor_quantizer
-    except ImportError as exc:
-        raise FastDFKDError("torchao is not installed; pip install 'fastdfkd-plugin[torchao]'") from exc
-    return quantize_pt2e, x86_inductor_quantizer
+    with _quiet():
+        return (require("torchao.quantization.pt2e.quantize_pt2e", "torchao", "torchao"),
+                require("torchao.quantization.pt2e.quantizer.x86_inductor_quantizer", "torchao", "torchao"))
 
 
 def default_quantizer(per_channel: bool = True, reduce_range: bool = False) -> Any:
@@ -116,7 +114,7 @@ def _fixed_batch_size(program: torch.export.ExportedProgram) -> int | None:
 
 
 def quantize_pt2e_datafree(
-    model: nn.Module,
+    model: Teacher | nn.Module,
     data: CalibrationInput,
     quantizer: Any = None,
     *,
@@ -135,6 +133,7 @@ def quantize_pt2e_datafree(
     """
     quantize_pt2e, _ = _pt2e()
     calibration = calibration_data(data, num_samples, batch_size)
+    model = model.model if isinstance(model, Teacher) else model
     program = _export(copy.deepcopy(model).eval(), calibration.batches[0])
     fixed = _fixed_batch_size(program)
     if fixed is not None and any(len(batch) != fixed for batch in calibration):
@@ -167,8 +166,6 @@ def _check_pt2(path: str | Path) -> None:
 # -- CLI -----------------------------------------------------------------------------------------
 
 def cmd_quantize_torch(args: argparse.Namespace) -> None:
-    from ..cli import load_teacher, source_from_args
-
     _pt2e()
     _check_pt2(args.out)
     teacher = load_teacher(args)
@@ -178,9 +175,10 @@ def cmd_quantize_torch(args: argparse.Namespace) -> None:
         data, source_name = source_from_args(args, teacher).synthetic_set(args.num_samples, args.batch_size), args.source
     calibration = calibration_data(data, batch_size=args.batch_size)
     quantizer = default_quantizer(per_channel=not args.per_tensor, reduce_range=args.reduce_range)
-    quantized = quantize_pt2e_datafree(teacher, calibration, quantizer)
+    model = teacher.model if teacher.device.type == "cpu" else copy.deepcopy(teacher.model).cpu()  # X86 targets the CPU
+    quantized = quantize_pt2e_datafree(model, calibration, quantizer)
     save_quantized(quantized, calibration.batches[0], args.out)
-    same = 100 * agreement(teacher, quantized, calibration.inputs)
+    same = 100 * agreement(teacher, quantized, calibration.inputs, model_output_transform=teacher.output_transform)
     weights = "per-tensor" if args.per_tensor else "per-channel"
     print(f"calibrated on {calibration.num_samples} samples from {source_name}; quantized ({args.quantizer}: int8 {weights} "
           f"weights, {'u7' if args.reduce_range else 'u8'} activations) -> {args.out}")
@@ -190,8 +188,6 @@ def cmd_quantize_torch(args: argparse.Namespace) -> None:
 
 @hookimpl
 def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
-    from ..cli import add_model_arguments, add_source_arguments
-
     quant = subparsers.add_parser("quantize-torch", help="torchao PT2E static quantization calibrated on synthetic data")
     add_model_arguments(quant)
     add_source_arguments(quant, default_samples=512)

@@ -21,12 +21,13 @@ from torch import nn
 
 from .devices import resolve_device
 from .distillation import DistillConfig, distill
-from .errors import FastDFKDError
 from .io import atomic_path
+from .optional import require
 from .plugins import get_source
 from .preview import image_grid, write_png
 from .quality import set_quality
 from .sources.base import SyntheticSet
+from .teacher import Teacher
 
 INPUT_SHAPE = (1, 32, 32)
 
@@ -61,11 +62,7 @@ class Digits:
 
 def load_digits(seed: int = 0, test_size: int = 500, device: torch.device | str = "cpu") -> Digits:
     """scikit-learn's 1,797 8×8 digits, upsampled to 32×32 pixels in [0, 1] and normalised."""
-    try:
-        from sklearn.datasets import load_digits as sklearn_digits
-    except ImportError as exc:
-        raise FastDFKDError("the demo needs scikit-learn for its bundled digits; pip install 'fastdfkd-plugin[demo]'") from exc
-    data = sklearn_digits()
+    data = require("sklearn.datasets", "demo", "scikit-learn, whose bundled digits the demo uses,").load_digits()
     pixels = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
     pixels = F.interpolate(pixels, size=INPUT_SHAPE[1:], mode="bilinear", align_corners=False).clamp(0, 1)
     labels = torch.tensor(data.target, dtype=torch.int64)
@@ -127,10 +124,7 @@ def _onnx_accuracy_after_quantization(
 def run_demo(out_dir: str | Path = "fastdfkd-demo", seed: int = 0, device: str = "auto", progress: bool = True,
              echo: Callable[[str], None] = print) -> dict:
     """Run the demo; write the preview grid and ``results.json`` into ``out_dir``; return the results."""
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError as exc:
-        raise FastDFKDError("the demo's quantization step needs onnxruntime; pip install 'fastdfkd-plugin[onnxruntime]'") from exc
+    require("onnxruntime", "onnxruntime", "ONNX Runtime, which the demo quantizes with,")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -143,15 +137,15 @@ def run_demo(out_dir: str | Path = "fastdfkd-demo", seed: int = 0, device: str =
     echo(f"    teacher accuracy on 500 held-out digits: {teacher_acc:.1f} %")
 
     echo("2/4 synthesising 512 images from the teacher alone (fastdfkd, k = 5) and 512 of Gaussian noise")
-    common = dict(mean=[digits.mean], std=[digits.std], device=device, seed=seed, progress=progress)
-    fast = get_source("fastdfkd", teacher, INPUT_SHAPE, **common)
+    frozen_teacher = Teacher(teacher, INPUT_SHAPE, mean=[digits.mean], std=[digits.std], device=device)
+    fast = get_source("fastdfkd", frozen_teacher, seed=seed, progress=progress)
     t0 = time.perf_counter()
     fast_set = fast.synthetic_set(512, batch_size=64)
     fast_seconds = time.perf_counter() - t0
-    noise_set = get_source("gaussian", teacher, INPUT_SHAPE, **common).synthetic_set(512, batch_size=64)
+    noise_set = get_source("gaussian", frozen_teacher, seed=seed, progress=progress).synthetic_set(512, batch_size=64)
     fast_set.save(str(out / "fastdfkd-digits.npz"))
     write_png(out / "preview.png", image_grid(fast.space.denormalize(fast_set.inputs[:64]), columns=8), scale=3)
-    view = set_quality(teacher, fast_set.inputs, fast_set.labels)
+    view = set_quality(frozen_teacher, fast_set.inputs, fast_set.labels)
     echo(f"    {512 / fast_seconds:.0f} images/s (warm-up included); teacher confidence on them {view.confidence:.2f}, "
          f"agrees with the sampled label on {view.label_agreement:.0f} %")
 
@@ -164,7 +158,7 @@ def run_demo(out_dir: str | Path = "fastdfkd-demo", seed: int = 0, device: str =
         student = DigitsNet(8).to(device)
         if name == "fastdfkd":
             fast.set_student(student)
-        distill(teacher, student, batches, kd, progress=progress)
+        distill(frozen_teacher, student, batches, kd, progress=progress)
         students[name] = accuracy(student, digits.test_x, digits.test_y)
     fast.set_student(None)
 

@@ -2,21 +2,24 @@
 
 Every ``steps_per_batch`` KD steps a new batch joins a bounded in-memory bank
 (oldest images evicted); each KD step draws a random minibatch from the bank,
-applies crop+flip, and minimises ``KL(p_T^τ ‖ p_S^τ)·τ²`` with SGD and a cosine
-schedule. When the batches come from a :class:`DataSource` that can aim an
-adversarial term at a student (``fastdfkd``, ``deepinversion``), the loop points it
-at the student being trained, so new batches go where the student still disagrees.
+applies crop+flip, and minimises ``KL(p_T^τ ‖ p_S^τ)·τ²`` with SGD whose learning
+rate is one cosine function of progress (steps done, or the share of a time budget
+spent). When the batches come from a :class:`DataSource` with an adversarial term
+(``fastdfkd``), the loop aims it at the student being trained, so new batches go
+where the student still disagrees.
 
-The same loop serves data-free distillation and pruning recovery. A checkpoint holds
-everything the loop depends on (student, optimiser, schedule, bank, random states,
-the source's generator), so a resumed run ends where an uninterrupted one would.
-Under ``torchrun`` the student trains with DistributedDataParallel, each process
-synthesising its own batches (see :mod:`fastdfkd_plugin.distributed`).
+The same loop serves data-free distillation (:func:`distill_datafree`, the library
+behind ``fastdfkd distill``) and pruning recovery. A checkpoint holds everything the
+loop depends on (student, optimiser, bank, random states, the source's generator),
+so a resumed run ends where an uninterrupted one would. Under ``torchrun`` the
+student trains with DistributedDataParallel, each process synthesising its own
+batches (see :mod:`fastdfkd_plugin.distributed`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,12 +33,13 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .errors import FastDFKDError
-from .io import atomic_path
+from .io import atomic_path, load_torch
 from .sources.base import DataSource
 from .synthesis.augment import crop_flip
-from .teacher import OutputTransform, fingerprint, frozen, model_device, teacher_logits
+from .teacher import OutputTransform, Teacher, frozen, logits_of, model_device
 
-CHECKPOINT_FORMAT = 1
+# 2: the learning rate is a function of progress, so checkpoints hold no scheduler state.
+CHECKPOINT_FORMAT = 2
 
 Evaluator = Callable[[nn.Module], dict[str, float]]
 
@@ -85,6 +89,10 @@ class DistillConfig:
     seed: int = 0
     seconds: float | None = None  # a time budget: stop there, cosine schedule over time instead of steps
 
+    def learning_rate(self, progress: float) -> float:
+        """Cosine from ``lr`` to 0 over ``progress`` in [0, 1] (steps done or share of the time budget)."""
+        return self.lr * 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+
     def __post_init__(self) -> None:
         for name in ("batch_size", "steps_per_batch", "bank_size"):
             if getattr(self, name) <= 0:
@@ -112,29 +120,35 @@ class Distiller:
 
     ``batches`` is a :class:`DataSource` (each new batch synthesised on demand) or any
     iterator of input tensors (real images). Only a source's state goes into
-    checkpoints; an iterator restarts from wherever the caller puts it.
+    checkpoints; an iterator restarts from wherever the caller puts it. ``teacher``
+    is a :class:`Teacher` (a plain model is wrapped, see :func:`as_teacher`).
+    ``student_output_transform`` picks the student's logits when it returns more than
+    a tensor (a pruned copy of a tuple-output teacher: the teacher's own transform).
     """
 
     def __init__(
         self,
-        teacher: nn.Module,
+        teacher: Teacher | nn.Module,
         student: nn.Module,
         batches: DataSource | Iterator[torch.Tensor],
         config: DistillConfig,
-        output_transform: OutputTransform | None = None,
+        student_output_transform: OutputTransform | None = None,
     ) -> None:
         self.device = model_device(student)
-        if model_device(teacher) != self.device:
+        teacher_device = teacher.device if isinstance(teacher, Teacher) else model_device(teacher)
+        if teacher_device != self.device:
             raise FastDFKDError(
-                f"the student is on {self.device} but the teacher is on {model_device(teacher)}; move both to one device"
+                f"the student is on {self.device} but the teacher is on {teacher_device}; move both to one device"
             )
-        if student is teacher:
+        if student is (teacher.model if isinstance(teacher, Teacher) else teacher):
             raise FastDFKDError("the student is the teacher itself; pass a separate (e.g. copied or pruned) model")
-        self.teacher, self.student, self.batches, self.config = teacher, student, batches, config
-        self.output_transform = output_transform
-        self.teacher_fingerprint = fingerprint(teacher)
-        if isinstance(batches, DataSource):
-            check_outputs_match(teacher, student, batches.input_shape, output_transform)
+        self.log = DistillLog()
+        started = time.perf_counter()
+        self.teacher, self.batches = as_teacher(teacher, batches)
+        self.log.synthesis_seconds += time.perf_counter() - started  # an iterator's first batch, drawn to learn its shape
+        self.student, self.config = student, config
+        self.student_output_transform = student_output_transform
+        check_outputs_match(self.teacher, student, student_output_transform)
         self.rank = distributed.rank()
         self.rng = torch.Generator(device=self.device).manual_seed(config.seed + self.rank)
         # DDP averages the student's gradients across processes; `student` stays the plain module.
@@ -143,22 +157,21 @@ class Distiller:
         self.optimizer = torch.optim.SGD(
             student.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
-        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, config.steps)
         self.step = 0
-        self.log = DistillLog()
 
     # -- one step of Algorithm 1 ----------------------------------------------------------
     def _new_batch(self) -> torch.Tensor:
         size = self.config.synthesis_batch_size or self.config.batch_size
         if isinstance(self.batches, DataSource):
             return self.batches.next_batch(size).inputs.to(self.device)
-        try:
-            return next(self.batches).to(self.device)
-        except StopIteration as exc:
-            raise FastDFKDError("the batch iterator ran out; pass an endless one (e.g. itertools.cycle)") from exc
+        return _next_tensor(self.batches).to(self.device)
 
-    def _outputs(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-        return teacher_logits(model(inputs), self.output_transform)
+    @property
+    def progress(self) -> float:
+        """How far the run is, in [0, 1]: the share of the time budget spent, or of the steps done."""
+        if self.config.seconds:
+            return self.log.seconds / self.config.seconds
+        return self.step / self.config.steps if self.config.steps else 1.0
 
     def kd_step(self) -> float:
         """Add a new batch to the bank when due, then one SGD step on a bank minibatch."""
@@ -170,27 +183,20 @@ class Distiller:
         self.student.train()
         inputs = crop_flip(self.bank.sample(self.config.batch_size, self.rng), self.rng)
         with torch.no_grad():
-            target = self._outputs(self.teacher, inputs)
-        prediction = self._outputs(self.model, inputs)
+            target = self.teacher.logits(inputs)
+        prediction = logits_of(self.model(inputs), self.student_output_transform)
         _check_shapes(prediction, target)
         loss = kd_loss(prediction, target, self.config.temperature)
         self.optimizer.zero_grad()
         loss.backward()
-        if self.config.seconds:
-            self._set_lr_by_time()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.learning_rate(self.progress)
         self.optimizer.step()
-        self.schedule.step()
         self.step += 1
         value = loss.item()
         self.log.losses.append(value)
         self.log.kd_seconds += time.perf_counter() - started
         return value
-
-    def _set_lr_by_time(self) -> None:
-        """Cosine over the fraction of the time budget spent (the step-based schedule is overridden)."""
-        done = min(self.log.seconds / self.config.seconds, 1.0)
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.config.lr * 0.5 * (1 + math.cos(math.pi * done))
 
     @property
     def finished(self) -> bool:
@@ -216,11 +222,11 @@ class Distiller:
         curves); evaluation time is not counted in the log's seconds. Ctrl-C writes a
         checkpoint (when one is configured) before the interrupt propagates.
         """
-        aim = getattr(self.batches, "set_student", None)
-        if aim is not None:
-            aim(self.student)
+        source = self.batches if isinstance(self.batches, DataSource) else None
+        if source is not None:
+            source.set_student(self.student, self.student_output_transform)
         try:
-            with frozen(self.teacher), tqdm(
+            with self.teacher.frozen(), tqdm(
                 total=self.config.steps, initial=self.step, desc="distillation", unit="step", disable=not progress
             ) as bar:
                 if evaluate is not None and self.step == 0:
@@ -240,8 +246,8 @@ class Distiller:
                 self.save_checkpoint(checkpoint)
             raise
         finally:
-            if aim is not None:
-                aim(None)
+            if source is not None:
+                source.set_student(None)
             self.student.eval()
         if distributed.active():
             distributed.broadcast_buffers(self.student)
@@ -267,12 +273,11 @@ class Distiller:
         source_state = self.batches.state_dict() if isinstance(self.batches, DataSource) else None
         return {
             "format": CHECKPOINT_FORMAT,
-            "teacher_fingerprint": self.teacher_fingerprint,
+            "teacher_fingerprint": self.teacher.info.fingerprint,
             "config": dataclasses.asdict(self.config),
             "step": self.step,
             "student": self.student.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "schedule": self.schedule.state_dict(),
             "bank": self.bank.images,
             "rng": self.rng.get_state(),
             "source": source_state,
@@ -280,17 +285,16 @@ class Distiller:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("teacher_fingerprint") != self.teacher_fingerprint:
+        if state.get("teacher_fingerprint") != self.teacher.info.fingerprint:
             raise FastDFKDError(
                 f"the checkpoint was made with another teacher (fingerprint {state.get('teacher_fingerprint')}, "
-                f"this one is {self.teacher_fingerprint}); resume with the same teacher or start without --resume"
+                f"this one is {self.teacher.info.fingerprint}); resume with the same teacher or start without --resume"
             )
         if state["config"] != dataclasses.asdict(self.config):
             changed = sorted(k for k, v in state["config"].items() if dataclasses.asdict(self.config).get(k) != v)
             raise FastDFKDError(f"the checkpoint was made with other settings ({', '.join(changed)}); resume with the same ones")
         self.student.load_state_dict(state["student"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
         self.bank.images = None if state["bank"] is None else state["bank"].to(self.device)
         self.rng.set_state(state["rng"].cpu())
         if state["source"] is not None and isinstance(self.batches, DataSource):
@@ -300,7 +304,7 @@ class Distiller:
         if self.rank > 0:  # the checkpoint holds rank 0's random streams: give this process its own
             self.rng.manual_seed(self.config.seed + self.rank + 7919 * self.step)
             if isinstance(self.batches, DataSource):
-                self.batches.rng.manual_seed(self.batches.seed + self.rank + 7919 * self.step)
+                self.batches.reseed(self.batches.seed + self.rank + 7919 * self.step)
 
     def save_checkpoint(self, path: str | Path) -> None:
         """Write the loop's state atomically: an interruption never leaves half a file.
@@ -325,45 +329,66 @@ def _check_shapes(prediction: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
+def as_teacher(teacher: Teacher | nn.Module, batches: DataSource | Iterator[torch.Tensor]
+               ) -> tuple[Teacher, DataSource | Iterator[torch.Tensor]]:
+    """(Teacher, batches): a plain model becomes the source's own Teacher when it is the source's model,
+    else a Teacher for the batches' input shape (an iterator's first batch is read to learn it, and put back)."""
+    if isinstance(batches, DataSource):
+        if isinstance(teacher, Teacher) and teacher is not batches.teacher:
+            raise FastDFKDError("the source was built for another Teacher; build it with get_source(name, teacher)")
+        if teacher is batches.teacher or teacher is batches.teacher.model:
+            return batches.teacher, batches
+        return Teacher.of(teacher, batches.input_shape, device=None), batches
+    if isinstance(teacher, Teacher):
+        return teacher, batches
+    first = _next_tensor(batches)
+    return Teacher.of(teacher, first.shape[1:], device=None), itertools.chain([first], batches)
+
+
+def _next_tensor(batches: Iterator[torch.Tensor]) -> torch.Tensor:
+    try:
+        return next(batches)
+    except StopIteration as exc:
+        raise FastDFKDError("the batch iterator ran out; pass an endless one (e.g. itertools.cycle)") from exc
+
+
 @torch.no_grad()
-def check_outputs_match(teacher: nn.Module, student: nn.Module, input_shape: tuple[int, ...],
-                        output_transform: OutputTransform | None = None) -> None:
+def check_outputs_match(teacher: Teacher, student: nn.Module, student_output_transform: OutputTransform | None = None) -> None:
     """Refuse a student whose outputs differ in size from the teacher's, before any synthesis is spent."""
-    probe = torch.zeros(2, *input_shape, device=model_device(student))
-    with frozen(teacher), frozen(student):
-        _check_shapes(teacher_logits(student(probe), output_transform), teacher_logits(teacher(probe), output_transform))
+    probe = torch.zeros(2, *teacher.input_shape, device=teacher.device)
+    with teacher.frozen(), frozen(student):
+        _check_shapes(logits_of(student(probe), student_output_transform), teacher.logits(probe))
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
     """A checkpoint's contents, loaded with ``weights_only=True``; a clear error for missing or foreign files."""
-    path = Path(path)
-    if not path.is_file():
-        raise FastDFKDError(f"checkpoint {path} does not exist; check the path or start without resuming")
-    try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
-        raise FastDFKDError(f"{path} is not a readable checkpoint ({exc.__class__.__name__}); delete it and start again") from exc
+    state = load_torch(path, "checkpoint", missing="check the path or start without resuming",
+                       unreadable="delete it and start again", map_location=device)
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise FastDFKDError(f"{path} is not a fastdfkd distillation checkpoint; check the path")
+        raise FastDFKDError(f"{path} is not a fastdfkd distillation checkpoint of this version; check the path or start again")
     return state
 
 
 @torch.no_grad()
-def agreement(teacher: nn.Module, student: nn.Module, inputs: torch.Tensor, batch_size: int = 256,
-              output_transform: OutputTransform | None = None) -> float:
-    """Fraction of ``inputs`` on which student and teacher predict the same class."""
+def agreement(teacher: Teacher | nn.Module, model: nn.Module, inputs: torch.Tensor, batch_size: int = 256,
+              model_output_transform: OutputTransform | None = None) -> float:
+    """Fraction of ``inputs`` on which ``model`` and the teacher predict the same class.
+
+    ``model_output_transform`` picks the model's logits (for a pruned or quantized copy
+    of a tuple-output teacher, pass ``teacher.output_transform``).
+    """
+    teacher = Teacher.of(teacher, inputs.shape[1:])
+    device = model_device(model)
     same = 0
-    with frozen(teacher):
-        for start in range(0, len(inputs), batch_size):
-            chunk = inputs[start : start + batch_size]
-            t = teacher_logits(teacher(chunk), output_transform).argmax(1)
-            s = teacher_logits(student(chunk), output_transform).argmax(1)
-            same += int((t == s).sum())
+    for chunk in inputs.split(batch_size):
+        expected = teacher.predict(chunk).argmax(1)
+        predicted = logits_of(model(chunk.to(device)), model_output_transform).argmax(1)
+        same += int((expected == predicted.to(expected.device)).sum())
     return same / len(inputs)
 
 
 def distill(
-    teacher: nn.Module,
+    teacher: Teacher | nn.Module,
     student: nn.Module,
     batches: DataSource | Iterator[torch.Tensor],
     config: DistillConfig,
@@ -371,3 +396,62 @@ def distill(
 ) -> DistillLog:
     """Train ``student`` to match ``teacher`` on inputs from ``batches``; the teacher stays frozen."""
     return Distiller(teacher, student, batches, config).run(progress=progress)
+
+
+def distill_datafree(
+    teacher: Teacher,
+    student: nn.Module,
+    source: DataSource,
+    config: DistillConfig,
+    *,
+    eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    eval_samples: int = 512,
+    eval_every: int = 400,
+    checkpoint: str | Path | None = None,
+    checkpoint_every: int = 400,
+    resume: str | Path | None = None,
+    student_output_transform: OutputTransform | None = None,
+    progress: bool = False,
+) -> Distiller:
+    """Data-free distillation (the paper's Algorithm 1) of ``student`` from ``teacher``, on one process or under torchrun.
+
+    ``student`` moves to the teacher's device and is trained in place. It is evaluated
+    every ``eval_every`` KD steps and at the end: accuracy on ``eval_data`` (normalised
+    inputs, labels) if given, else agreement with the teacher on ``eval_samples``
+    synthetic images that never enter the bank. ``checkpoint`` is written every
+    ``checkpoint_every`` steps, at the end and on Ctrl-C; ``resume`` continues from one.
+
+    Under torchrun (after :func:`fastdfkd_plugin.distributed.setup`, with the teacher on
+    the process's device), every process synthesises its own batches from its own seed,
+    the state the source shares (fastdfkd's meta-generator) stays identical everywhere,
+    and the student and that state are checked for agreement across processes at the end.
+    Returns the :class:`Distiller` (its ``log`` holds losses and evaluations).
+    """
+    if source.teacher is not teacher:
+        raise FastDFKDError("the source was built for another Teacher; build it with get_source(name, teacher)")
+    student.to(teacher.device)
+    check_outputs_match(teacher, student, student_output_transform)  # before any synthesis
+    shared: dict[str, nn.Module] = {}
+    if distributed.active():
+        if distributed.rank() > 0:
+            source.reseed(source.seed + distributed.rank())
+        shared = source.share_across_processes()
+    if eval_data is not None:
+        eval_x, eval_y = (tensor.to(teacher.device) for tensor in eval_data)
+
+        def evaluate(model: nn.Module) -> dict[str, float]:
+            logits = torch.cat([logits_of(model(chunk), student_output_transform) for chunk in eval_x.split(256)])
+            return {"accuracy": (logits.argmax(1) == eval_y).float().mean().item()}
+    else:
+        held_out = source.synthetic_set(eval_samples, config.synthesis_batch_size or config.batch_size).inputs
+
+        def evaluate(model: nn.Module) -> dict[str, float]:
+            return {"agreement": agreement(teacher, model, held_out, model_output_transform=student_output_transform)}
+
+    distiller = Distiller(teacher, student, source, config, student_output_transform)
+    if resume is not None:
+        distiller.resume(resume)
+    distiller.run(evaluate, eval_every, checkpoint, checkpoint_every, progress=progress and distributed.rank() == 0)
+    if distributed.active():
+        distributed.check_in_sync({"student": student, **shared}, teacher.device)
+    return distiller

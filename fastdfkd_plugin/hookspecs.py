@@ -38,7 +38,8 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``fastdfkd`` subcommands: ``parser = subparsers.add_parser(NAME, help=...)``, then
     ``parser.set_defaults(run=function)`` where ``function(args)`` does the work.
 
-    ``fastdfkd_plugin.cli`` offers ``add_model_arguments``, ``add_source_arguments``,
-    ``load_teacher`` and ``source_from_args`` so commands share the same options.
+    :mod:`fastdfkd_plugin.options` offers ``add_model_arguments``, ``add_source_arguments``,
+    ``load_teacher`` (a :class:`~fastdfkd_plugin.teacher.Teacher`) and ``source_from_args``
+    so commands share the same options.
     Raise :class:`~fastdfkd_plugin.FastDFKDError` for user errors (printed, exit 2).
     """

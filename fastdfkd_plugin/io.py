@@ -1,7 +1,9 @@
-"""Atomic file writes and the synthetic-set ``.npz`` format.
+"""Files: atomic writes, safe ``torch.load`` and the synthetic-set ``.npz`` format.
 
 A crash or Ctrl-C never leaves a half-written output: everything is written to a
 temporary file in the destination folder and moved into place with ``os.replace``.
+Every ``torch.load`` goes through :func:`load_torch`, with ``weights_only=True``
+unless the user opted in to unpickling (which runs code from the file).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import torch
 
 from .errors import FastDFKDError
 
@@ -39,6 +42,40 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def load_torch(
+    path: str | os.PathLike,
+    what: str,
+    *,
+    missing: str,
+    unreadable: str,
+    map_location: str | torch.device = "cpu",
+    weights_only: bool = True,
+) -> Any:
+    """``torch.load`` of a ``what`` (e.g. "checkpoint"); one sentence, with the fix, for a missing, unsafe or unreadable file.
+
+    ``missing`` and ``unreadable`` say what to do in either case.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FastDFKDError(f"{what} {path} does not exist; {missing}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except Exception as exc:  # pickle, zip and torch errors come in many types
+        if weights_only and "weights_only" in str(exc) and _holds_pickle(path):
+            raise FastDFKDError(
+                f"{path} holds more than plain tensors, so it was not loaded safely; if you trust the file, "
+                "pass --allow-pickle (this runs code from the file)"
+            ) from exc
+        reason = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0][:200]}" if str(exc).strip() else exc.__class__.__name__
+        raise FastDFKDError(f"{path} is not a readable {what} ({reason}); {unreadable}") from exc
+
+
+def _holds_pickle(path: Path) -> bool:
+    """Whether ``path`` looks like a PyTorch file (a zip archive or a legacy pickle), not random bytes."""
+    with open(path, "rb") as handle:
+        return zipfile.is_zipfile(handle) or handle.read(1) == b"\x80"
 
 
 def save_npz(path: str | os.PathLike, inputs: np.ndarray, labels: np.ndarray, metadata: dict[str, Any]) -> None:

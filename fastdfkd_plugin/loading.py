@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from .errors import FastDFKDError
+from .io import load_torch
 
 
 def load_model(spec: str, weights: str | None = None, allow_pickle: bool = False) -> nn.Module:
@@ -77,7 +78,8 @@ def _load_file_model(path: Path, allow_pickle: bool) -> nn.Module:
             f"{path} is not a TorchScript file; if it is a pickled nn.Module you trust, pass --allow-pickle "
             "(this runs code from the file), or give SPEC as file.py:callable with --weights"
         )
-    model = _torch_load(path, weights_only=False)
+    model = load_torch(path, "model file", missing="check the path", unreadable="check that it is a PyTorch file",
+                       weights_only=False)
     if not isinstance(model, nn.Module):
         raise FastDFKDError(f"{path} holds a {type(model).__name__}, not an nn.Module; pass it with --weights instead")
     return model
@@ -92,7 +94,8 @@ def load_weights(model: nn.Module, path: str | Path, allow_pickle: bool = False)
     A file written by ``fastdfkd prune`` (format ``fastdfkd-pruned``) first shrinks the
     model's layers to the pruned shapes, so the unpruned model's SPEC loads it.
     """
-    state = _torch_load(Path(path), weights_only=not allow_pickle)
+    state = load_torch(path, "weights file", missing="check the path", unreadable="check that it is a PyTorch file",
+                       weights_only=not allow_pickle)
     if isinstance(state, dict) and state.get("format") == PRUNED_FORMAT:
         fit_layers_to_state_dict(model, state["state_dict"])
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
@@ -145,16 +148,3 @@ def _update_layer_sizes(module: nn.Module) -> None:
     else:
         module.num_features = module.running_mean.shape[0]
 
-
-def _torch_load(path: Path, weights_only: bool) -> Any:
-    if not path.is_file():
-        raise FastDFKDError(f"weights file {path} does not exist")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=weights_only)
-    except Exception as exc:  # pickle and zip errors come in many types
-        if weights_only and "weights_only" in str(exc):
-            raise FastDFKDError(
-                f"{path} holds more than plain tensors, so it was not loaded safely; if you trust the file, "
-                "pass --allow-pickle (this runs code from the file)"
-            ) from exc
-        raise FastDFKDError(f"cannot read {path} ({exc.__class__.__name__}: {str(exc).strip().splitlines()[0][:200]})") from exc

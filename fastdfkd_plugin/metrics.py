@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import FastDFKDError
 from .io import atomic_path
+from .optional import require
 
 
 def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:
@@ -18,14 +18,8 @@ def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:
 
 def require_matplotlib() -> Any:
     """matplotlib's pyplot (headless), or one sentence naming the extra; call it before long work."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise FastDFKDError("plots need matplotlib; pip install 'fastdfkd-plugin[bench]' or pass --no-plot") from exc
-    return plt
+    require("matplotlib", "bench", "matplotlib, which draws the plots (or pass --no-plot),").use("Agg")
+    return require("matplotlib.pyplot", "bench")
 
 
 def plot_against_time(path: str | Path, records: list[dict[str, Any]], title: str = "distillation") -> None:

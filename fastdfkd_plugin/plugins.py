@@ -19,6 +19,7 @@ from torch import nn
 from . import hookspecs
 from .errors import FastDFKDError
 from .sources.base import DataSource
+from .teacher import Teacher
 
 DISABLE_AUTOLOAD_ENV = "FASTDFKD_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_PLUGINS = (
@@ -98,8 +99,14 @@ def list_sources() -> list[SourceEntry]:
     return sorted(source_registry().values(), key=lambda entry: entry.name)
 
 
-def get_source(name: str, teacher: nn.Module, input_shape: tuple[int, int, int], **options: Any) -> DataSource:
-    """Create the source registered as ``name`` for ``teacher``; options go to its constructor."""
+def get_source(
+    name: str, teacher: Teacher | nn.Module, input_shape: tuple[int, int, int] | None = None, **options: Any
+) -> DataSource:
+    """Create the source registered as ``name`` for ``teacher``; options go to its constructor.
+
+    ``teacher`` is a :class:`~fastdfkd_plugin.teacher.Teacher`, or a model together with
+    ``input_shape`` and the options that build one (``mean``, ``std``, ``device``, ``output_transform``).
+    """
     registry = source_registry()
     if name not in registry:
         raise FastDFKDError(f"unknown source {name!r}; choose one of {', '.join(sorted(registry))} (see `fastdfkd sources`)")

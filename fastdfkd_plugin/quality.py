@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .teacher import OutputTransform, batchnorm_layers, frozen, model_device, teacher_logits
+from .batchnorm import BatchNormStatistics
+from .teacher import Teacher
 
 
 @dataclass
@@ -30,38 +31,20 @@ class SetQuality:
 
 @torch.no_grad()
 def set_quality(
-    teacher: nn.Module,
+    teacher: Teacher | nn.Module,
     inputs: torch.Tensor,
     labels: torch.Tensor | None = None,
     batch_size: int = 256,
-    output_transform: OutputTransform | None = None,
 ) -> SetQuality:
-    """Measure ``inputs`` (normalised, N×C×H×W) through the frozen teacher."""
-    layers = batchnorm_layers(teacher)
-    sums: dict[nn.Module, list[torch.Tensor]] = {}
-
-    def accumulate(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        x = args[0].double().transpose(0, 1).flatten(1)
-        stats = [x.sum(1), (x * x).sum(1), torch.tensor(float(x.shape[1]), dtype=torch.float64)]
-        sums[module] = stats if module not in sums else [a + b for a, b in zip(sums[module], stats)]
-
-    handles = [layer.register_forward_hook(accumulate) for layer in layers]
-    predictions = []
-    try:
-        with frozen(teacher):
-            device = model_device(teacher)
-            for chunk in inputs.split(batch_size):
-                predictions.append(teacher_logits(teacher(chunk.to(device)), output_transform).float().softmax(1).cpu())
-    finally:
-        for handle in handles:
-            handle.remove()
+    """Measure ``inputs`` (normalised, N×C×H×W) through the frozen teacher (a model is wrapped as a Teacher)."""
+    teacher = Teacher.of(teacher, inputs.shape[1:])
+    layers = teacher.batchnorm_layers()
+    with BatchNormStatistics(layers) as statistics:
+        probabilities = teacher.predict(inputs, batch_size).softmax(1).cpu()
     distance = 0.0
     for layer in layers:
-        total, squares, count = sums[layer]
-        mean = total / count
-        var = squares / count - mean * mean
+        mean, var = statistics.mean(layer), statistics.variance(layer)
         distance += float(torch.norm(mean - layer.running_mean.double(), 2) + torch.norm(var - layer.running_var.double(), 2))
-    probabilities = torch.cat(predictions)
     top = probabilities.argmax(1)
     return SetQuality(
         bn_distance=distance,

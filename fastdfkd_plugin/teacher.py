@@ -1,24 +1,36 @@
-"""Everything the synthesizers need to know about a teacher, without changing it.
+"""The teacher: one object, built once, that every part of the pipeline takes.
+
+A :class:`Teacher` holds the user's model on its device, the input shape and
+normalisation it expects, the ``output_transform`` that picks its class logits, and
+what a probe forward pass tells about it (:class:`TeacherInfo`: class count,
+fingerprint, BatchNorm layers). Sources, the distillation loop, pruning, the adapters
+and the CLI all get logits through it, so a teacher that returns a tuple or a dict
+works everywhere once its ``output_transform`` is given.
 
 The teacher is never modified: :func:`frozen` puts it in eval mode with
 ``requires_grad`` off (no wasted weight gradients) and restores both on exit,
 whatever happens inside. Weights and BatchNorm running statistics are untouched
-because BatchNorm in eval mode only reads them.
+because BatchNorm in eval mode only reads them. A model that lives on another device
+than the one asked for is copied there, never moved.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch import nn
+from torch.utils import _pytree as pytree
 
+from .devices import resolve_device
 from .errors import FastDFKDError
+from .inputspace import InputSpace
 
-OutputTransform = Callable[[object], torch.Tensor]
+OutputTransform = Callable[[Any], torch.Tensor]
 
 
 @contextlib.contextmanager
@@ -55,8 +67,21 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
-    """The BatchNorm layers whose running statistics the synthesizers invert."""
+    """The BatchNorm layers with running statistics: what the synthesizers invert and re-estimation refits."""
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+def logits_of(output: Any, output_transform: OutputTransform | None = None) -> torch.Tensor:
+    """Apply ``output_transform`` to a model's raw output; insist on a tensor of logits."""
+    if output_transform is not None:
+        output = output_transform(output)
+    if not isinstance(output, torch.Tensor):
+        raise FastDFKDError(
+            f"the model returned a {type(output).__name__}, not a tensor of logits; "
+            "pass output_transform (e.g. lambda out: out[0]; on the command line --output-index 0 or --output-key NAME) "
+            "to pick the logits"
+        )
+    return output
 
 
 @dataclass(frozen=True)
@@ -68,49 +93,136 @@ class TeacherInfo:
     num_batchnorm: int
 
 
-def inspect_teacher(
-    model: nn.Module,
-    input_shape: tuple[int, ...],
-    device: torch.device,
-    output_transform: OutputTransform | None = None,
-    require_batchnorm: bool = True,
-) -> TeacherInfo:
-    """Check that ``model`` can serve as a teacher for ``input_shape``; explain what is wrong if not."""
-    if len(input_shape) != 3 or any(int(s) <= 0 for s in input_shape):
-        raise FastDFKDError(f"input shape {tuple(input_shape)} is not C,H,W with positive sizes; pass e.g. 3,32,32")
-    for name, tensor in model.state_dict().items():
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise FastDFKDError(f"teacher tensor {name!r} holds NaN or Inf values; load finite weights first")
-    bn_layers = batchnorm_layers(model)
-    if require_batchnorm and not bn_layers:
-        raise FastDFKDError(
-            "the teacher has no BatchNorm layers with running statistics, which this source inverts; "
-            "use a BatchNorm model or the 'gaussian'/'uniform' sources"
-        )
-    with frozen(model), torch.no_grad():
-        try:
-            output = model(torch.zeros(2, *input_shape, device=device))
-        except RuntimeError as exc:
-            first_line = str(exc).strip().splitlines()[0]
+class Teacher:
+    """The user's trained model and everything the pipeline needs to know about it.
+
+    ``device="auto"`` picks CUDA when present; ``None`` keeps the model where it is.
+    ``mean``/``std`` are the per-channel normalisation of the model's inputs (0 and 1
+    if not given). ``output_transform`` maps the model's raw output to class logits
+    (e.g. ``lambda out: out[0]`` for a model returning ``(logits, features)``).
+    Construction checks the model once: finite weights, inputs of ``input_shape``
+    accepted, batch × classes logits out.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        input_shape: Sequence[int],
+        *,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        device: str | torch.device | None = "auto",
+        output_transform: OutputTransform | None = None,
+    ) -> None:
+        if isinstance(model, Teacher):
+            raise FastDFKDError("this is already a Teacher; pass it as it is (Teacher.of accepts both)")
+        if not isinstance(model, nn.Module):
+            raise FastDFKDError(f"the teacher must be a torch.nn.Module, got a {type(model).__name__}")
+        self.input_shape = _check_input_shape(input_shape)
+        self.device = model_device(model) if device is None else resolve_device(device)
+        self.model = model if model_device(model) == self.device else copy.deepcopy(model).to(self.device)
+        self.output_transform = output_transform
+        self.space = InputSpace(self.input_shape[0], mean, std, self.device)
+        self.info = self._probe()
+
+    @classmethod
+    def of(
+        cls,
+        teacher: Teacher | nn.Module,
+        input_shape: Sequence[int] | None = None,
+        *,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        device: str | torch.device | None = None,
+        output_transform: OutputTransform | None = None,
+    ) -> Teacher:
+        """``teacher`` itself if it is a :class:`Teacher` (refusing options that contradict it), else a new one."""
+        if not isinstance(teacher, Teacher):
+            if input_shape is None:
+                raise FastDFKDError("the teacher's input shape is unknown; pass input_shape (C,H,W) or a Teacher")
+            return cls(teacher, input_shape, mean=mean, std=std, device=device, output_transform=output_transform)
+        given = {
+            "input_shape": (None if input_shape is None else _check_input_shape(input_shape), teacher.input_shape),
+            "mean": (None if mean is None else [float(v) for v in mean], teacher.space.mean_values),
+            "std": (None if std is None else [float(v) for v in std], teacher.space.std_values),
+            "device": (None if device in (None, "auto") else resolve_device(device), teacher.device),
+            "output_transform": (output_transform, teacher.output_transform),
+        }
+        for name, (value, own) in given.items():
+            if value is not None and value != own:
+                raise FastDFKDError(f"{name} is already set on the Teacher ({own}); set it there, not here")
+        return teacher
+
+    # -- logits ---------------------------------------------------------------------------
+    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The teacher's class logits for normalised ``inputs`` (gradients flow if the caller wants them)."""
+        return self.logits_from(self.model(inputs))
+
+    def logits_from(self, output: Any) -> torch.Tensor:
+        """Logits from the raw output of the teacher or of a model with its outputs (a pruned copy, a quantized one)."""
+        return logits_of(output, self.output_transform)
+
+    @torch.no_grad()
+    def predict(self, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+        """Float logits for any number of inputs, in chunks, on the teacher's device, with the teacher frozen."""
+        with self.frozen():
+            return torch.cat([self.logits(chunk.to(self.device)).float() for chunk in inputs.split(batch_size)])
+
+    # -- safety -----------------------------------------------------------------------------
+    def frozen(self) -> contextlib.AbstractContextManager[nn.Module]:
+        return frozen(self.model)
+
+    def batchnorm_layers(self) -> list[nn.modules.batchnorm._BatchNorm]:
+        return batchnorm_layers(self.model)
+
+    def require_batchnorm(self, source: str) -> None:
+        """Refuse a teacher without BatchNorm statistics for a source that inverts them."""
+        if not self.info.num_batchnorm:
             raise FastDFKDError(
-                f"the teacher cannot take inputs of shape {tuple(input_shape)} ({first_line}); check --input-shape"
-            ) from exc
-    logits = teacher_logits(output, output_transform)
-    if logits.dim() != 2 or logits.shape[0] != 2:
-        raise FastDFKDError(
-            f"the teacher's output has shape {tuple(logits.shape)}, not batch×classes; "
-            "pass output_transform to pick the class logits"
-        )
-    return TeacherInfo(num_classes=int(logits.shape[1]), fingerprint=fingerprint(model), num_batchnorm=len(bn_layers))
+                f"the teacher has no BatchNorm layers with running statistics, which source {source!r} inverts; "
+                "use a BatchNorm model or the 'gaussian'/'uniform' sources"
+            )
+
+    def _probe(self) -> TeacherInfo:
+        for name, tensor in self.model.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise FastDFKDError(f"teacher tensor {name!r} holds NaN or Inf values; load finite weights first")
+        with self.frozen(), torch.no_grad():
+            try:
+                output = self.model(torch.zeros(2, *self.input_shape, device=self.device))
+            except RuntimeError as exc:
+                first_line = str(exc).strip().splitlines()[0]
+                raise FastDFKDError(
+                    f"the teacher cannot take inputs of shape {self.input_shape} ({first_line}); check --input-shape"
+                ) from exc
+        logits = self.logits_from(output)
+        if logits.dim() != 2 or logits.shape[0] != 2:
+            raise FastDFKDError(
+                f"the teacher's output has shape {tuple(logits.shape)}, not batch×classes; "
+                "pass output_transform to pick the class logits"
+            )
+        return TeacherInfo(int(logits.shape[1]), fingerprint(self.model), len(self.batchnorm_layers()))
+
+    def __repr__(self) -> str:
+        return (f"Teacher({type(self.model).__name__}, input_shape={self.input_shape}, device={self.device}, "
+                f"classes={self.info.num_classes}, fingerprint={self.info.fingerprint})")
 
 
-def teacher_logits(output: object, output_transform: OutputTransform | None = None) -> torch.Tensor:
-    """Apply the user's ``output_transform``; insist on a tensor of logits."""
-    if output_transform is not None:
-        output = output_transform(output)
-    if not isinstance(output, torch.Tensor):
-        raise FastDFKDError(
-            f"the teacher returned a {type(output).__name__}, not a tensor of logits; "
-            "pass output_transform (e.g. lambda out: out[0]) to pick the logits"
-        )
-    return output
+def unflatten_like(reference: Any, leaves: Sequence[Any]) -> Any:
+    """Rebuild ``leaves`` (e.g. an ONNX model's flat outputs) in the structure of ``reference`` (the torch output).
+
+    Exporters flatten tuple and dict outputs in order; putting the structure back lets
+    the teacher's ``output_transform`` pick the logits from either.
+    """
+    reference_leaves, spec = pytree.tree_flatten(reference)
+    if len(reference_leaves) != len(leaves):
+        raise FastDFKDError(f"the exported model has {len(leaves)} outputs but torch returns {len(reference_leaves)}; "
+                            "they are different models")
+    return pytree.tree_unflatten(list(leaves), spec)
+
+
+def _check_input_shape(input_shape: Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) != 3 or any(s <= 0 for s in shape):
+        raise FastDFKDError(f"input shape {shape} is not C,H,W with positive sizes; pass e.g. 3,32,32")
+    return shape  # type: ignore[return-value]

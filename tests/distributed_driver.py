@@ -33,7 +33,7 @@ def main(mode: str, out: Path) -> None:
     teacher = make_teacher()
     source = get_source("fastdfkd", teacher, (3, 32, 32), seed=context.rank, steps=2, warmup_tasks=1, latent_dim=32, device="cpu")
     if context.world_size > 1:
-        distributed.share_meta_generator(source.synthesizer)
+        source.share_across_processes()
     run = Distiller(teacher, student(), source, CONFIG)
     if mode == "start":
         for _ in range(6):

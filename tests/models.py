@@ -66,6 +66,22 @@ def tuple_output() -> nn.Module:
     return TupleOutput()
 
 
+class DictOutput(nn.Module):
+    """Returns ``{"logits": …, "probabilities": …}``, as Hugging Face-style models return dicts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = make_teacher()
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        logits = self.net(x)
+        return {"logits": logits, "probabilities": logits.softmax(1)}
+
+
+def dict_output() -> nn.Module:
+    return DictOutput()
+
+
 def not_a_module():
     return "not a model"
 

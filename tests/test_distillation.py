@@ -102,9 +102,8 @@ def test_resume_refuses_a_checkpoint_from_another_teacher(teacher, tmp_path):
 
 
 def test_mismatched_outputs_and_devices_are_refused(teacher):
-    run = Distiller(teacher, TinyNet(width=4, classes=7), iter([torch.randn(16, *SHAPE)] * 10), SMALL)
-    with pytest.raises(FastDFKDError, match="number of classes"):
-        run.run()
+    with pytest.raises(FastDFKDError, match="number of classes"):  # refused on construction, before any step
+        Distiller(teacher, TinyNet(width=4, classes=7), iter([torch.randn(16, *SHAPE)] * 10), SMALL).run()
     with pytest.raises(FastDFKDError, match="move both to one device"):
         Distiller(teacher, TinyNet(width=4).to("meta"), iter([]), SMALL)
     with pytest.raises(FastDFKDError, match="ran out"):

@@ -228,4 +228,4 @@ def test_gaussian_needs_no_batchnorm():
 
 def test_teacher_already_on_the_device_is_used_as_is(teacher):
     source = FastDFKDSource(teacher, SHAPE, **FAST)
-    assert source.teacher is teacher  # already on the CPU: used as is, never moved
+    assert source.teacher.model is teacher  # already on the CPU: used as is, never moved

@@ -10,11 +10,11 @@ import torch
 from torch import nn
 
 from conftest import SHAPE
-from fastdfkd_plugin.inputspace import InputSpace
 from fastdfkd_plugin.synthesis.augment import crop_flip
 from fastdfkd_plugin.synthesis.generator import Generator
 from fastdfkd_plugin.synthesis.meta import MetaSynthesizer
 from fastdfkd_plugin.synthesis.objective import BatchNormMatcher, InversionObjective, LossWeights
+from fastdfkd_plugin.teacher import Teacher
 
 
 @pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28), (4, 40, 48), (3, 64, 64), (3, 224, 224)])
@@ -56,8 +56,7 @@ def test_crop_flip_without_padding_is_identity_or_mirror():
 def run_tasks(teacher, weights, labels, student=None, bn_momentum=0.9, tasks=2, adversarial=True):
     """Synthesise ``tasks`` batches with everything seeded; return the last batch's pixels."""
     rng = torch.Generator().manual_seed(0)
-    space = InputSpace(3)
-    objective = InversionObjective(teacher, space.normalize, rng, weights, bn_momentum, crop_flip)
+    objective = InversionObjective(Teacher(teacher, SHAPE, device="cpu"), rng, weights, bn_momentum, crop_flip)
     objective.student = student
     torch.manual_seed(0)
     synthesizer = MetaSynthesizer(Generator(SHAPE, latent_dim=16, width=16), objective, rng, steps=2)
@@ -109,7 +108,7 @@ def test_adversarial_term_counts_only_samples_where_teacher_and_student_agree(te
         student.head.weight.add_(0.2 * torch.randn(student.head.weight.shape, generator=torch.Generator().manual_seed(1)))
     contrast = torch.linspace(0.2, 3, 32).view(32, 1, 1, 1)
     pixels = torch.rand(32, *SHAPE, generator=torch.Generator().manual_seed(0)) * contrast - contrast / 2
-    objective = InversionObjective(teacher, lambda x: x, torch.Generator(), LossWeights(bn=0, oh=0, adv=1))
+    objective = InversionObjective(Teacher(teacher, SHAPE, device="cpu"), torch.Generator(), LossWeights(bn=0, oh=0, adv=1))
     objective.student = student
     with objective.attached():
         loss = objective(pixels, LABELS.repeat(4))

@@ -1,17 +1,20 @@
 """The DataSource interface every source implements, and the finite synthetic set.
 
-A source turns a teacher into batches in the model's (normalised) input space:
-``next_batch`` for one, ``stream`` for an endless supply (distillation), and
-``synthetic_set`` for a finite, seeded, replayable set (calibration). Subclasses
-implement one method, :meth:`DataSource.synthesize_pixels`, which returns pixels in
-[0, 1] for a given set of labels; everything else (freezing the teacher, balanced
-labels, non-finite checks, normalisation, logits, progress, timing) lives here once.
+A source turns a :class:`~fastdfkd_plugin.teacher.Teacher` into batches in the
+model's (normalised) input space: ``next_batch`` for one, ``stream`` for an endless
+supply (distillation), and ``synthetic_set`` for a finite, seeded, replayable set
+(calibration). Subclasses implement one method, :meth:`DataSource.synthesize_pixels`,
+which returns pixels in [0, 1] for a given set of labels; everything else (freezing
+the teacher, balanced labels, non-finite checks, normalisation, logits, progress,
+timing) lives here once. What only some sources can do (aim an adversarial term at a
+student, save a warm state, share it across processes) are methods with harmless
+defaults, so callers never probe for attributes.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
+from pathlib import Path
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -22,13 +25,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..devices import resolve_device
 from ..errors import FastDFKDError
 from ..inputspace import InputSpace
 from ..io import save_npz
 from ..synthesis.augment import crop_flip
 from ..synthesis.objective import InversionObjective, LossWeights
-from ..teacher import OutputTransform, frozen, inspect_teacher, model_device, teacher_logits
+from ..teacher import OutputTransform, Teacher
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +58,8 @@ class DataSource(ABC):
 
     def __init__(
         self,
-        teacher: nn.Module,
-        input_shape: Sequence[int],
+        teacher: Teacher | nn.Module,
+        input_shape: Sequence[int] | None = None,
         *,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
@@ -68,20 +70,29 @@ class DataSource(ABC):
         autocast_dtype: torch.dtype | None = None,
         progress: bool = False,
     ) -> None:
-        self.device = resolve_device(device)
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self.teacher = _on_device(teacher, self.device)
-        self.output_transform = output_transform
-        self.info = inspect_teacher(
-            self.teacher, self.input_shape, self.device, output_transform, require_batchnorm=self.requires_batchnorm
-        )
-        self.space = InputSpace(self.input_shape[0], mean, std, self.device)
+        """``teacher`` is a :class:`Teacher`, or a model plus ``input_shape``, ``mean``, ``std``,
+        ``device`` and ``output_transform`` to build one from."""
+        self.teacher = Teacher.of(teacher, input_shape, mean=mean, std=std, device=device, output_transform=output_transform)
+        if self.requires_batchnorm:
+            self.teacher.require_batchnorm(self.name)
         self.seed = seed
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
         self.with_logits = with_logits
         self.autocast_dtype = autocast_dtype
         self.progress = progress
         self._labels_drawn = 0
+
+    @property
+    def device(self) -> torch.device:
+        return self.teacher.device
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.teacher.input_shape
+
+    @property
+    def space(self) -> InputSpace:
+        return self.teacher.space
 
     # -- what a subclass implements -------------------------------------------------
     @abstractmethod
@@ -100,6 +111,27 @@ class DataSource(ABC):
         self.rng.set_state(state["rng"].cpu())
         self._labels_drawn = state["labels_drawn"]
 
+    # -- what some sources can do; the defaults say what the others do instead ------------
+    def set_student(self, student: nn.Module | None, output_transform: OutputTransform | None = None) -> None:
+        """Aim the source's adversarial term at ``student`` (``None``: off). Sources without one ignore it."""
+
+    def save_state(self, path: str | Path) -> None:
+        """Save what a later source for the same teacher can start from (e.g. a warm generator)."""
+        raise FastDFKDError(f"source {self.name!r} has no generator state to save; drop --save-generator-state")
+
+    def share_across_processes(self) -> dict[str, nn.Module]:
+        """Under torchrun: make the state every process must hold alike identical, and return it by name.
+
+        Called once after the process group is up; the distillation loop checks the
+        returned modules for agreement at the end. A source whose batches depend only
+        on its own seed shares nothing.
+        """
+        return {}
+
+    def reseed(self, seed: int) -> None:
+        """Restart the source's random stream from ``seed`` (a process of a multi-process run takes its own)."""
+        self.rng.manual_seed(seed)
+
     # -- the public API ---------------------------------------------------------------
     def next_batch(self, batch_size: int) -> Batch:
         """Synthesise one batch of ``batch_size`` normalised inputs with class-balanced labels."""
@@ -107,7 +139,7 @@ class DataSource(ABC):
         labels = self.balanced_labels(batch_size, self._labels_drawn)
         self._labels_drawn += batch_size
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            with frozen(self.teacher):
+            with self.teacher.frozen():
                 try:
                     pixels = self.synthesize_pixels(labels)
                 except NonFiniteBatch as exc:
@@ -117,7 +149,7 @@ class DataSource(ABC):
                     log.warning("%s: non-finite pixels in attempt %d; redoing the batch from fresh latents", self.name, attempt)
                     continue
                 inputs = self.space.normalize(pixels.detach())
-                logits = self._logits(inputs) if self.with_logits else None
+                logits = self.teacher.predict(inputs) if self.with_logits else None
             return Batch(inputs=inputs, labels=labels, logits=logits)
         raise FastDFKDError(
             f"source {self.name!r} produced NaN/Inf {MAX_ATTEMPTS} times in a row; "
@@ -145,7 +177,7 @@ class DataSource(ABC):
             "source": self.name,
             "settings": self.settings(),
             "seed": self.seed,
-            "teacher_fingerprint": self.info.fingerprint,
+            "teacher_fingerprint": self.teacher.info.fingerprint,
             "input_shape": list(self.input_shape),
             "mean": self.space.mean_values,
             "std": self.space.std_values,
@@ -166,20 +198,13 @@ class DataSource(ABC):
     # -- helpers ------------------------------------------------------------------------
     def inversion_objective(self, weights: LossWeights | None, bn_momentum: float) -> InversionObjective:
         """The BN + CE (+ adversarial) loss on crop+flipped batches, for sources that invert the teacher."""
-        return InversionObjective(
-            self.teacher, self.space.normalize, self.rng, weights, bn_momentum, crop_flip,
-            self.output_transform, self.autocast_dtype,
-        )
+        return InversionObjective(self.teacher, self.rng, weights, bn_momentum, crop_flip, self.autocast_dtype)
 
     def balanced_labels(self, batch_size: int, offset: int) -> torch.Tensor:
         """Labels ``offset, offset+1, …`` modulo the class count, shuffled: balanced across batches."""
-        labels = (torch.arange(batch_size, device=self.device) + offset) % self.info.num_classes
+        labels = (torch.arange(batch_size, device=self.device) + offset) % self.teacher.info.num_classes
         order = torch.randperm(batch_size, generator=self.rng, device=self.rng.device).to(self.device)
         return labels[order]
-
-    @torch.no_grad()
-    def _logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        return teacher_logits(self.teacher(inputs), self.output_transform).float()
 
 
 @dataclass
@@ -210,10 +235,3 @@ class SyntheticSet:
 def _check_positive(name: str, value: int) -> None:
     if not isinstance(value, int) or value <= 0:
         raise FastDFKDError(f"{name} must be a positive integer, got {value!r}")
-
-
-def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
-    """The teacher itself if it already lives on ``device``, else a copy there (never move the user's model)."""
-    if model_device(model) == device:
-        return model
-    return copy.deepcopy(model).to(device)

@@ -11,6 +11,7 @@ from torch import nn
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
 from ..synthesis.objective import LossWeights
+from ..teacher import Teacher
 from .base import DataSource, NonFiniteBatch
 
 
@@ -25,8 +26,8 @@ class DeepInversionSource(DataSource):
 
     def __init__(
         self,
-        teacher: nn.Module,
-        input_shape: tuple[int, int, int],
+        teacher: Teacher | nn.Module,
+        input_shape: tuple[int, int, int] | None = None,
         *,
         steps: int = 2000,
         lr: float = 0.1,

@@ -11,12 +11,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
-from ..io import atomic_path
+from ..io import atomic_path, load_torch
 from ..synthesis.generator import Generator
 from ..synthesis.meta import MetaSynthesizer, MetaUpdate, NonFiniteLoss
 from ..synthesis.objective import LossWeights
+from ..teacher import OutputTransform, Teacher
 from .base import DataSource, NonFiniteBatch
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,8 @@ class FastDFKDSource(DataSource):
 
     def __init__(
         self,
-        teacher: nn.Module,
-        input_shape: tuple[int, int, int],
+        teacher: Teacher | nn.Module,
+        input_shape: tuple[int, int, int] | None = None,
         *,
         steps: int = 5,
         warmup_tasks: int = 20,
@@ -63,11 +65,20 @@ class FastDFKDSource(DataSource):
         if state_path is not None:
             self.load_state(state_path)
 
-    def set_student(self, student: nn.Module | None) -> None:
-        """Aim the adversarial term at ``student`` (after warm-up); ``None`` switches it off."""
-        if student is self.teacher:
+    def set_student(self, student: nn.Module | None, output_transform: OutputTransform | None = None) -> None:
+        """Aim the adversarial term at ``student`` (after warm-up); ``None`` switches it off.
+
+        ``output_transform`` picks the student's logits when it returns more than a tensor.
+        """
+        if student is self.teacher.model:
             raise FastDFKDError("the student is the teacher itself, which silently disables the adversarial term; pass a separate student")
         self.objective.student = student
+        self.objective.student_output_transform = output_transform
+
+    def share_across_processes(self) -> dict[str, nn.Module]:
+        """Start every process from rank 0's meta-generator and average every later meta step and BN-momentum update."""
+        distributed.share_meta_generator(self.synthesizer)
+        return {"meta-generator": self.synthesizer.generator}
 
     @property
     def warmed_up(self) -> bool:
@@ -113,23 +124,20 @@ class FastDFKDSource(DataSource):
 
     def save_state(self, path: str | Path) -> None:
         """Save the meta-generator, its optimiser and BN momentum, tied to this teacher."""
-        state = {"teacher_fingerprint": self.info.fingerprint, "input_shape": list(self.input_shape), **self.state_dict()}
+        state = {"teacher_fingerprint": self.teacher.info.fingerprint, "input_shape": list(self.input_shape), **self.state_dict()}
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
 
     def load_state(self, path: str | Path) -> None:
         """Resume from :meth:`save_state`; refuse a state made for another teacher or shape."""
-        path = Path(path)
-        if not path.is_file():
-            raise FastDFKDError(f"generator state {path} does not exist; omit it to warm up from scratch")
-        try:
-            state = torch.load(path, map_location=self.device, weights_only=True)
-        except Exception as exc:  # torch raises many types for corrupt files
-            raise FastDFKDError(f"{path} is not a readable fastdfkd generator state ({exc.__class__.__name__}); delete it and warm up again") from exc
-        if state.get("teacher_fingerprint") != self.info.fingerprint:
+        state = load_torch(path, "generator state", missing="omit it to warm up from scratch",
+                           unreadable="delete it and warm up again", map_location=self.device)
+        if not isinstance(state, dict) or "synthesizer" not in state:
+            raise FastDFKDError(f"{path} is not a fastdfkd generator state; save one with --save-generator-state")
+        if state.get("teacher_fingerprint") != self.teacher.info.fingerprint:
             raise FastDFKDError(
                 f"generator state {path} was made for another teacher (fingerprint {state.get('teacher_fingerprint')}, "
-                f"this teacher is {self.info.fingerprint}); use a state saved for this teacher or none"
+                f"this teacher is {self.teacher.info.fingerprint}); use a state saved for this teacher or none"
             )
         if tuple(state["input_shape"]) != self.input_shape:
             raise FastDFKDError(f"generator state {path} is for input shape {tuple(state['input_shape'])}, not {self.input_shape}")

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..hookspecs import hookimpl
+from ..teacher import Teacher
 from .base import DataSource
 
 
@@ -21,7 +22,7 @@ class GaussianSource(DataSource):
     name = "gaussian"
     requires_batchnorm = False
 
-    def __init__(self, teacher: nn.Module, input_shape: tuple[int, int, int], *, clip: bool = True, **common: Any) -> None:
+    def __init__(self, teacher: Teacher | nn.Module, input_shape: tuple[int, int, int] | None = None, *, clip: bool = True, **common: Any) -> None:
         super().__init__(teacher, input_shape, **common)
         self.clip = clip
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..teacher import OutputTransform, batchnorm_layers, frozen, teacher_logits
+from ..teacher import OutputTransform, Teacher, frozen, logits_of
 
 BatchStatistics = list[tuple[torch.Tensor, torch.Tensor]]
 
@@ -65,51 +65,50 @@ class InversionObjective:
 
     def __init__(
         self,
-        teacher: nn.Module,
-        normalize: Callable[[torch.Tensor], torch.Tensor],
+        teacher: Teacher,
         rng: torch.Generator,
         weights: LossWeights | None = None,
         bn_momentum: float = 0.9,
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
-        output_transform: OutputTransform | None = None,
         autocast_dtype: torch.dtype | None = None,
     ) -> None:
         self.teacher = teacher
-        self.normalize = normalize
         self.rng = rng
         self.weights = weights or LossWeights()
         self.augment = augment
-        self.output_transform = output_transform
         self.autocast_dtype = autocast_dtype
-        self.matchers = [BatchNormMatcher(layer, bn_momentum) for layer in batchnorm_layers(teacher)]
+        self.matchers = [BatchNormMatcher(layer, bn_momentum) for layer in teacher.batchnorm_layers()]
         self.student: nn.Module | None = None
+        self.student_output_transform: OutputTransform | None = None
 
     @contextlib.contextmanager
     def attached(self) -> Iterator[None]:
         """Freeze teacher (and student) and hook the BatchNorm layers, only while synthesising."""
         handles = [m.layer.register_forward_hook(m) for m in self.matchers] if self.weights.bn else []
         try:
-            with frozen(self.teacher), (frozen(self.student) if self.student is not None else contextlib.nullcontext()):
+            with self.teacher.frozen(), (frozen(self.student) if self.student is not None else contextlib.nullcontext()):
                 yield
         finally:
             for handle in handles:
                 handle.remove()
 
-    def _forward(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(inputs.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None):
-            return teacher_logits(model(inputs), self.output_transform).float()
+    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        return torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None)
 
     def __call__(self, pixels: torch.Tensor, labels: torch.Tensor, adversarial: bool = True) -> torch.Tensor:
         """The weighted loss of one pixel batch; ``adversarial`` False switches ``L_adv`` off (warm-up)."""
-        inputs = self.normalize(self.augment(pixels, self.rng) if self.augment else pixels)
-        logits = self._forward(self.teacher, inputs)
+        pixels = self.augment(pixels, self.rng) if self.augment else pixels
+        inputs = self.teacher.space.normalize(pixels)
+        with self._autocast(inputs.device):
+            logits = self.teacher.logits(inputs).float()
         terms: dict[str, torch.Tensor] = {}
         if self.weights.bn:
             terms["bn"] = sum(m.loss for m in self.matchers)
         if self.weights.oh:
             terms["oh"] = F.cross_entropy(logits, labels)
         if self.weights.adv and adversarial and self.student is not None:
-            student_logits = self._forward(self.student, inputs)
+            with self._autocast(inputs.device):
+                student_logits = logits_of(self.student(inputs), self.student_output_transform).float()
             agree = (logits.argmax(1) == student_logits.argmax(1)).float()
             kl = F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(logits, 1), reduction="none", log_target=True).sum(1)
             terms["adv"] = -(agree * kl).mean()
