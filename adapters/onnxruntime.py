@@ -19,7 +19,7 @@ import argparse
 import contextlib
 import functools
 import logging
-import os
+import math
 import shutil
 import tempfile
 import time
@@ -33,7 +33,7 @@ from torch import nn
 
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
-from ..io import atomic_path, load_npz
+from ..io import atomic_path, check_disk_space, check_output_folder, load_npz, staged_folder
 from ..optional import require
 from ..options import add_model_arguments, add_source_arguments, load_teacher, source_from_args, source_options
 from ..plugins import get_source
@@ -47,6 +47,7 @@ MIN_ORT_VERSION = {"int16": "1.17", "uint16": "1.17", "int4": "1.18", "uint4": "
 QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8", "int16": "QInt16", "uint16": "QUInt16", "int4": "QInt4", "uint4": "QUInt4"}
 # Calibration sets larger than this are synthesised into a memory-mapped file, not RAM.
 IN_MEMORY_LIMIT_BYTES = 1 << 30
+TEST_DATA_ENTRIES = "test_data_set_*"  # what export-onnx --test-data writes into its folder
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "distribution": "Distribution"}
 
 
@@ -118,10 +119,33 @@ def _as_array(data: SyntheticSet | np.ndarray | torch.Tensor | str | Path) -> np
         return data.detach().cpu().numpy()
     if isinstance(data, (str, Path)):
         path = Path(data)
-        if path.suffix == ".npy":
-            return np.load(path, mmap_mode="r")
-        return load_npz(path)[0]
-    return data
+        if path.suffix != ".npy":
+            return _numeric(load_npz(path)[0], path)
+        if not path.is_file():
+            raise FastDFKDError(f"calibration file {path} does not exist")
+        try:
+            return _numeric(np.load(path, mmap_mode="r", allow_pickle=False), path)
+        except ValueError as exc:  # object arrays and malformed headers
+            raise FastDFKDError(f"{path} does not hold a numeric array ({exc}); save the inputs as float32") from exc
+    return _numeric(np.asarray(data), "the calibration array")
+
+
+def _numeric(array: np.ndarray, label: str | Path) -> np.ndarray:
+    if array.dtype.kind not in "fiu":
+        raise FastDFKDError(f"{label} holds {array.dtype} values, not numbers; give float32 model inputs (N×C×H×W)")
+    return array
+
+
+def _fixed_batches(inputs: np.ndarray, model_input: OnnxInput, model_path: str | Path) -> tuple[np.ndarray, int | None]:
+    """(inputs, batch size) for a graph that fixes its batch dimension: whole batches only; (inputs, None) otherwise."""
+    fixed = model_input.shape[0] if model_input.shape else None
+    if fixed is None:
+        return inputs, None
+    usable = len(inputs) // fixed * fixed
+    if usable == 0:
+        raise FastDFKDError(f"ONNX model {model_path} takes batches of exactly {fixed} inputs, but only {len(inputs)} "
+                            f"were given; give at least {fixed}")
+    return inputs[:usable], fixed
 
 
 @functools.cache
@@ -167,12 +191,17 @@ def calibration_reader(
     model_path: str | Path, data: SyntheticSet | np.ndarray | torch.Tensor | str | Path, batch_size: int | None = None
 ) -> Any:
     """A ``CalibrationDataReader`` over ``data`` (a set, an array, a ``.npz`` or a memory-mapped ``.npy``),
-    keyed by the ONNX model's input name."""
+    keyed by the ONNX model's input name.
+
+    A graph that fixes its batch size (``torch.onnx.export`` without dynamic axes gives
+    1) gets batches of exactly that size; samples that do not fill a last batch are left out.
+    """
     _ort()
-    inputs = _as_array(data)
+    model_input = onnx_input(model_path)
+    inputs, fixed = _fixed_batches(_as_array(data), model_input, model_path)
     if batch_size is None:
         batch_size = data.batch_size if isinstance(data, SyntheticSet) else 64
-    return make_reader_class()(inputs, onnx_input(model_path).name, batch_size)
+    return make_reader_class()(inputs, model_input.name, fixed or batch_size)
 
 
 def synthesize_to_disk(source: Any, num_samples: int, batch_size: int, path: str | Path) -> np.ndarray:
@@ -182,6 +211,8 @@ def synthesize_to_disk(source: Any, num_samples: int, batch_size: int, path: str
     ONNX Runtime reads the file through the memory map.
     """
     path = Path(path)
+    check_disk_space(path.parent, num_samples * 4 * math.prod(source.input_shape), f"a set of {num_samples} inputs",
+                     "lower --num-samples or set TMPDIR to a larger disk")
     with atomic_path(path) as tmp:
         array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(num_samples, *source.input_shape))
         for start in range(0, num_samples, batch_size):
@@ -208,12 +239,14 @@ def load_inputs_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def save_onnx_test_data(folder: str | Path, batches: Sequence[dict[str, np.ndarray]],
-                        outputs: Sequence[dict[str, np.ndarray]] | None = None) -> None:
-    """The ONNX backend-test layout: ``folder/test_data_set_N/input_M.pb`` (and ``output_M.pb``)."""
+                        outputs: Sequence[dict[str, np.ndarray]] | None = None, overwrite: bool = False) -> None:
+    """The ONNX backend-test layout: ``folder/test_data_set_N/input_M.pb`` (and ``output_M.pb``).
+
+    Written into a staging folder and moved into place. A non-empty ``folder`` is refused
+    unless ``overwrite``; then only its ``test_data_set_*`` folders are replaced.
+    """
     onnx = _onnx()
-    folder = Path(folder)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent if folder.parent.exists() else None))
-    try:
+    with staged_folder(folder, overwrite, replaces=TEST_DATA_ENTRIES) as staging:
         for index, batch in enumerate(batches):
             case = staging / f"test_data_set_{index}"
             case.mkdir()
@@ -221,11 +254,6 @@ def save_onnx_test_data(folder: str | Path, batches: Sequence[dict[str, np.ndarr
                 for position, (name, array) in enumerate(tensors.items()):
                     proto = onnx.numpy_helper.from_array(np.ascontiguousarray(array), name=name)
                     (case / f"{kind}_{position}.pb").write_bytes(proto.SerializeToString())
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(staging, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def load_onnx_test_data(folder: str | Path, kind: str = "input") -> list[dict[str, np.ndarray]]:
@@ -289,11 +317,15 @@ def verify_onnx(teacher: Teacher | nn.Module, model_path: str | Path, batches: S
     """Run the teacher (torch) and ``model_path`` (ONNX Runtime, CPU) on the same batches and compare their logits.
 
     The ONNX model's outputs are put back in the structure of the torch output, so the
-    teacher's ``output_transform`` picks the logits from both.
+    teacher's ``output_transform`` picks the logits from both. A graph with a fixed
+    batch size gets the inputs in batches of that size.
     """
     teacher = Teacher.of(teacher, batches[0].shape[1:])
     runner = session(model_path)
     name = runner.get_inputs()[0].name
+    inputs, fixed = _fixed_batches(torch.cat(list(batches)), onnx_input(model_path), model_path)
+    if fixed is not None:
+        batches = list(inputs.split(fixed))
     max_abs = max_ref = 0.0
     agree = total = 0
     with teacher.frozen():
@@ -315,11 +347,15 @@ def export_onnx(teacher: Teacher | nn.Module, example: torch.Tensor, path: str |
                 opset: int = 17) -> None:
     """Export the model as it is (all its outputs) with a dynamic batch dimension (TorchScript exporter), atomically."""
     teacher = Teacher.of(teacher, example.shape[1:])
-    example = example.to(teacher.device)
-    with teacher.frozen(), atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
+        _export_to(teacher, example, tmp, input_name, opset)
+
+
+def _export_to(teacher: Teacher, example: torch.Tensor, file: Path, input_name: str, opset: int) -> None:
+    with teacher.frozen():
         torch.onnx.export(
-            teacher.model, (example,), str(tmp), input_names=[input_name], output_names=["logits"], opset_version=opset,
-            dynamic_axes={input_name: {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
+            teacher.model, (example.to(teacher.device),), str(file), input_names=[input_name], output_names=["logits"],
+            opset_version=opset, dynamic_axes={input_name: {0: "batch"}, "logits": {0: "batch"}}, dynamo=False,
         )
 
 
@@ -327,20 +363,23 @@ def export_and_verify(
     teacher: Teacher | nn.Module, path: str | Path, batches: Sequence[torch.Tensor], *, atol: float = 1e-4, rtol: float = 1e-3,
     min_agreement: float = 100.0, opset: int = 17,
 ) -> Verification:
-    """Export ``model`` using the first batch as example input, then verify on all batches.
+    """Export the teacher using the first batch as example input, verify on all batches, then write ``path``.
 
-    Raises :class:`FastDFKDError` (and removes the file) when the ONNX model strays
-    beyond the tolerances: synthetic batches that look like real data catch divergences
-    (traced control flow, range-dependent ops) that noise inputs hide.
+    The export is verified as a temporary file beside ``path`` and moved there only if
+    it passes. When it strays beyond the tolerances, :class:`FastDFKDError` is raised,
+    the temporary file is removed and whatever was at ``path`` before is kept:
+    synthetic batches that look like real data catch divergences (traced control flow,
+    range-dependent ops) that noise inputs hide.
     """
     teacher = Teacher.of(teacher, batches[0].shape[1:])
-    export_onnx(teacher, batches[0][:1], path, opset=opset)
-    result = verify_onnx(teacher, path, batches)
-    problems = result.failures(atol, rtol, min_agreement)
-    if problems:
-        Path(path).unlink()
-        raise FastDFKDError(f"the exported ONNX model does not match torch on {result.samples} inputs: {'; '.join(problems)}; "
-                            "look for data-dependent control flow or unsupported ops (the file was removed)")
+    kept = "the file already there was kept" if Path(path).exists() else "nothing was written"
+    with atomic_path(path) as tmp:
+        _export_to(teacher, batches[0][:1], tmp, "input", opset)
+        result = verify_onnx(teacher, tmp, batches)
+        problems = result.failures(atol, rtol, min_agreement)
+        if problems:
+            raise FastDFKDError(f"the exported ONNX model does not match torch on {result.samples} inputs: {'; '.join(problems)}; "
+                                f"look for data-dependent control flow or unsupported ops ({kept} at {path})")
     return result
 
 
@@ -493,6 +532,8 @@ def cmd_quantize_onnx(args: argparse.Namespace) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat
 
     _ort()
+    if args.input_shape is None and args.onnx is None:
+        raise FastDFKDError("--input-shape is needed when there is no --onnx model to read it from; pass e.g. --input-shape 3,32,32")
     teacher = load_teacher(args, input_shape=args.input_shape or static_input_shape(onnx_input(args.onnx), args.onnx))
     options = dict(
         quant_format=QuantFormat.QDQ if args.quant_format == "qdq" else QuantFormat.QOperator,
@@ -518,13 +559,15 @@ def cmd_quantize_onnx(args: argparse.Namespace) -> None:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
+    if args.test_data:
+        check_output_folder(args.test_data, args.overwrite, TEST_DATA_ENTRIES)
     teacher = load_teacher(args)
     source = source_from_args(args, teacher)
     batches = [batch.inputs for batch in source.synthetic_set(args.num_samples, args.batch_size)]
     result = export_and_verify(teacher, args.out, batches, atol=args.atol, rtol=args.rtol,
                                min_agreement=args.min_agreement, opset=args.opset)
     if args.test_data:
-        save_onnx_test_data(args.test_data, [{"input": b.cpu().numpy()} for b in batches])
+        save_onnx_test_data(args.test_data, [{"input": b.cpu().numpy()} for b in batches], overwrite=args.overwrite)
     print(f"exported {args.out} (opset {args.opset}); verified on {result.samples} {args.source} inputs: "
           f"max abs error {result.max_abs_error:.2e}, max rel error {result.max_rel_error:.2e}, "
           f"top-1 agreement {result.top1_agreement:.1f} %")
@@ -558,5 +601,6 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--atol", type=float, default=1e-4)
     export.add_argument("--rtol", type=float, default=1e-3)
     export.add_argument("--min-agreement", type=float, default=100.0, help="minimum top-1 agreement in percent")
-    export.add_argument("--test-data", help="also write the batches as ONNX test-data folders here")
+    export.add_argument("--test-data", help="also write the batches as ONNX test-data folders here (a new or empty folder)")
+    export.add_argument("--overwrite", action="store_true", help="replace the test_data_set_* folders already in --test-data")
     export.set_defaults(run=cmd_export_onnx)

@@ -21,6 +21,7 @@ import argparse
 import copy
 import dataclasses
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,11 +33,11 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 from ..batchnorm import reestimate_batchnorm
-from ..distillation import DistillConfig, Distiller, agreement, as_teacher, load_checkpoint
+from ..distillation import DistillConfig, Distiller, agreement, as_teacher, check_same_run, load_checkpoint
 from .. import options
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
-from ..io import atomic_path, check_output_folder
+from ..io import atomic_path
 from ..loading import PRUNED_FORMAT, fit_layers_to_state_dict
 from ..optional import require
 from ..sources.base import DataSource
@@ -313,6 +314,7 @@ def recover(
     checkpoint_every: int = 0,
     resume: bool = False,
     progress: bool = False,
+    run_settings: dict[str, Any] | None = None,
 ) -> Distiller:
     """BN re-estimation on the first ``bn_samples`` images, then KD from ``teacher`` (``config.steps`` steps).
 
@@ -320,10 +322,11 @@ def recover(
     log's seconds (and a ``config.seconds`` budget). A source's adversarial term (if
     it has one) is aimed at the pruned student, so new batches concentrate where it
     disagrees with the teacher. ``resume`` continues from ``checkpoint`` (BN
-    re-estimation is not repeated).
+    re-estimation is not repeated). ``run_settings`` are the caller's own settings that a
+    resumed run must share (see :class:`~fastdfkd_plugin.distillation.Distiller`).
     """
     teacher, batches = as_teacher(teacher, batches)
-    distiller = Distiller(teacher, student, batches, config, student_output_transform=teacher.output_transform)
+    distiller = Distiller(teacher, student, batches, config, teacher.output_transform, run_settings)
     if resume:
         distiller.resume(checkpoint)
     elif bn_samples:
@@ -414,8 +417,12 @@ def prune_datafree(
     recovery = recovery or DistillConfig(steps=0)
     pruner_options = dict(pruner_options or {})
     started = time.perf_counter()
+    importance_name = importance if isinstance(importance, str) else type(importance).__name__
+    run_settings = {"speed_up": speed_up, "importance": importance_name, "rounds": rounds, "bn_samples": bn_samples,
+                    "pruner_options": {key: repr(value) for key, value in sorted(pruner_options.items())}}
     saved = load_checkpoint(checkpoint) if resume else None
     if saved is not None and saved["teacher_fingerprint"] == teacher.info.fingerprint:
+        check_same_run(saved, recovery, {**source.run_settings(), **run_settings})  # before any work, not after
         source.load_state_dict(saved["source"])  # already warm: no second warm-up before the resume below
     example = example_inputs(source)
     held_out = source.synthetic_set(eval_samples, batch_size).inputs
@@ -425,10 +432,7 @@ def prune_datafree(
     macs_before, params_before = count_macs(model, example)
     ratio = ratio_for_speed_up(model, example, speed_up, ignored + unsafe, pruner_options)
     student = trainable_copy(model)
-    report = PruneReport(
-        macs_before, 0.0, params_before, 0.0, ratio,
-        importance if isinstance(importance, str) else type(importance).__name__, [names[m] for m in unsafe],
-    )
+    report = PruneReport(macs_before, 0.0, params_before, 0.0, ratio, importance_name, [names[m] for m in unsafe])
     if saved is not None:
         fit_layers_to_state_dict(student, saved["student"])
     else:
@@ -450,7 +454,7 @@ def prune_datafree(
     report.seconds["prune"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
     recover(teacher, student, source, recovery, bn_samples, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-            resume=resume, progress=progress)
+            resume=resume, progress=progress, run_settings=run_settings)
     report.seconds["recovery"] = round(time.perf_counter() - started, 2)
     report.agreement["recovered"] = agreement(teacher, student, held_out, model_output_transform=teacher.output_transform)
     return student.eval(), report
@@ -477,16 +481,21 @@ def cmd_prune(args: argparse.Namespace) -> None:
         raise FastDFKDError(f"--speed-up must be above 1 (MACs before / after), got {args.speed_up}")
     if args.resume and not args.checkpoint:
         raise FastDFKDError("--resume needs --checkpoint PATH (the file an earlier run wrote)")
-    check_output_folder(args.out)
+    options.refuse_existing_checkpoint(args.checkpoint, args.resume, args.overwrite, "--resume")
     teacher = options.load_teacher(args)
     source = options.source_from_args(args, teacher)
     recovery = options.kd_config(args, args.recovery_steps, args.steps_per_batch)
     pruner_options = {"round_to": args.round_to, "global_pruning": args.global_pruning}
-    student, report = prune_datafree(
-        teacher, source, args.speed_up, args.importance, recovery=recovery, bn_samples=args.bn_samples,
-        batch_size=args.batch_size, pruner_options={k: v for k, v in pruner_options.items() if v},
-        checkpoint=args.checkpoint, resume=args.resume, progress=not args.quiet,
-    )
+    try:
+        student, report = prune_datafree(
+            teacher, source, args.speed_up, args.importance, recovery=recovery, bn_samples=args.bn_samples,
+            batch_size=args.batch_size, pruner_options={k: v for k, v in pruner_options.items() if v},
+            checkpoint=args.checkpoint, resume=args.resume, progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        if args.checkpoint and Path(args.checkpoint).exists():
+            print(f"fastdfkd: resume with --checkpoint {args.checkpoint} --resume", file=sys.stderr)
+        raise
     save_pruned(student, args.out, args.model, report)
     options.save_generator_state(args, source)
     if report.unsafe_layers:
@@ -501,7 +510,7 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     prune = subparsers.add_parser("prune", help="structured pruning with Torch-Pruning, then data-free recovery")
     options.add_model_arguments(prune)
     options.add_source_arguments(prune, with_samples=False)
-    prune.add_argument("--speed-up", type=float, required=True, help="target MACs before / after, e.g. 2.0")
+    prune.add_argument("--speed-up", type=options.positive_float, required=True, help="target MACs before / after, e.g. 2.0")
     prune.add_argument("--importance", default="magnitude", choices=IMPORTANCE_NAMES)
     prune.add_argument("--global-pruning", action="store_true", help="rank channels across layers (speed-up becomes approximate)")
     prune.add_argument("--round-to", type=options.positive, help="keep channel counts multiples of this")
@@ -511,5 +520,6 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     options.add_kd_arguments(prune, batch_size=128, bank_size=8192, lr=0.01, temperature=4.0)
     prune.add_argument("--checkpoint", help="write recovery checkpoints here (atomically)")
     prune.add_argument("--resume", action="store_true", help="continue an interrupted run from --checkpoint")
+    prune.add_argument("--overwrite", action="store_true", help="start again even though --checkpoint exists")
     prune.add_argument("--out", required=True, help="pruned weights (.pt, tensors only)")
     prune.set_defaults(run=cmd_prune)

@@ -8,16 +8,19 @@ from :mod:`fastdfkd_plugin.options`; the work itself is library code.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import signal
 import sys
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 from . import __version__, distributed
 from .distillation import distill_datafree
 from .errors import FastDFKDError
-from .io import atomic_path, check_output_folder, load_npz
+from .io import atomic_path, check_disk_space, check_output_path, load_npz
 from .loading import load_model
 from .options import (
     add_kd_arguments,
@@ -26,10 +29,15 @@ from .options import (
     kd_config,
     load_teacher,
     positive,
+    refuse_existing_checkpoint,
     save_generator_state,
     source_from_args,
 )
-from .plugins import get_plugin_manager, list_sources
+from .plugins import call_each, list_sources
+
+# Every command's output files, by argparse destination: checked before any work starts.
+OUTPUT_OPTIONS = {"out": "--out", "preview": "--preview", "save_generator_state": "--save-generator-state",
+                  "checkpoint": "--checkpoint", "metrics": "--metrics"}
 
 log = logging.getLogger("fastdfkd_plugin")
 
@@ -47,6 +55,8 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
     from .preview import image_grid, write_png
 
     source = source_from_args(args, load_teacher(args))
+    check_disk_space(Path(args.out).parent, source.set_bytes(args.num_samples), f"{args.num_samples} samples",
+                     "lower --num-samples or write --out to a larger disk")
     synthetic = source.synthetic_set(args.num_samples, args.batch_size)
     synthetic.save(args.out)
     save_generator_state(args, source)
@@ -63,7 +73,9 @@ def cmd_distill(args: argparse.Namespace) -> None:
     """Data-free distillation (Algorithm 1); under torchrun, one process per device."""
     from .metrics import plot_against_time, require_matplotlib, write_jsonl
 
-    check_output_folder(args.out)
+    checkpoint = args.checkpoint or f"{args.out}.ckpt"
+    refuse_existing_checkpoint(checkpoint, args.resume is not None, args.overwrite, f"--resume {checkpoint}")
+    check_output_path(checkpoint, "--checkpoint")
     if not args.no_plot:
         require_matplotlib()
     context = distributed.setup(args.device)
@@ -74,7 +86,6 @@ def cmd_distill(args: argparse.Namespace) -> None:
     if args.eval_data:
         inputs, labels, _ = load_npz(args.eval_data)
         eval_data = (torch.as_tensor(inputs), torch.as_tensor(labels))
-    checkpoint = args.checkpoint or f"{args.out}.ckpt"
     try:
         distiller = distill_datafree(
             teacher, student, source, kd_config(args, args.epochs * args.kd_steps_per_epoch, args.kd_steps_per_epoch),
@@ -83,8 +94,8 @@ def cmd_distill(args: argparse.Namespace) -> None:
         )
     except KeyboardInterrupt:
         if context.main:
-            print(f"fastdfkd: interrupted; resume with --resume {checkpoint}", file=sys.stderr)
-        raise SystemExit(130) from None
+            print(f"fastdfkd: checkpoint written; resume with --resume {checkpoint}", file=sys.stderr)
+        raise
     if not context.main:
         return
     with atomic_path(args.out) as tmp:
@@ -136,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--checkpoint", help="checkpoint path (default OUT.ckpt), written atomically")
     distill.add_argument("--checkpoint-every", type=positive, default=400)
     distill.add_argument("--resume", help="continue from this checkpoint (same teacher and settings)")
+    distill.add_argument("--overwrite", action="store_true", help="start again even though the checkpoint exists")
     distill.add_argument("--metrics", help="JSON-lines metrics file (default OUT.metrics.jsonl)")
     distill.add_argument("--no-plot", action="store_true", help="skip the metrics plot (needs matplotlib)")
     distill.add_argument("--out", required=True, help="student state dict (.pt)")
@@ -148,23 +160,51 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=cmd_demo)
 
-    get_plugin_manager().hook.fastdfkd_register_commands(subparsers=commands)
+    call_each("fastdfkd_register_commands", subparsers=commands)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an interrupt so that checkpoints are written and temporary files removed."""
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Inside, SIGTERM raises :class:`Terminated` like Ctrl-C raises KeyboardInterrupt (main thread only)."""
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated
+
     try:
-        args = build_parser().parse_args(argv)
-        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                            format="%(levelname)s %(name)s: %(message)s")
-        run: Callable[[argparse.Namespace], None] = args.run
-        run(args)
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command: 0 on success, 2 with one sentence on bad input, 130 on Ctrl-C, 143 on SIGTERM."""
+    try:
+        with sigterm_interrupts():
+            args = build_parser().parse_args(argv)
+            logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                                format="%(levelname)s %(name)s: %(message)s")
+            given = vars(args)
+            for dest, flag in OUTPUT_OPTIONS.items():
+                if given.get(dest):
+                    check_output_path(given[dest], flag)
+            run: Callable[[argparse.Namespace], None] = args.run
+            run(args)
     except FastDFKDError as exc:
         print(f"fastdfkd: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("fastdfkd: interrupted; no partial output was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print("fastdfkd: interrupted; outputs are written only when complete, so none was left half-written",
+              file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     return 0
 
 

@@ -99,6 +99,9 @@ class DistillConfig:
                 raise FastDFKDError(f"{name} must be positive, got {getattr(self, name)}")
         if self.steps < 0:
             raise FastDFKDError(f"steps must be 0 or more, got {self.steps}")
+        for name in ("lr", "temperature"):
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) > 0):
+                raise FastDFKDError(f"{name} must be a positive finite number, got {getattr(self, name)}")
 
 
 @dataclass
@@ -133,7 +136,9 @@ class Distiller:
         batches: DataSource | Iterator[torch.Tensor],
         config: DistillConfig,
         student_output_transform: OutputTransform | None = None,
+        run_settings: dict[str, Any] | None = None,
     ) -> None:
+        """``run_settings``: what else a resumed run must share with this one (a caller's own settings)."""
         self.device = model_device(student)
         teacher_device = teacher.device if isinstance(teacher, Teacher) else model_device(teacher)
         if teacher_device != self.device:
@@ -148,6 +153,7 @@ class Distiller:
         self.log.synthesis_seconds += time.perf_counter() - started  # an iterator's first batch, drawn to learn its shape
         self.student, self.config = student, config
         self.student_output_transform = student_output_transform
+        self.run_settings = {**(self.batches.run_settings() if isinstance(self.batches, DataSource) else {}), **(run_settings or {})}
         check_outputs_match(self.teacher, student, student_output_transform)
         self.rank = distributed.rank()
         self.rng = torch.Generator(device=self.device).manual_seed(config.seed + self.rank)
@@ -275,6 +281,7 @@ class Distiller:
             "format": CHECKPOINT_FORMAT,
             "teacher_fingerprint": self.teacher.info.fingerprint,
             "config": dataclasses.asdict(self.config),
+            "run": self.run_settings,
             "step": self.step,
             "student": self.student.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -290,9 +297,8 @@ class Distiller:
                 f"the checkpoint was made with another teacher (fingerprint {state.get('teacher_fingerprint')}, "
                 f"this one is {self.teacher.info.fingerprint}); resume with the same teacher or start without --resume"
             )
-        if state["config"] != dataclasses.asdict(self.config):
-            changed = sorted(k for k, v in state["config"].items() if dataclasses.asdict(self.config).get(k) != v)
-            raise FastDFKDError(f"the checkpoint was made with other settings ({', '.join(changed)}); resume with the same ones")
+        check_same_run(state, self.config, self.run_settings)
+        check_same_shapes(state["student"], self.student)
         self.student.load_state_dict(state["student"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.bank.images = None if state["bank"] is None else state["bank"].to(self.device)
@@ -319,6 +325,31 @@ class Distiller:
     def resume(self, path: str | Path) -> None:
         """Continue from :meth:`save_checkpoint`."""
         self.load_state_dict(load_checkpoint(path, self.device))
+
+
+def check_same_run(state: dict[str, Any], config: DistillConfig, run_settings: dict[str, Any]) -> None:
+    """Refuse to resume a checkpoint made with other settings, naming every setting that differs and both values."""
+    saved, now = {**state["config"], **state["run"]}, {**dataclasses.asdict(config), **run_settings}
+    changed = [key for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
+    if changed:
+        raise FastDFKDError(
+            f"the checkpoint was made with {', '.join(f'{key}={saved.get(key)!r}' for key in changed)}, but this run has "
+            f"{', '.join(f'{key}={now.get(key)!r}' for key in changed)}; resume with the same settings, "
+            "or start again with --overwrite"
+        )
+
+
+def check_same_shapes(saved: dict[str, torch.Tensor], student: nn.Module) -> None:
+    """Refuse a checkpoint whose student has another architecture, naming the first tensor that differs."""
+    own = student.state_dict()
+    for key in [*saved, *(k for k in own if k not in saved)]:
+        theirs = tuple(saved[key].shape) if key in saved else None
+        mine = tuple(own[key].shape) if key in own else None
+        if theirs != mine:
+            raise FastDFKDError(
+                f"the checkpoint's student has {key} {'of shape ' + str(theirs) if theirs else 'missing'}, this student "
+                f"{'of shape ' + str(mine) if mine else 'has no such tensor'}; resume with the same student architecture"
+            )
 
 
 def _check_shapes(prediction: torch.Tensor, target: torch.Tensor) -> None:

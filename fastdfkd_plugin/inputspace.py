@@ -6,6 +6,7 @@ normalised tensors, which is what the model and every toolkit expect.
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -28,8 +29,10 @@ class InputSpace:
         for label, values in (("mean", mean), ("std", std)):
             if len(values) != channels:
                 raise FastDFKDError(f"--{label} has {len(values)} values but the input has {channels} channels; give one per channel")
-        if any(v <= 0 for v in std):
-            raise FastDFKDError(f"--std must be positive for every channel, got {std}")
+        if not all(math.isfinite(v) for v in mean):
+            raise FastDFKDError(f"--mean must be finite for every channel, got {mean}")
+        if not all(math.isfinite(v) and v > 0 for v in std):
+            raise FastDFKDError(f"--std must be positive and finite for every channel, got {std}")
         self.mean_values, self.std_values = mean, std
         self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -22,26 +23,105 @@ import torch
 from .errors import FastDFKDError
 
 
-def check_output_folder(path: str | os.PathLike) -> Path:
-    """Fail before long work, not after it, when ``path`` cannot be written."""
+def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
+    """Fail before long work, not after it, when a file cannot be written at ``path``.
+
+    The folder must exist and take new files, and ``path`` must not be a folder itself.
+    """
     target = Path(path)
-    if not target.parent.exists():
-        raise FastDFKDError(f"output folder {target.parent} does not exist; create it or choose another path")
+    if target.is_dir():
+        raise FastDFKDError(f"{what} {target} is a folder, not a file; give a file path such as {target / 'out'}")
+    check_writable_folder(target.parent)
     return target
+
+
+def check_writable_folder(folder: Path) -> None:
+    """The folder exists and takes new files (tried, not guessed from permission bits)."""
+    if not folder.is_dir():
+        raise FastDFKDError(f"output folder {folder} does not exist; create it or choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".fastdfkd-write-test-", dir=folder)
+    except OSError as exc:
+        raise FastDFKDError(f"cannot write in output folder {folder} ({exc.strerror}); choose a folder you can write to") from exc
+    os.close(fd)
+    os.unlink(probe)
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+def output_mode(target: Path) -> int:
+    """The mode a new file at ``target`` gets: an existing file's own, else the user's umask applied to 0666."""
+    return target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; move it onto ``path`` only on success."""
-    target = check_output_folder(path)
+    """Yield a temporary path beside ``path``; move it onto ``path`` only on success.
+
+    The result has the mode a plain ``open(path, "w")`` would give it (an existing
+    file keeps its own); the temporary file is removed whatever happens.
+    """
+    target = check_output_path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, output_mode(target))
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_output_folder(folder: str | os.PathLike, overwrite: bool = False, replaces: str = "*") -> Path:
+    """Fail before long work when :func:`staged_folder` could not write ``folder``."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FastDFKDError(f"{folder} is a file, not a folder; choose a folder path")
+    if folder.is_dir() and any(folder.iterdir()) and not overwrite:
+        raise FastDFKDError(f"folder {folder} is not empty; choose a new folder, or pass --overwrite to replace "
+                            f"the {replaces} entries in it (nothing else there is touched)")
+    check_writable_folder(folder.parent)
+    return folder
+
+
+@contextlib.contextmanager
+def staged_folder(folder: str | os.PathLike, overwrite: bool = False, replaces: str = "*") -> Iterator[Path]:
+    """Yield a new staging folder beside ``folder``; on success move what it holds into ``folder``.
+
+    Nothing the user did not ask for is deleted: a non-empty ``folder`` is refused unless
+    ``overwrite``, and then only its entries matching the glob ``replaces`` (what this
+    run writes there) are replaced; every other file stays. On failure only the staging
+    folder goes.
+    """
+    folder = check_output_folder(folder, overwrite, replaces)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    try:
+        yield staging
+        if not folder.exists():
+            os.chmod(staging, 0o777 & ~_umask())
+            os.replace(staging, folder)
+            return
+        aside = Path(tempfile.mkdtemp(prefix=".replaced.", dir=staging))
+        for old in folder.glob(replaces):
+            os.replace(old, aside / old.name)  # deleted with the staging folder below
+        for entry in staging.iterdir():
+            if entry != aside:
+                os.replace(entry, folder / entry.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_disk_space(folder: str | os.PathLike, nbytes: int, what: str, fix: str) -> None:
+    """Refuse up front, with the estimate, a file of ``nbytes`` that ``folder``'s disk cannot hold."""
+    free = shutil.disk_usage(folder).free
+    if nbytes > 0.95 * free:
+        raise FastDFKDError(f"{what} needs about {nbytes / 2**30:.1f} GiB on the disk of {folder} but "
+                            f"{free / 2**30:.1f} GiB is free; {fix}")
 
 
 def load_torch(

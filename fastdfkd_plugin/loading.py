@@ -43,7 +43,13 @@ def _build(spec: str, allow_pickle: bool) -> nn.Module:
     factory = getattr(module, attr, None)
     if factory is None:
         raise FastDFKDError(f"{module_part!r} has no attribute {attr!r}; check the name after the colon")
-    model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    if callable(factory) and not isinstance(factory, nn.Module):
+        try:
+            model = factory()
+        except Exception as exc:  # the user's factory may raise anything
+            raise FastDFKDError(f"{spec!r} raised {_reason(exc)} when called; fix the factory or choose another") from exc
+    else:
+        model = factory
     if not isinstance(model, nn.Module):
         raise FastDFKDError(f"{spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
@@ -58,12 +64,24 @@ def _import(module_part: str) -> Any:
         module_spec = importlib.util.spec_from_file_location(name, file)
         module = importlib.util.module_from_spec(module_spec)
         sys.modules[name] = module
-        module_spec.loader.exec_module(module)
+        try:
+            module_spec.loader.exec_module(module)
+        except Exception as exc:  # the user's file may raise anything while it is imported
+            del sys.modules[name]
+            raise FastDFKDError(f"importing model file {file} failed ({_reason(exc)}); fix that file") from exc
         return module
     try:
         return importlib.import_module(module_part)
     except ImportError as exc:
         raise FastDFKDError(f"cannot import {module_part!r} ({exc}); install it or give a path/to/file.py") from exc
+    except Exception as exc:  # the module itself raised while being imported
+        raise FastDFKDError(f"importing {module_part!r} failed ({_reason(exc)}); fix that module") from exc
+
+
+def _reason(exc: Exception) -> str:
+    """``Type: first line of the message``, for one-sentence errors about the user's code."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
 
 
 def _load_file_model(path: Path, allow_pickle: bool) -> nn.Module:
@@ -108,8 +126,23 @@ def load_weights(model: nn.Module, path: str | Path, allow_pickle: bool = False)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[0]
-        raise FastDFKDError(f"the weights in {path} do not fit the model ({first}); check --model and --weights") from exc
+        raise FastDFKDError(f"the weights in {path} do not fit the model ({_mismatch(model, state)}); "
+                            "check --model and --weights") from exc
+
+
+def _mismatch(model: nn.Module, state: dict[str, Any]) -> str:
+    """The first few keys and shapes in which ``state`` and ``model`` disagree."""
+    own = model.state_dict()
+    shapes = [f"{key} is {tuple(value.shape)} in the file but {tuple(own[key].shape)} in the model"
+              for key, value in state.items() if key in own and isinstance(value, torch.Tensor) and value.shape != own[key].shape]
+    missing = [key for key in own if key not in state]
+    unexpected = [key for key in state if key not in own]
+    parts = shapes[:2]
+    if missing:
+        parts.append(f"{len(missing)} model tensors missing from the file, e.g. {', '.join(missing[:3])}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} tensors in the file the model lacks, e.g. {', '.join(unexpected[:3])}")
+    return "; ".join(parts) or "the tensors differ"
 
 
 def fit_layers_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:

@@ -9,12 +9,15 @@ and source built from them, and of the :class:`~fastdfkd_plugin.distillation.Dis
 from __future__ import annotations
 
 import argparse
+import math
 import operator
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .distillation import DistillConfig
+from .errors import FastDFKDError
 from .loading import load_model
 from .plugins import get_source
 from .sources.base import DataSource
@@ -22,10 +25,30 @@ from .teacher import OutputTransform, Teacher
 
 
 def floats(text: str) -> list[float]:
+    """Comma-separated finite numbers (``--mean``)."""
     try:
-        return [float(v) for v in text.split(",")]
+        values = [float(v) for v in text.split(",")]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
+    if not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
+    return values
+
+
+def positive_floats(text: str) -> list[float]:
+    """Comma-separated finite positive numbers (``--std``)."""
+    values = floats(text)
+    if min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
+    return values
+
+
+def positive_float(text: str) -> float:
+    """One finite positive number (``--lr``, ``--temperature``)."""
+    values = positive_floats(text)
+    if len(values) != 1:
+        raise argparse.ArgumentTypeError(f"expected one number, got {text!r}")
+    return values[0]
 
 
 def shape(text: str) -> tuple[int, int, int]:
@@ -60,7 +83,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, flag: str = "--model", 
                         help="allow loading pickled objects from the model/weights files; this RUNS CODE from those files, use only files you trust")
     parser.add_argument("--input-shape", required=input_shape_required, type=shape, help="C,H,W, e.g. 3,32,32")
     parser.add_argument("--mean", type=floats, help="per-channel normalisation mean, e.g. 0.485,0.456,0.406 (default 0)")
-    parser.add_argument("--std", type=floats, help="per-channel normalisation std, e.g. 0.229,0.224,0.225 (default 1)")
+    parser.add_argument("--std", type=positive_floats, help="per-channel normalisation std, e.g. 0.229,0.224,0.225 (default 1)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     pick = parser.add_mutually_exclusive_group()
     pick.add_argument("--output-index", type=int, help="the model returns a tuple/list: its class logits are item N")
@@ -132,8 +155,15 @@ def add_kd_arguments(parser: argparse.ArgumentParser, *, batch_size: int, bank_s
     said = " (paper: {})" if paper else ""
     parser.add_argument("--kd-batch-size", type=positive, default=batch_size, help="images per KD step" + said.format(256))
     parser.add_argument("--bank-size", type=positive, default=bank_size, help="synthetic images kept in memory for KD")
-    parser.add_argument("--lr", type=float, default=lr, help="student SGD learning rate, cosine schedule" + said.format(0.2))
-    parser.add_argument("--temperature", type=float, default=temperature, help="KD temperature τ" + said.format("20 on CIFAR"))
+    parser.add_argument("--lr", type=positive_float, default=lr, help="student SGD learning rate, cosine schedule" + said.format(0.2))
+    parser.add_argument("--temperature", type=positive_float, default=temperature, help="KD temperature τ" + said.format("20 on CIFAR"))
+
+
+def refuse_existing_checkpoint(path: str | None, resuming: bool, overwrite: bool, resume_flag: str) -> None:
+    """Never overwrite an earlier run's checkpoint by accident: it must be resumed or overwritten on purpose."""
+    if path and Path(path).exists() and not resuming and not overwrite:
+        raise FastDFKDError(f"checkpoint {path} exists from an earlier run; pass {resume_flag} to continue it "
+                            "or --overwrite to start again")
 
 
 def kd_config(args: argparse.Namespace, steps: int, steps_per_batch: int) -> DistillConfig:

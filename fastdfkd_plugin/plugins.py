@@ -9,9 +9,11 @@ Third-party plugins come from the ``fastdfkd`` entry-point group unless
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
+import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import pluggy
 from torch import nn
@@ -31,7 +33,9 @@ BUILTIN_PLUGINS = (
     "fastdfkd_plugin.adapters.torch_pruning",
 )
 
+log = logging.getLogger(__name__)
 _manager: pluggy.PluginManager | None = None
+_labels: dict[int, str] = {}  # id(plugin) → "distribution version", for plugins loaded from entry points
 
 
 def get_plugin_manager() -> pluggy.PluginManager:
@@ -50,13 +54,63 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 
 def _load_entry_points(manager: pluggy.PluginManager) -> None:
-    try:
-        manager.load_setuptools_entrypoints(hookspecs.ENTRY_POINT_GROUP)
-    except Exception as exc:  # a broken third-party plugin may raise anything on import
-        raise FastDFKDError(
-            f"a plugin in the {hookspecs.ENTRY_POINT_GROUP!r} entry-point group failed to load ({exc}); "
-            f"uninstall it or set {DISABLE_AUTOLOAD_ENV}=1"
-        ) from exc
+    """Register every plugin of the entry-point group; one that fails to import is named and skipped.
+
+    A broken third-party package must not take the command line down with it: ``--help``,
+    ``sources`` and every other plugin keep working.
+    """
+    for dist in importlib.metadata.distributions():
+        for entry_point in dist.entry_points:
+            if entry_point.group != hookspecs.ENTRY_POINT_GROUP or manager.has_plugin(entry_point.name):
+                continue
+            label = f"{dist.metadata['name']} {dist.version}"
+            try:
+                plugin = entry_point.load()
+            except (Exception, SystemExit) as exc:  # importing third-party code may raise anything
+                log.warning("plugin %r (%s) from %s failed to load and is skipped (%s); uninstall %s or set %s=1",
+                            entry_point.name, entry_point.value, label, _reason(exc), dist.metadata["name"],
+                            DISABLE_AUTOLOAD_ENV)
+                continue
+            manager.register(plugin, name=entry_point.name)
+            _labels[id(plugin)] = label
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def hook_calls(hook_name: str) -> Iterator[tuple[str, Callable[..., None]]]:
+    """(plugin label, guarded call) for every implementation of a hook.
+
+    A call that raises (or exits) is logged with the plugin's name and skipped, so one
+    broken plugin cannot disable the others. Our own :class:`FastDFKDError` (e.g. a
+    duplicate source name) still propagates: it already names the plugin and the fix.
+    """
+    for impl in getattr(get_plugin_manager().hook, hook_name).get_hookimpls():
+        label = plugin_label(impl)
+
+        def call(impl: pluggy.HookImpl = impl, label: str = label, **kwargs: Any) -> None:
+            try:
+                impl.function(**kwargs)
+            except FastDFKDError:
+                raise
+            except (Exception, SystemExit) as exc:  # third-party hook code may raise anything
+                log.warning("plugin %r failed in %s and is skipped (%s); uninstall it or set %s=1",
+                            label, hook_name, _reason(exc), DISABLE_AUTOLOAD_ENV)
+
+        yield label, call
+
+
+def call_each(hook_name: str, **kwargs: Any) -> None:
+    """Call every plugin's implementation of ``hook_name`` with ``kwargs`` (see :func:`hook_calls`)."""
+    for _, call in hook_calls(hook_name):
+        call(**kwargs)
+
+
+def plugin_label(impl: pluggy.HookImpl) -> str:
+    """The installed distribution ("name version") a hook implementation comes from, else its plugin name."""
+    return _labels.get(id(impl.plugin), impl.plugin_name)
 
 
 @dataclass(frozen=True)
@@ -74,11 +128,8 @@ class SourceEntry:
 
 def source_registry() -> dict[str, SourceEntry]:
     """Every registered source by name; refuses two plugins claiming one name."""
-    manager = get_plugin_manager()
-    distributions = {id(plugin): f"{dist.metadata['name']} {dist.version}" for plugin, dist in manager.list_plugin_distinfo()}
     registry: dict[str, SourceEntry] = {}
-    for impl in manager.hook.fastdfkd_register_sources.get_hookimpls():
-        label = distributions.get(id(impl.plugin), impl.plugin_name)
+    for label, call in hook_calls("fastdfkd_register_sources"):
 
         def register(cls: type[DataSource], plugin: str = label) -> None:
             if not (isinstance(cls, type) and issubclass(cls, DataSource)) or not getattr(cls, "name", None):
@@ -90,7 +141,7 @@ def source_registry() -> dict[str, SourceEntry]:
                 )
             registry[cls.name] = SourceEntry(cls.name, cls, plugin)
 
-        impl.function(register=register)
+        call(register=register)
     return registry
 
 

@@ -184,8 +184,15 @@ class Teacher:
             )
 
     def _probe(self) -> TeacherInfo:
-        for name, tensor in self.model.state_dict().items():
-            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+        tensors = {name: tensor for name, tensor in self.model.state_dict().items() if tensor.is_floating_point()}
+        dtypes = sorted({str(tensor.dtype).removeprefix("torch.") for tensor in tensors.values()} - {"float32"})
+        if dtypes:
+            raise FastDFKDError(
+                f"the teacher's weights are {'/'.join(dtypes)}, but it is fed float32 inputs; convert it with model.float() "
+                "(for mixed precision use autocast_dtype, --bf16 on the command line)"
+            )
+        for name, tensor in tensors.items():
+            if not torch.isfinite(tensor).all():
                 raise FastDFKDError(f"teacher tensor {name!r} holds NaN or Inf values; load finite weights first")
         with self.frozen(), torch.no_grad():
             try:

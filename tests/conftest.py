@@ -21,6 +21,18 @@ def teacher() -> TinyNet:
     return make_teacher()
 
 
+def run_cli(capsys, *args: str) -> tuple[int, str, str]:
+    """(exit status, stdout, stderr) of ``fastdfkd ARGS``, argparse usage errors included."""
+    from fastdfkd_plugin.cli import main
+
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
 def state_hash(model: nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):

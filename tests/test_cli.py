@@ -7,22 +7,16 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import MODELS
-from fastdfkd_plugin.cli import main
+from conftest import run_cli as run
 from models import make_teacher
+
+from fastdfkd_plugin.cli import main
 
 TINY = f"{MODELS}:tiny"
 FAST_ARGS = ["--steps", "2", "--warmup-tasks", "1", "--batch-size", "8", "--device", "cpu", "-q"]
 
 
-def run(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(args))
-    except SystemExit as exc:  # argparse usage errors
-        code = exc.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_sources_lists_every_source_with_its_plugin(capsys):

@@ -14,6 +14,7 @@ defaults, so callers never probe for attributes.
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 import time
 from abc import ABC, abstractmethod
@@ -25,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import __version__
+from ..devices import check_fits
 from ..errors import FastDFKDError
 from ..inputspace import InputSpace
 from ..io import save_npz
@@ -100,8 +102,16 @@ class DataSource(ABC):
         """Pixels in [0, 1] (N×C×H×W) for ``labels``; the teacher is already frozen."""
 
     def settings(self) -> dict[str, Any]:
-        """The source's own settings, recorded in every saved set's metadata."""
+        """The source's own settings, recorded in every saved set's metadata (keys ending ``_seconds`` are timings)."""
         return {}
+
+    def run_settings(self) -> dict[str, Any]:
+        """What a resumed run must share with the run that wrote its checkpoint: name, normalisation, settings.
+
+        Not the seed: the random state itself is in the checkpoint, and each torchrun process has its own.
+        """
+        settings = {key: value for key, value in self.settings().items() if not key.endswith("_seconds")}
+        return {"source": self.name, "mean": self.space.mean_values, "std": self.space.std_values, **settings}
 
     def state_dict(self) -> dict[str, Any]:
         """What the next batches depend on (random state, label cursor); subclasses add their own."""
@@ -166,6 +176,8 @@ class DataSource(ABC):
         """A finite set, materialised once: iterating it replays the same batches every time."""
         _check_positive("num_samples", num_samples)
         _check_positive("batch_size", batch_size)
+        check_fits(self.set_bytes(num_samples), self.device, f"a set of {num_samples} {self.input_shape} inputs",
+                   "lower num_samples (for ONNX Runtime, quantize-onnx streams large sets to disk)")
         started = time.perf_counter()
         batches = []
         with tqdm(total=num_samples, desc=f"{self.name} synthesis", unit="img", disable=not self.progress) as bar:
@@ -194,6 +206,11 @@ class DataSource(ABC):
             batch_size=batch_size,
             metadata=metadata,
         )
+
+    def set_bytes(self, num_samples: int) -> int:
+        """Memory (or disk) a set of ``num_samples`` takes: float32 inputs, int64 labels, logits if attached."""
+        per_sample = 4 * math.prod(self.input_shape) + 8 + (4 * self.teacher.info.num_classes if self.with_logits else 0)
+        return num_samples * per_sample
 
     # -- helpers ------------------------------------------------------------------------
     def inversion_objective(self, weights: LossWeights | None, bn_momentum: float) -> InversionObjective:
