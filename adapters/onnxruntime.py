@@ -35,7 +35,14 @@ from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
 from ..io import atomic_path, check_disk_space, check_output_folder, load_npz, staged_folder
 from ..optional import require
-from ..options import add_model_arguments, add_source_arguments, load_teacher, source_from_args, source_options
+from ..options import (
+    add_model_arguments,
+    add_source_arguments,
+    load_teacher,
+    require_normalisation,
+    source_from_args,
+    source_options,
+)
 from ..plugins import get_source
 from ..sources.base import SyntheticSet
 from ..teacher import Teacher, unflatten_like
@@ -532,6 +539,8 @@ def cmd_quantize_onnx(args: argparse.Namespace) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat
 
     _ort()
+    if args.calibration is None:
+        require_normalisation(args)
     if args.input_shape is None and args.onnx is None:
         raise FastDFKDError("--input-shape is needed when there is no --onnx model to read it from; pass e.g. --input-shape 3,32,32")
     teacher = load_teacher(args, input_shape=args.input_shape or static_input_shape(onnx_input(args.onnx), args.onnx))

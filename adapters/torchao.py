@@ -149,13 +149,24 @@ def quantize_pt2e_datafree(
 def save_quantized(quantized: torch.fx.GraphModule, example: torch.Tensor, path: str | Path) -> None:
     """Save with ``torch.export.save``, atomically, keeping a dynamic batch dimension.
 
-    Load it back with ``import torchao.quantization.pt2e`` (which registers the
-    quantize/dequantize ops) and ``torch.export.load(path).module()``.
+    Load it back with :func:`load_quantized`.
     """
     _check_pt2(path)
     program = _export(quantized, example)
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         torch.export.save(program, handle)
+
+
+def load_quantized(path: str | Path) -> torch.nn.Module:
+    """The module saved by :func:`save_quantized` (or ``fastdfkd quantize-torch``), ready to run or ``torch.compile``.
+
+    Registers torchao's quantize/dequantize ops first, which a bare ``torch.export.load`` lacks.
+    """
+    _pt2e()
+    _check_pt2(path)
+    if not Path(path).is_file():
+        raise FastDFKDError(f"quantized program {path} does not exist; write one with `fastdfkd quantize-torch --out {path}`")
+    return torch.export.load(str(path)).module()
 
 
 def _check_pt2(path: str | Path) -> None:
@@ -182,8 +193,8 @@ def cmd_quantize_torch(args: argparse.Namespace) -> None:
     weights = "per-tensor" if args.per_tensor else "per-channel"
     print(f"calibrated on {calibration.num_samples} samples from {source_name}; quantized ({args.quantizer}: int8 {weights} "
           f"weights, {'u7' if args.reduce_range else 'u8'} activations) -> {args.out}")
-    print(f"top-1 agreement with the float model on the calibration inputs: {same:.1f} %; "
-          f"load it with `import torchao.quantization.pt2e` and torch.export.load({str(args.out)!r}).module()")
+    print(f"top-1 agreement with the float model on the calibration inputs: {same:.1f} %; load it with "
+          f"fastdfkd_plugin.adapters.torchao.load_quantized({str(args.out)!r})")
 
 
 @hookimpl

@@ -22,7 +22,9 @@ import torch
 from fastdfkd_plugin import get_source
 from fastdfkd_plugin.distillation import DistillConfig, Distiller
 
-from .cifar import INPUT_SHAPE, MEAN, STD, accuracy, benchmark_parser, endless, load_images, load_teacher, resnet20
+from examples.cifar_resnet import resnet20
+
+from .cifar import INPUT_SHAPE, MEAN, STD, accuracy, benchmark_parser, endless, load_images, load_teacher
 from .report import environment, write_results
 
 RECIPE = dict(batch_size=128, synthesis_batch_size=64, steps_per_batch=10, bank_size=50_000, lr=0.2, temperature=20.0)

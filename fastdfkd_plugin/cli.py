@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -20,7 +22,7 @@ import torch
 from . import __version__, distributed
 from .distillation import distill_datafree
 from .errors import FastDFKDError
-from .io import atomic_path, check_disk_space, check_output_path, load_npz
+from .io import atomic_path, check_disk_space, check_output_path, load_labelled
 from .loading import load_model
 from .options import (
     add_kd_arguments,
@@ -29,12 +31,15 @@ from .options import (
     kd_config,
     load_teacher,
     positive,
+    positive_float,
     refuse_existing_checkpoint,
     save_generator_state,
     source_from_args,
 )
 from .plugins import call_each, list_sources
 
+DEFAULT_KD_STEPS = 2000
+UNBOUNDED = 10**12  # KD steps when only a time budget ends the run
 # Every command's output files, by argparse destination: checked before any work starts.
 OUTPUT_OPTIONS = {"out": "--out", "preview": "--preview", "save_generator_state": "--save-generator-state",
                   "checkpoint": "--checkpoint", "metrics": "--metrics"}
@@ -73,8 +78,9 @@ def cmd_distill(args: argparse.Namespace) -> None:
     """Data-free distillation (Algorithm 1); under torchrun, one process per device."""
     from .metrics import plot_against_time, require_matplotlib, write_jsonl
 
-    checkpoint = args.checkpoint or f"{args.out}.ckpt"
-    refuse_existing_checkpoint(checkpoint, args.resume is not None, args.overwrite, f"--resume {checkpoint}")
+    started = time.perf_counter()
+    checkpoint = args.resume if isinstance(args.resume, str) else args.checkpoint or f"{args.out}.ckpt"
+    refuse_existing_checkpoint(checkpoint, bool(args.resume), args.overwrite, "--resume")
     check_output_path(checkpoint, "--checkpoint")
     if not args.no_plot:
         require_matplotlib()
@@ -82,19 +88,18 @@ def cmd_distill(args: argparse.Namespace) -> None:
     teacher = load_teacher(args, device=context.device)
     student = load_model(args.student, args.student_weights, allow_pickle=args.allow_pickle)
     source = source_from_args(args, teacher, progress=not args.quiet and context.main)
-    eval_data = None
-    if args.eval_data:
-        inputs, labels, _ = load_npz(args.eval_data)
-        eval_data = (torch.as_tensor(inputs), torch.as_tensor(labels))
+    eval_data = load_labelled(args.eval_data, teacher.space) if args.eval_data else None
+    steps = args.kd_steps or (UNBOUNDED if args.minutes else DEFAULT_KD_STEPS)
+    config = dataclasses.replace(kd_config(args, steps, args.kd_steps_per_batch), seconds=args.minutes and args.minutes * 60)
     try:
         distiller = distill_datafree(
-            teacher, student, source, kd_config(args, args.epochs * args.kd_steps_per_epoch, args.kd_steps_per_epoch),
-            eval_data=eval_data, eval_samples=args.eval_samples, eval_every=args.eval_every, checkpoint=checkpoint,
-            checkpoint_every=args.checkpoint_every, resume=args.resume, progress=not args.quiet,
+            teacher, student, source, config, eval_data=eval_data, eval_samples=args.eval_samples, eval_every=args.eval_every,
+            checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, resume=checkpoint if args.resume else None,
+            progress=not args.quiet,
         )
     except KeyboardInterrupt:
         if context.main:
-            print(f"fastdfkd: checkpoint written; resume with --resume {checkpoint}", file=sys.stderr)
+            print(f"fastdfkd: checkpoint written; continue with the same command and --resume {checkpoint}", file=sys.stderr)
         raise
     if not context.main:
         return
@@ -105,9 +110,9 @@ def cmd_distill(args: argparse.Namespace) -> None:
     if not args.no_plot:
         plot_against_time(f"{args.out}.metrics.png", distiller.log.evaluations, title="distillation")
     last = distiller.log.evaluations[-1]
-    shown = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if k not in ("step", "seconds"))
-    print(f"{distiller.step} KD steps on {context.world_size} process(es) in {distiller.log.seconds:.0f} s "
-          f"(synthesis {distiller.log.synthesis_seconds:.0f} s): {shown}")
+    shown = ", ".join(f"{k} {v:.2f} %" for k, v in last.items() if k in ("accuracy", "agreement"))
+    print(f"{distiller.step} KD steps on {context.world_size} process(es) in {time.perf_counter() - started:.0f} s "
+          f"(training {distiller.log.seconds:.0f} s, of which synthesis {distiller.log.synthesis_seconds:.0f} s): {shown}")
     print(f"wrote {args.out} (student state dict), {metrics}" + ("" if args.no_plot else f", {args.out}.metrics.png"))
 
 
@@ -133,25 +138,33 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--preview", help="also write an image grid of the first 64 samples (PNG)")
     synth.set_defaults(run=cmd_synthesize)
 
-    distill = commands.add_parser("distill", help="data-free distillation of a student from the teacher alone (torchrun-ready)")
+    distill = commands.add_parser(
+        "distill", help="data-free distillation of a student from the teacher alone (torchrun-ready)",
+        description="Defaults finish in minutes on a CPU. The paper's CIFAR recipe is --kd-steps 88000 --kd-steps-per-batch 400 "
+                    "--kd-batch-size 256 --batch-size 256 --lr 0.2 --temperature 20 --bank-size 50000 (hours on a GPU).")
     add_model_arguments(distill, flag="--teacher")
     add_source_arguments(distill, with_samples=False)
     distill.add_argument("--student", required=True, help="student SPEC, like --teacher (random init unless --student-weights)")
     distill.add_argument("--student-weights", help="initial student state dict (weights_only load)")
-    distill.add_argument("--epochs", type=positive, default=220, help="epochs of one synthesis task + KD steps (paper: 220)")
-    distill.add_argument("--kd-steps-per-epoch", type=positive, default=400, help="KD steps per synthesis task (paper: 400)")
-    add_kd_arguments(distill, batch_size=256, bank_size=50_000, lr=0.2, temperature=20.0, paper=True)
-    distill.add_argument("--eval-data", help="your own validation set (.npz with normalised inputs and labels) for accuracy")
+    distill.add_argument("--kd-steps", type=positive,
+                         help=f"KD steps in all (default {DEFAULT_KD_STEPS}, minutes on a CPU; unbounded with --minutes; paper: 88000)")
+    distill.add_argument("--minutes", type=positive_float, help="train for this long (synthesis included); the learning rate follows the time")
+    distill.add_argument("--kd-steps-per-batch", "--kd-steps-per-epoch", type=positive, default=20,
+                         help="KD steps per new synthetic batch (paper: 400)")
+    add_kd_arguments(distill, batch_size=128, bank_size=8192, lr=0.05, temperature=4.0, paper=True)
+    distill.add_argument("--eval-data", help="your own validation set for accuracy: .npz with normalised `inputs` and `labels`, "
+                                             "or uint8 `x` (N×H×W×C) and `y`, normalised with --mean/--std")
     distill.add_argument("--eval-samples", type=positive, default=512, help="held-out synthetic images for agreement when no --eval-data")
-    distill.add_argument("--eval-every", type=positive, default=400, help="KD steps between evaluations")
+    distill.add_argument("--eval-every", type=positive, default=200, help="KD steps between evaluations")
     distill.add_argument("--checkpoint", help="checkpoint path (default OUT.ckpt), written atomically")
-    distill.add_argument("--checkpoint-every", type=positive, default=400)
-    distill.add_argument("--resume", help="continue from this checkpoint (same teacher and settings)")
+    distill.add_argument("--checkpoint-every", type=positive, default=200)
+    distill.add_argument("--resume", nargs="?", const=True,
+                         help="continue from --checkpoint (or from the checkpoint given here) with the same teacher and settings")
     distill.add_argument("--overwrite", action="store_true", help="start again even though the checkpoint exists")
     distill.add_argument("--metrics", help="JSON-lines metrics file (default OUT.metrics.jsonl)")
     distill.add_argument("--no-plot", action="store_true", help="skip the metrics plot (needs matplotlib)")
     distill.add_argument("--out", required=True, help="student state dict (.pt)")
-    distill.set_defaults(run=cmd_distill, batch_size=256)
+    distill.set_defaults(run=cmd_distill)
 
     demo = commands.add_parser("demo", help="end-to-end demo on scikit-learn's bundled digits (about 1.5 minutes on 2 cores)")
     demo.add_argument("--out-dir", default="fastdfkd-demo", help="where the preview grid, set and results go")

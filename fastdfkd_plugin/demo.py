@@ -158,7 +158,7 @@ def run_demo(out_dir: str | Path = "fastdfkd-demo", seed: int = 0, device: str =
         student = DigitsNet(8).to(device)
         if name == "fastdfkd":
             fast.set_student(student)
-        distill(frozen_teacher, student, batches, kd, progress=progress)
+        distill(frozen_teacher, student, batches, kd, progress=progress, desc=f"KD from {name}")
         students[name] = accuracy(student, digits.test_x, digits.test_y)
     fast.set_student(None)
 

@@ -221,19 +221,22 @@ class Distiller:
         checkpoint_every: int = 0,
         progress: bool = False,
         eval_every_seconds: float = 0.0,
+        desc: str = "distillation",
     ) -> DistillLog:
         """Run to ``config.steps`` (or the time budget): evaluate and checkpoint every N steps, and at the end.
 
         ``eval_every_seconds`` evaluates by training time instead (for accuracy-against-time
         curves); evaluation time is not counted in the log's seconds. Ctrl-C writes a
-        checkpoint (when one is configured) before the interrupt propagates.
+        checkpoint (when one is configured) before the interrupt propagates. The progress
+        bar (labelled ``desc``) shows only on a terminal.
         """
         source = self.batches if isinstance(self.batches, DataSource) else None
         if source is not None:
             source.set_student(self.student, self.student_output_transform)
         try:
             with self.teacher.frozen(), tqdm(
-                total=self.config.steps, initial=self.step, desc="distillation", unit="step", disable=not progress
+                total=None if self.config.seconds else self.config.steps, initial=self.step, desc=desc, unit="step",
+                disable=None if progress else True,
             ) as bar:
                 if evaluate is not None and self.step == 0:
                     self._evaluate(evaluate)
@@ -424,9 +427,10 @@ def distill(
     batches: DataSource | Iterator[torch.Tensor],
     config: DistillConfig,
     progress: bool = False,
+    desc: str = "distillation",
 ) -> DistillLog:
     """Train ``student`` to match ``teacher`` on inputs from ``batches``; the teacher stays frozen."""
-    return Distiller(teacher, student, batches, config).run(progress=progress)
+    return Distiller(teacher, student, batches, config).run(progress=progress, desc=desc)
 
 
 def distill_datafree(
@@ -447,9 +451,9 @@ def distill_datafree(
     """Data-free distillation (the paper's Algorithm 1) of ``student`` from ``teacher``, on one process or under torchrun.
 
     ``student`` moves to the teacher's device and is trained in place. It is evaluated
-    every ``eval_every`` KD steps and at the end: accuracy on ``eval_data`` (normalised
-    inputs, labels) if given, else agreement with the teacher on ``eval_samples``
-    synthetic images that never enter the bank. ``checkpoint`` is written every
+    every ``eval_every`` KD steps and at the end: accuracy (%) on ``eval_data``
+    (normalised inputs, labels) if given, else agreement (%) with the teacher on
+    ``eval_samples`` synthetic images that never enter the bank. ``checkpoint`` is written every
     ``checkpoint_every`` steps, at the end and on Ctrl-C; ``resume`` continues from one.
 
     Under torchrun (after :func:`fastdfkd_plugin.distributed.setup`, with the teacher on
@@ -472,12 +476,12 @@ def distill_datafree(
 
         def evaluate(model: nn.Module) -> dict[str, float]:
             logits = torch.cat([logits_of(model(chunk), student_output_transform) for chunk in eval_x.split(256)])
-            return {"accuracy": (logits.argmax(1) == eval_y).float().mean().item()}
+            return {"accuracy": 100 * (logits.argmax(1) == eval_y).float().mean().item()}
     else:
         held_out = source.synthetic_set(eval_samples, config.synthesis_batch_size or config.batch_size).inputs
 
         def evaluate(model: nn.Module) -> dict[str, float]:
-            return {"agreement": agreement(teacher, model, held_out, model_output_transform=student_output_transform)}
+            return {"agreement": 100 * agreement(teacher, model, held_out, model_output_transform=student_output_transform)}
 
     distiller = Distiller(teacher, student, source, config, student_output_transform)
     if resume is not None:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .errors import FastDFKDError
+from .inputspace import InputSpace
 
 
 def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
@@ -181,3 +182,27 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str,
         raise FastDFKDError(
             f"{path} is not a synthetic set written by fastdfkd (expected inputs, labels and metadata): {exc}"
         ) from exc
+
+
+def load_labelled(path: str | os.PathLike, space: InputSpace) -> tuple[torch.Tensor, torch.Tensor]:
+    """(normalised inputs, labels) of a validation ``.npz``: ``inputs``/``labels`` already in the model's
+    space, or the common ``x``/``y`` layout of uint8 images (N×H×W×C or N×C×H×W), normalised with ``space``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FastDFKDError(f"validation set {path} does not exist; check the path")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {name: data[name] for name in data.files if name in ("inputs", "labels", "x", "y")}
+    except (ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise FastDFKDError(f"{path} is not a readable .npz ({exc}); save it with numpy.savez") from exc
+    if {"inputs", "labels"} <= arrays.keys():
+        return torch.as_tensor(arrays["inputs"]).float(), torch.as_tensor(arrays["labels"]).long()
+    if {"x", "y"} <= arrays.keys() and arrays["x"].ndim == 4:
+        pixels = torch.as_tensor(arrays["x"])
+        channels = space.mean.shape[1]
+        if pixels.shape[1] != channels and pixels.shape[-1] == channels:
+            pixels = pixels.permute(0, 3, 1, 2)
+        scale = 255.0 if arrays["x"].dtype == np.uint8 else 1.0
+        return space.normalize(pixels.float().to(space.mean.device) / scale).cpu(), torch.as_tensor(arrays["y"]).long()
+    raise FastDFKDError(f"{path} holds {sorted(arrays) or 'none of the expected arrays'}; give normalised `inputs` and "
+                        "`labels`, or images `x` (uint8, N×H×W×C) and labels `y`")

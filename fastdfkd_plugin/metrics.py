@@ -30,7 +30,10 @@ def plot_against_time(path: str | Path, records: list[dict[str, Any]], title: st
     minutes = [record["seconds"] / 60 for record in records]
     for axis, name in zip(axes[0], names):
         axis.plot(minutes, [record.get(name) for record in records], marker="o")
-        axis.set(xlabel="training time (min)", ylabel=name, title=f"{title}: {name}")
+        axis.set(xlabel="training time (min)", ylabel=f"{name} (%)" if name in ("accuracy", "agreement") else name,
+                 title=f"{title}: {name}")
+        if name == "loss":
+            axis.set_yscale("log")  # the first losses would flatten the rest on a linear axis
     figure.tight_layout()
     with atomic_path(path) as tmp:
         figure.savefig(tmp, dpi=110, format="png")

@@ -84,6 +84,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, flag: str = "--model", 
     parser.add_argument("--input-shape", required=input_shape_required, type=shape, help="C,H,W, e.g. 3,32,32")
     parser.add_argument("--mean", type=floats, help="per-channel normalisation mean, e.g. 0.485,0.456,0.406 (default 0)")
     parser.add_argument("--std", type=positive_floats, help="per-channel normalisation std, e.g. 0.229,0.224,0.225 (default 1)")
+    parser.add_argument("--raw-pixels", action="store_true",
+                        help="the model takes pixels in [0, 1] as they are (no --mean/--std); needed to synthesise without them")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     pick = parser.add_mutually_exclusive_group()
     pick.add_argument("--output-index", type=int, help="the model returns a tuple/list: its class logits are item N")
@@ -116,9 +118,12 @@ def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int |
     ``with_samples=False`` leaves out ``--num-samples`` for commands that draw batches as they go.
     """
     parser.add_argument("--source", default="fastdfkd", help="data source name (see `fastdfkd sources`; default fastdfkd)")
-    parser.add_argument("--steps", type=positive, help="optimisation steps per batch (fastdfkd k, default 5; deepinversion default 2000)")
+    parser.add_argument("--synthesis-steps", "--steps", dest="steps", type=positive,
+                        help="optimisation steps per synthetic batch (fastdfkd's k, default 5; deepinversion default 2000)")
     parser.add_argument("--warmup-tasks", type=int, help="fastdfkd meta-learning tasks before the first batch (default 20)")
     parser.add_argument("--generator-state", help="load a warm fastdfkd generator state saved for this teacher (skips the warm-up)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="neither use nor fill the cache of warm fastdfkd generators ($FASTDFKD_CACHE_DIR, default ~/.cache/fastdfkd)")
     parser.add_argument("--save-generator-state", help="save the fastdfkd generator state afterwards, for reuse with --generator-state")
     if with_samples:
         parser.add_argument("--num-samples", type=positive, required=default_samples is None, default=default_samples)
@@ -130,12 +135,25 @@ def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int |
 
 def source_options(args: argparse.Namespace) -> dict[str, Any]:
     """The source-specific options the user gave (unset ones keep each source's defaults)."""
-    given = (("steps", args.steps), ("warmup_tasks", args.warmup_tasks), ("state_path", args.generator_state))
+    given = (("steps", args.steps), ("warmup_tasks", args.warmup_tasks), ("state_path", args.generator_state),
+             ("cache", False if args.no_cache else None))
     return {key: value for key, value in given if value is not None}
+
+
+def require_normalisation(args: argparse.Namespace) -> None:
+    """Synthesising in the wrong input space is silent and ruinous: insist on --mean/--std or --raw-pixels."""
+    if args.mean is None and args.std is None and not args.raw_pixels:
+        raise FastDFKDError(
+            "give the model's input normalisation with --mean and --std (e.g. ImageNet's 0.485,0.456,0.406 and "
+            "0.229,0.224,0.225), or --raw-pixels if it takes pixels in [0, 1] as they are"
+        )
+    if args.raw_pixels and (args.mean is not None or args.std is not None):
+        raise FastDFKDError("--raw-pixels means no normalisation; drop it or drop --mean/--std")
 
 
 def source_from_args(args: argparse.Namespace, teacher: Teacher, **overrides: Any) -> DataSource:
     """The source the shared options describe, for ``teacher``; ``overrides`` replace constructor options."""
+    require_normalisation(args)
     options = dict(seed=args.seed, autocast_dtype=torch.bfloat16 if args.bf16 else None, progress=not args.quiet,
                    **source_options(args))
     return get_source(args.source, teacher, **{**options, **overrides})

@@ -16,6 +16,12 @@ MODELS = Path(__file__).with_name("models.py")
 FAST = dict(steps=2, warmup_tasks=2, latent_dim=32, device="cpu")
 
 
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own warm-state cache: nothing is read from or written to the user's."""
+    monkeypatch.setenv("FASTDFKD_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def teacher() -> TinyNet:
     return make_teacher()

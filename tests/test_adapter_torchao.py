@@ -6,6 +6,7 @@ Everything runs the real torchao prepare_pt2e / convert_pt2e with X86InductorQua
 from __future__ import annotations
 
 import copy
+import subprocess
 import sys
 
 import pytest
@@ -28,7 +29,7 @@ from fastdfkd_plugin import FastDFKDError, get_source
 from fastdfkd_plugin.cli import main
 from fastdfkd_plugin.distillation import agreement
 
-CLI_FAST = ["--steps", "2", "--warmup-tasks", "1", "--batch-size", "8", "--device", "cpu", "-q"]
+CLI_FAST = ["--raw-pixels", "--steps", "2", "--warmup-tasks", "1", "--batch-size", "8", "--device", "cpu", "-q"]
 
 
 @pytest.fixture
@@ -120,6 +121,14 @@ def test_saved_program_loads_back_with_a_dynamic_batch(teacher, synthetic, tmp_p
     assert sorted(p.name for p in tmp_path.iterdir()) == ["q.pt2"]  # no temporary file left behind
 
 
+def test_the_saved_program_loads_with_one_call_in_a_fresh_process(teacher, synthetic, tmp_path):
+    save_quantized(quantize_pt2e_datafree(teacher, synthetic), torch.rand(2, *SHAPE), tmp_path / "q.pt2")
+    script = ("import torch\nfrom fastdfkd_plugin.adapters.torchao import load_quantized\n"
+              f"print(tuple(load_quantized({str(tmp_path / 'q.pt2')!r})(torch.zeros(3, 3, 32, 32)).shape))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "(3, 10)", result.stderr[-2000:]
+
+
 # -- CLI -------------------------------------------------------------------------------------------
 
 def test_cli_quantize_torch_round_trip(teacher, tmp_path, capsys):
@@ -153,7 +162,7 @@ def test_cli_quantize_torch_from_a_saved_set_per_tensor(tmp_path, capsys):
 ])
 def test_cli_quantize_torch_bad_input_exits_2_with_one_sentence(tmp_path, capsys, case, message):
     model, out = (f"{MODELS}:AutoRangeNet", "q.pt2") if case == "unexportable" else (f"{MODELS}:tiny", "q.pt")
-    code = main(["quantize-torch", "--model", model, "--input-shape", "3,32,32", "--source", "gaussian",
+    code = main(["quantize-torch", "--model", model, "--input-shape", "3,32,32", "--source", "gaussian", "--raw-pixels",
                  "--num-samples", "8", "--out", str(tmp_path / out), "--device", "cpu", "-q"])
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err and err.count("\n") == 1

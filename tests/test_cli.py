@@ -14,7 +14,7 @@ from models import make_teacher
 from fastdfkd_plugin.cli import main
 
 TINY = f"{MODELS}:tiny"
-FAST_ARGS = ["--steps", "2", "--warmup-tasks", "1", "--batch-size", "8", "--device", "cpu", "-q"]
+FAST_ARGS = ["--raw-pixels", "--steps", "2", "--warmup-tasks", "1", "--batch-size", "8", "--device", "cpu", "-q"]
 
 
 
@@ -31,7 +31,7 @@ def test_synthesize_writes_inputs_labels_metadata_and_preview(capsys, tmp_path):
     out, preview = tmp_path / "set.npz", tmp_path / "grid.png"
     code, stdout, err = run(capsys, "synthesize", "--model", TINY, "--input-shape", "3,32,32",
                             "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225", "--num-samples", "12",
-                            "--seed", "3", "--out", str(out), "--preview", str(preview), *FAST_ARGS)
+                            "--seed", "3", "--out", str(out), "--preview", str(preview), *FAST_ARGS[1:])  # normalised: no --raw-pixels
     assert code == 0, err
     assert str(out) in stdout and "images/s" in stdout
     with np.load(out) as data:
@@ -61,7 +61,7 @@ def test_generator_state_round_trip_skips_the_warm_up(capsys, tmp_path):
 def test_torchscript_model_spec(capsys, tmp_path):
     scripted = tmp_path / "teacher.pt"
     torch.jit.script(make_teacher()).save(str(scripted))
-    code, _, err = run(capsys, "synthesize", "--model", str(scripted), "--input-shape", "3,32,32", "--source", "gaussian",
+    code, _, err = run(capsys, "synthesize", "--model", str(scripted), "--input-shape", "3,32,32", "--source", "gaussian", "--raw-pixels",
                        "--num-samples", "4", "--out", str(tmp_path / "s.npz"), "-q")
     assert code == 0, err
 
@@ -70,7 +70,7 @@ def test_weights_load_safely_and_pickles_need_the_flag(capsys, tmp_path):
     teacher = make_teacher(seed=5)
     weights = tmp_path / "w.th"
     torch.save({"state_dict": {f"module.{k}": v for k, v in teacher.state_dict().items()}, "best": 1.0}, weights)
-    base = ["synthesize", "--model", TINY, "--input-shape", "3,32,32", "--source", "gaussian", "--num-samples", "4", "-q"]
+    base = ["synthesize", "--model", TINY, "--input-shape", "3,32,32", "--source", "gaussian", "--raw-pixels", "--num-samples", "4", "-q"]
     code, _, err = run(capsys, *base, "--weights", str(weights), "--out", str(tmp_path / "a.npz"))
     assert code == 0, err
     pickled = tmp_path / "module.pt"
@@ -152,3 +152,18 @@ def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         io.save_npz(tmp_path / "s.npz", np.zeros((1, 1, 2, 2)), np.zeros(1), {})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_synthesising_needs_the_normalisation_or_raw_pixels(capsys, tmp_path):
+    args = ["synthesize", "--model", TINY, "--input-shape", "3,32,32", "--num-samples", "4", "--out", str(tmp_path / "s.npz")]
+    code, _, err = run(capsys, *args, "-q")
+    assert code == 2 and "--mean and --std" in err and "--raw-pixels" in err and not (tmp_path / "s.npz").exists()
+    code, _, err = run(capsys, *args, "--raw-pixels", "--mean", "0.5,0.5,0.5", "-q")
+    assert code == 2 and "drop it or drop --mean/--std" in err
+
+
+def test_progress_bars_stay_out_of_logs(capsys, tmp_path):
+    """Not a terminal (as under pytest, CI or `> log`): no bars and no escape codes, even without -q."""
+    code, _, err = run(capsys, "synthesize", "--model", TINY, "--input-shape", "3,32,32", "--raw-pixels", "--num-samples", "8",
+                       "--steps", "2", "--warmup-tasks", "1", "--device", "cpu", "--out", str(tmp_path / "s.npz"))
+    assert code == 0 and "\r" not in err and "\x1b[" not in err and "synthesis:" not in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import FAST, MODELS, SHAPE, state_hash
@@ -110,7 +111,7 @@ def test_mismatched_outputs_and_devices_are_refused(teacher):
         Distiller(teacher, TinyNet(width=4), iter([]), SMALL).run()
 
 
-DISTILL = ["distill", "--teacher", f"{MODELS}:tiny", "--input-shape", "3,32,32", "--epochs", "2", "--kd-steps-per-epoch", "3",
+DISTILL = ["distill", "--teacher", f"{MODELS}:tiny", "--input-shape", "3,32,32", "--raw-pixels", "--kd-steps", "6", "--kd-steps-per-batch", "3",
            "--kd-batch-size", "16", "--batch-size", "16", "--steps", "2", "--warmup-tasks", "1", "--eval-samples", "32",
            "--eval-every", "3", "--bank-size", "128", "--lr", "0.05", "--temperature", "4", "--device", "cpu", "-q"]
 
@@ -159,3 +160,22 @@ def test_a_bank_that_runs_out_of_memory_names_the_setting(monkeypatch):
     monkeypatch.setattr(torch, "cat", out_of_memory)
     with pytest.raises(FastDFKDError, match="lower bank_size"):
         bank.add(torch.zeros(2, 1))
+
+
+def test_distill_takes_uint8_x_y_validation_data_and_reports_percent(tmp_path, capsys):
+    images = torch.randint(0, 256, (20, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    np.savez(tmp_path / "val.npz", x=images.numpy(), y=np.arange(20) % 10)
+    out = tmp_path / "s.pt"
+    assert main([*DISTILL, "--student", f"{MODELS}:student", "--eval-data", str(tmp_path / "val.npz"), "--no-plot",
+                 "--out", str(out)]) == 0
+    assert "accuracy" in capsys.readouterr().out
+    metrics = [json.loads(line) for line in Path(f"{out}.metrics.jsonl").read_text().splitlines()]
+    assert all(0 <= m["accuracy"] <= 100 for m in metrics) and any(m["accuracy"] > 1 for m in metrics)
+
+
+def test_a_time_budget_replaces_the_step_count(tmp_path, capsys):
+    out = tmp_path / "s.pt"
+    args = [arg for arg in DISTILL if arg not in ("--kd-steps", "6")]
+    assert main([*args, "--student", f"{MODELS}:student", "--minutes", "0.02", "--no-plot", "--out", str(out)]) == 0
+    steps = int(capsys.readouterr().out.split(" KD steps")[0].split()[-1])
+    assert steps >= 1 and torch.load(f"{out}.ckpt", weights_only=True)["config"]["seconds"] == pytest.approx(1.2)

@@ -47,7 +47,7 @@ def test_a_two_process_run_stays_in_sync_and_its_checkpoint_resumes_on_one_or_tw
 def test_the_distill_command_runs_under_torchrun(tmp_path):
     out = tmp_path / "student.pt"
     result = torchrun(2, "-m", "fastdfkd_plugin.cli", "distill", "--teacher", f"{MODELS}:tiny", "--student", f"{MODELS}:student",
-                      "--input-shape", "3,32,32", "--epochs", "3", "--kd-steps-per-epoch", "4", "--kd-batch-size", "16",
+                      "--input-shape", "3,32,32", "--raw-pixels", "--kd-steps", "12", "--kd-steps-per-batch", "4", "--kd-batch-size", "16",
                       "--batch-size", "16", "--steps", "2", "--warmup-tasks", "1", "--eval-samples", "32", "--eval-every", "4",
                       "--bank-size", "256", "--lr", "0.05", "--temperature", "4", "--device", "cpu", "--no-plot", "-q",
                       "--out", str(out))

@@ -117,7 +117,7 @@ def test_installed_third_party_plugin_is_listed_and_used(installed_example, tmp_
     assert "checkerboard" in listing.stdout and "fastdfkd-checkerboard 1.0.0" in listing.stdout
 
     out = tmp_path / "boards.npz"
-    result = fastdfkd(installed_example, "synthesize", "--model", f"{ROOT}/tests/models.py:tiny", "--input-shape", "3,32,32",
+    result = fastdfkd(installed_example, "synthesize", "--model", f"{ROOT}/tests/models.py:tiny", "--input-shape", "3,32,32", "--raw-pixels",
                       "--source", "checkerboard", "--num-samples", "6", "--out", str(out), "-q")
     assert result.returncode == 0, result.stderr
     import numpy as np

@@ -28,10 +28,10 @@ from fastdfkd_plugin.plugins import get_plugin_manager
 from fastdfkd_plugin.sources.base import DataSource
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--model", f"{MODELS}:tiny", "--input-shape", "3,32,32"]
-FAST = ["--steps", "2", "--warmup-tasks", "1", "--batch-size", "8", "--device", "cpu", "-q"]
+TINY = ["--model", f"{MODELS}:tiny", "--input-shape", "3,32,32"]  # FAST below adds --raw-pixels
+FAST = ["--raw-pixels", "--steps", "2", "--warmup-tasks", "1", "--batch-size", "8", "--device", "cpu", "-q"]
 DISTILL = ["distill", "--teacher", f"{MODELS}:tiny", "--input-shape", "3,32,32", "--student", f"{MODELS}:student",
-           "--epochs", "2", "--kd-steps-per-epoch", "2", "--kd-batch-size", "8", "--eval-samples", "8",
+           "--kd-steps", "4", "--kd-steps-per-batch", "2", "--kd-batch-size", "8", "--eval-samples", "8",
            "--bank-size", "32", "--no-plot", *FAST]
 PRUNE = ["prune", *TINY, "--speed-up", "1.5", "--recovery-steps", "2", "--bn-samples", "8", "--kd-batch-size", "8", *FAST]
 
@@ -126,14 +126,15 @@ def test_read_only_output_folder_is_refused_before_synthesis(tmp_path, capsys, n
 def test_distill_resume_refuses_changed_settings_and_another_student(tmp_path, capsys):
     out = tmp_path / "s.pt"
     assert run(capsys, *DISTILL, "--out", str(out))[0] == 0
-    resume = ["--resume", f"{out}.ckpt", "--out", str(tmp_path / "t.pt")]
+    resume = ["--resume", f"{out}.ckpt", "--out", str(tmp_path / "t.pt")]  # resume from the checkpoint given
     changed_steps = [*DISTILL, *resume]
     changed_steps[changed_steps.index("--steps") + 1] = "3"
     code, _, err = run(capsys, *changed_steps)
     assert code == 2 and "steps=2" in err and "steps=3" in err and one_sentence(err)
-    for option, value in (("--mean", "0.5,0.5,0.5"), ("--warmup-tasks", "2"), ("--batch-size", "4")):
-        code, _, err = run(capsys, *DISTILL, *resume, option, value)
-        assert code == 2 and "resume with the same settings" in err, option
+    normalised = [arg for arg in DISTILL if arg != "--raw-pixels"]
+    for args in ([*normalised, "--mean", "0.5,0.5,0.5"], [*DISTILL, "--warmup-tasks", "2"], [*DISTILL, "--batch-size", "4"]):
+        code, _, err = run(capsys, *args, *resume)
+        assert code == 2 and "resume with the same settings" in err, args
     other_source = [arg for arg in DISTILL if arg not in ("--warmup-tasks", "1")]  # deepinversion has no warm-up
     code, _, err = run(capsys, *other_source, *resume, "--source", "deepinversion")
     assert code == 2 and "source='fastdfkd'" in err and "source='deepinversion'" in err
@@ -267,7 +268,7 @@ def wait_for(condition, process: subprocess.Popen, seconds: float = 240) -> None
 @pytest.mark.slow
 def test_sigterm_during_distillation_writes_the_checkpoint_and_exits_143(tmp_path):
     checkpoint = tmp_path / "s.pt.ckpt"
-    process = fastdfkd(*DISTILL[:-1], "--epochs", "10000", "--checkpoint-every", "1", "--out", str(tmp_path / "s.pt"))
+    process = fastdfkd(*DISTILL[:-1], "--kd-steps", "1000000", "--checkpoint-every", "1", "--out", str(tmp_path / "s.pt"))
     wait_for(checkpoint.exists, process)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=120)
@@ -281,7 +282,7 @@ def test_sigterm_during_distillation_writes_the_checkpoint_and_exits_143(tmp_pat
 def test_sigterm_during_quantize_onnx_leaves_no_temporary_files(tmp_path):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    process = fastdfkd("quantize-onnx", *TINY, "--num-samples", "4096", "--warmup-tasks", "50", "--steps", "2",
+    process = fastdfkd("quantize-onnx", *TINY, "--raw-pixels", "--num-samples", "4096", "--warmup-tasks", "50", "--steps", "2",
                        "--device", "cpu", "-q", "--out", str(tmp_path / "q.onnx"), env={"TMPDIR": str(scratch)})
     wait_for(lambda: any(scratch.glob("fastdfkd-ort-*")), process)
     time.sleep(1)
@@ -312,12 +313,12 @@ def test_ctrl_c_while_importing_at_start_up_exits_130_without_a_traceback():
 def test_outputs_get_the_users_file_mode(tmp_path, capsys):
     previous = os.umask(0o027)
     try:
-        assert run(capsys, "synthesize", *TINY, "--source", "gaussian", "--num-samples", "4", "--out", str(tmp_path / "new.npz"),
+        assert run(capsys, "synthesize", *TINY, "--source", "gaussian", "--raw-pixels", "--num-samples", "4", "--out", str(tmp_path / "new.npz"),
                    "-q")[0] == 0
         existing = tmp_path / "existing.npz"
         existing.write_bytes(b"old")
         existing.chmod(0o604)
-        assert run(capsys, "synthesize", *TINY, "--source", "gaussian", "--num-samples", "4", "--out", str(existing), "-q")[0] == 0
+        assert run(capsys, "synthesize", *TINY, "--source", "gaussian", "--raw-pixels", "--num-samples", "4", "--out", str(existing), "-q")[0] == 0
     finally:
         os.umask(previous)
     assert stat.S_IMODE((tmp_path / "new.npz").stat().st_mode) == 0o640

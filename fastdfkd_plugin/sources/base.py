@@ -180,7 +180,7 @@ class DataSource(ABC):
                    "lower num_samples (for ONNX Runtime, quantize-onnx streams large sets to disk)")
         started = time.perf_counter()
         batches = []
-        with tqdm(total=num_samples, desc=f"{self.name} synthesis", unit="img", disable=not self.progress) as bar:
+        with tqdm(total=num_samples, desc=f"{self.name} synthesis", unit="img", disable=None if self.progress else True) as bar:
             for start in range(0, num_samples, batch_size):
                 batches.append(self.next_batch(min(batch_size, num_samples - start)))
                 bar.update(len(batches[-1].labels))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import distributed
+from .. import cache, distributed
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
 from ..io import atomic_path, load_torch
@@ -23,14 +24,20 @@ from .base import DataSource, NonFiniteBatch
 
 log = logging.getLogger(__name__)
 
+WARMUP_SEED = 0x5EED  # warm-up task t of seed s draws from the stream seeded WARMUP_SEED + 100003·s + t
+
 
 class FastDFKDSource(DataSource):
     """FastDFKD meta-synthesizer (Fang et al., AAAI 2022): a few steps per batch from a warm generator.
 
-    The first batch pays for a warm-up of ``warmup_tasks`` meta-learning tasks
-    (no adversarial term). Save the warm state with :meth:`save_state` and load it
-    with ``state_path=`` so later requests for the same teacher skip the warm-up.
-    Call :meth:`set_student` to aim the adversarial term at a student.
+    The first batch pays for a warm-up of ``warmup_tasks`` meta-learning tasks of
+    ``warmup_batch_size`` images (no adversarial term). The warm-up draws from its own
+    seeded random streams, so its result depends only on the teacher, the settings and
+    the seed: with ``cache=True`` (the default) it is stored in the warm-state cache
+    (:mod:`fastdfkd_plugin.cache`) and every later source for the same teacher and
+    settings, in any command, starts warm, with bit-identical results. ``save_state``
+    and ``state_path=`` move a warm state by hand. Call :meth:`set_student` to aim the
+    adversarial term at a student.
     """
 
     name = "fastdfkd"
@@ -48,14 +55,17 @@ class FastDFKDSource(DataSource):
         latent_dim: int = 256,
         loss_weights: LossWeights | None = None,
         bn_momentum: float = 0.9,
+        warmup_batch_size: int = 64,
         state_path: str | Path | None = None,
+        cache: bool = True,
         **common: Any,
     ) -> None:
         super().__init__(teacher, input_shape, **common)
         if steps < 1 or warmup_tasks < 0:
             raise FastDFKDError(f"steps must be ≥ 1 and warmup_tasks ≥ 0, got steps={steps}, warmup_tasks={warmup_tasks}")
-        self.warmup_tasks = warmup_tasks
+        self.warmup_tasks, self.warmup_batch_size = warmup_tasks, warmup_batch_size
         self.bn_momentum = bn_momentum
+        self.cache = cache
         self.objective = self.inversion_objective(loss_weights, bn_momentum)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed)
@@ -85,18 +95,59 @@ class FastDFKDSource(DataSource):
         return self.synthesizer.tasks_done >= self.warmup_tasks
 
     def synthesize_pixels(self, labels: torch.Tensor) -> torch.Tensor:
+        if not self.warmed_up:
+            self.warm_up()
         with self.objective.attached():
-            if not self.warmed_up:
-                self._warm_up(len(labels))
             return self._task(labels, adversarial=True)
 
-    def _warm_up(self, batch_size: int) -> None:
+    def warm_up(self) -> None:
+        """Run the remaining warm-up tasks, or take the result from the cache; then cache it."""
         started = time.perf_counter()
-        remaining = self.warmup_tasks - self.synthesizer.tasks_done
-        for task in tqdm(range(remaining), desc="fastdfkd warm-up", unit="task", disable=not self.progress):
-            self._task(self.balanced_labels(batch_size, task * batch_size), adversarial=False)
+        fresh = self.synthesizer.tasks_done == 0
+        key = cache.state_key(self.warm_state_description())
+        cached = cache.load(key, self.teacher.info.fingerprint, self.device) if self.cache and fresh else None
+        if cached is not None:
+            self.synthesizer.load_state_dict(cached[0])
+            self._say(f"fastdfkd: warm generator from the cache ({self.warmup_tasks} tasks, {cached[1]}); no warm-up")
+            return
+        if not fresh:
+            log.warning("the loaded generator state holds %d warm-up tasks; continuing the warm-up to %d (warmup_tasks)",
+                        self.synthesizer.tasks_done, self.warmup_tasks)
+        with self.objective.attached():
+            self._warm_up_tasks()
         self.warmup_seconds += time.perf_counter() - started
-        log.info("fastdfkd warm-up: %d tasks in %.1f s", remaining, self.warmup_seconds)
+        log.info("fastdfkd warm-up: %d tasks in %.1f s", self.warmup_tasks, self.warmup_seconds)
+        if self.cache and fresh and distributed.rank() == 0:
+            saved = cache.save(key, self.teacher.info.fingerprint, self.synthesizer.state_dict())
+            if saved is not None:
+                self._say(f"fastdfkd: cached the warm generator ({saved}); later runs for this teacher skip the warm-up")
+
+    def _warm_up_tasks(self) -> None:
+        """Warm-up task t draws from the stream seeded by (seed, t), never from the source's own stream."""
+        size = self.warmup_batch_size
+        stream = self.rng.get_state()
+        try:
+            bar = tqdm(range(self.synthesizer.tasks_done, self.warmup_tasks), desc="fastdfkd warm-up", unit="task",
+                       disable=None if self.progress else True, leave=False)
+            for task in bar:
+                self.rng.manual_seed(WARMUP_SEED + 100_003 * self.seed + task)
+                self._task(self.balanced_labels(size, task * size), adversarial=False)
+        finally:
+            self.rng.set_state(stream)
+
+    def warm_state_description(self) -> dict[str, Any]:
+        """Everything the warm state depends on: its key in the cache."""
+        return {
+            "teacher": self.teacher.info.fingerprint, "input_shape": list(self.input_shape),
+            "mean": self.space.mean_values, "std": self.space.std_values, "seed": self.seed,
+            "warmup_batch_size": self.warmup_batch_size, "device": self.device.type,
+            "autocast": str(self.autocast_dtype), **self.run_settings(),
+        }
+
+    def _say(self, message: str) -> None:
+        log.info(message)
+        if self.progress:
+            tqdm.write(message, file=sys.stderr)
 
     def _task(self, labels: torch.Tensor, adversarial: bool) -> torch.Tensor:
         try:
@@ -109,7 +160,8 @@ class FastDFKDSource(DataSource):
         w = self.objective.weights
         return {
             "steps": s.steps, "lr_g": s.lr_g, "lr_z": s.lr_z, "meta_update": s.meta_update,
-            "warmup_tasks": self.warmup_tasks, "warmup_seconds": round(self.warmup_seconds, 3),
+            "warmup_tasks": self.warmup_tasks, "warmup_batch_size": self.warmup_batch_size,
+            "warmup_seconds": round(self.warmup_seconds, 3),
             "bn_momentum": self.bn_momentum, "loss_weights": {"bn": w.bn, "oh": w.oh, "adv": w.adv},
             "latent_dim": s.generator.latent_dim,
         }
