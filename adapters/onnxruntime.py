@@ -54,6 +54,7 @@ MIN_ORT_VERSION = {"int16": "1.17", "uint16": "1.17", "int4": "1.18", "uint4": "
 QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8", "int16": "QInt16", "uint16": "QUInt16", "int4": "QInt4", "uint4": "QUInt4"}
 # Calibration sets larger than this are synthesised into a memory-mapped file, not RAM.
 IN_MEMORY_LIMIT_BYTES = 1 << 30
+VERIFY_WARMUP_TASKS = 3  # export-onnx's default warm-up: verification needs realistic inputs, not the best ones
 TEST_DATA_ENTRIES = "test_data_set_*"  # what export-onnx --test-data writes into its folder
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "distribution": "Distribution"}
 
@@ -602,9 +603,12 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     quant.add_argument("--no-preprocess", action="store_true", help="skip quant_pre_process (shape inference + optimisation)")
     quant.set_defaults(run=cmd_quantize_onnx)
 
-    export = subparsers.add_parser("export-onnx", help="export to ONNX and verify against torch on synthetic batches")
+    export = subparsers.add_parser(
+        "export-onnx", help="export to ONNX and verify against torch on synthetic batches",
+        description=f"Verification needs realistic-looking inputs, not a fully warm generator: unless given, "
+                    f"--warmup-tasks is {VERIFY_WARMUP_TASKS} here (seconds, not minutes).")
     add_model_arguments(export)
-    add_source_arguments(export, default_samples=128)
+    add_source_arguments(export, default_samples=64)
     export.add_argument("--out", required=True, help="the ONNX file to write")
     export.add_argument("--opset", type=int, default=17)
     export.add_argument("--atol", type=float, default=1e-4)
@@ -612,4 +616,4 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--min-agreement", type=float, default=100.0, help="minimum top-1 agreement in percent")
     export.add_argument("--test-data", help="also write the batches as ONNX test-data folders here (a new or empty folder)")
     export.add_argument("--overwrite", action="store_true", help="replace the test_data_set_* folders already in --test-data")
-    export.set_defaults(run=cmd_export_onnx)
+    export.set_defaults(run=cmd_export_onnx, warmup_tasks=VERIFY_WARMUP_TASKS)
