@@ -35,7 +35,7 @@ from torch.utils import _pytree as pytree
 from ..batchnorm import reestimate_batchnorm
 from ..distillation import DistillConfig, Distiller, agreement, as_teacher, check_same_run, load_checkpoint
 from .. import options
-from ..errors import FastDFKDError
+from ..errors import FastDFKDError, reason
 from ..hookspecs import hookimpl
 from ..io import atomic_path
 from ..loading import PRUNED_FORMAT, fit_layers_to_state_dict
@@ -150,7 +150,7 @@ def _pruning_problem(reference: nn.Module, example: torch.Tensor, root_name: str
                 torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(pruned, expected) if isinstance(a, torch.Tensor)
             )
     except Exception as exc:  # any failure means the graph mis-tracked this coupling
-        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+        return reason(exc, 120)
     return "" if same else "the pruned model computes a different function"
 
 
@@ -162,7 +162,7 @@ def trace(model: nn.Module, example: torch.Tensor) -> Any:
         layer = _failing_layer(model, example)
         where = f" in layer {layer!r}" if layer else ""
         raise FastDFKDError(
-            f"Torch-Pruning cannot trace this model{where} ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            f"Torch-Pruning cannot trace this model{where} ({reason(exc, 160)}); "
             "make that layer's forward work with gradients on, or prune a copy without it"
         ) from exc
 

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .errors import FastDFKDError
+from .errors import FastDFKDError, reason
 from .inputspace import InputSpace
 
 
@@ -149,8 +149,7 @@ def load_torch(
                 f"{path} holds more than plain tensors, so it was not loaded safely; if you trust the file, "
                 "pass --allow-pickle (this runs code from the file)"
             ) from exc
-        reason = f"{exc.__class__.__name__}: {str(exc).strip().splitlines()[0][:200]}" if str(exc).strip() else exc.__class__.__name__
-        raise FastDFKDError(f"{path} is not a readable {what} ({reason}); {unreadable}") from exc
+        raise FastDFKDError(f"{path} is not a readable {what} ({reason(exc)}); {unreadable}") from exc
 
 
 def _holds_pickle(path: Path) -> bool:

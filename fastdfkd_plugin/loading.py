@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import FastDFKDError
+from .errors import FastDFKDError, reason
 from .io import load_torch
 
 
@@ -47,7 +47,7 @@ def _build(spec: str, allow_pickle: bool) -> nn.Module:
         try:
             model = factory()
         except Exception as exc:  # the user's factory may raise anything
-            raise FastDFKDError(f"{spec!r} raised {_reason(exc)} when called; fix the factory or choose another") from exc
+            raise FastDFKDError(f"{spec!r} raised {reason(exc)} when called; fix the factory or choose another") from exc
     else:
         model = factory
     if not isinstance(model, nn.Module):
@@ -68,20 +68,14 @@ def _import(module_part: str) -> Any:
             module_spec.loader.exec_module(module)
         except Exception as exc:  # the user's file may raise anything while it is imported
             del sys.modules[name]
-            raise FastDFKDError(f"importing model file {file} failed ({_reason(exc)}); fix that file") from exc
+            raise FastDFKDError(f"importing model file {file} failed ({reason(exc)}); fix that file") from exc
         return module
     try:
         return importlib.import_module(module_part)
     except ImportError as exc:
         raise FastDFKDError(f"cannot import {module_part!r} ({exc}); install it or give a path/to/file.py") from exc
     except Exception as exc:  # the module itself raised while being imported
-        raise FastDFKDError(f"importing {module_part!r} failed ({_reason(exc)}); fix that module") from exc
-
-
-def _reason(exc: Exception) -> str:
-    """``Type: first line of the message``, for one-sentence errors about the user's code."""
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0][:200]}" if lines else type(exc).__name__
+        raise FastDFKDError(f"importing {module_part!r} failed ({reason(exc)}); fix that module") from exc
 
 
 def _load_file_model(path: Path, allow_pickle: bool) -> nn.Module:

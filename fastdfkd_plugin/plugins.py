@@ -19,7 +19,7 @@ import pluggy
 from torch import nn
 
 from . import hookspecs
-from .errors import FastDFKDError
+from .errors import FastDFKDError, reason
 from .sources.base import DataSource
 from .teacher import Teacher
 
@@ -68,16 +68,11 @@ def _load_entry_points(manager: pluggy.PluginManager) -> None:
                 plugin = entry_point.load()
             except (Exception, SystemExit) as exc:  # importing third-party code may raise anything
                 log.warning("plugin %r (%s) from %s failed to load and is skipped (%s); uninstall %s or set %s=1",
-                            entry_point.name, entry_point.value, label, _reason(exc), dist.metadata["name"],
+                            entry_point.name, entry_point.value, label, reason(exc), dist.metadata["name"],
                             DISABLE_AUTOLOAD_ENV)
                 continue
             manager.register(plugin, name=entry_point.name)
             _labels[id(plugin)] = label
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def hook_calls(hook_name: str) -> Iterator[tuple[str, Callable[..., None]]]:
@@ -97,7 +92,7 @@ def hook_calls(hook_name: str) -> Iterator[tuple[str, Callable[..., None]]]:
                 raise
             except (Exception, SystemExit) as exc:  # third-party hook code may raise anything
                 log.warning("plugin %r failed in %s and is skipped (%s); uninstall it or set %s=1",
-                            label, hook_name, _reason(exc), DISABLE_AUTOLOAD_ENV)
+                            label, hook_name, reason(exc), DISABLE_AUTOLOAD_ENV)
 
         yield label, call
 
