@@ -465,7 +465,7 @@ def distill_datafree(
     if source.teacher is not teacher:
         raise FastDFKDError("the source was built for another Teacher; build it with get_source(name, teacher)")
     student.to(teacher.device)
-    check_outputs_match(teacher, student, student_output_transform)  # before any synthesis
+    distiller = Distiller(teacher, student, source, config, student_output_transform)  # checks the student before any synthesis
     shared: dict[str, nn.Module] = {}
     if distributed.active():
         if distributed.rank() > 0:
@@ -483,7 +483,6 @@ def distill_datafree(
         def evaluate(model: nn.Module) -> dict[str, float]:
             return {"agreement": 100 * agreement(teacher, model, held_out, model_output_transform=student_output_transform)}
 
-    distiller = Distiller(teacher, student, source, config, student_output_transform)
     if resume is not None:
         distiller.resume(resume)
     distiller.run(evaluate, eval_every, checkpoint, checkpoint_every, progress=progress and distributed.rank() == 0)
