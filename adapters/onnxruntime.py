@@ -144,16 +144,13 @@ def _numeric(array: np.ndarray, label: str | Path) -> np.ndarray:
     return array
 
 
-def _fixed_batches(inputs: np.ndarray, model_input: OnnxInput, model_path: str | Path) -> tuple[np.ndarray, int | None]:
-    """(inputs, batch size) for a graph that fixes its batch dimension: whole batches only; (inputs, None) otherwise."""
-    fixed = model_input.shape[0] if model_input.shape else None
-    if fixed is None:
-        return inputs, None
+def _whole_batches(inputs: np.ndarray | torch.Tensor, fixed: int, model_path: str | Path) -> np.ndarray | torch.Tensor:
+    """The first inputs that fill whole batches of ``fixed``, the batch size the graph insists on."""
     usable = len(inputs) // fixed * fixed
     if usable == 0:
         raise FastDFKDError(f"ONNX model {model_path} takes batches of exactly {fixed} inputs, but only {len(inputs)} "
                             f"were given; give at least {fixed}")
-    return inputs[:usable], fixed
+    return inputs[:usable]
 
 
 @functools.cache
@@ -206,10 +203,12 @@ def calibration_reader(
     """
     _ort()
     model_input = onnx_input(model_path)
-    inputs, fixed = _fixed_batches(_as_array(data), model_input, model_path)
-    if batch_size is None:
+    inputs, fixed = _as_array(data), model_input.shape[0] if model_input.shape else None
+    if fixed is not None:
+        inputs, batch_size = _whole_batches(inputs, fixed, model_path), fixed
+    elif batch_size is None:
         batch_size = data.batch_size if isinstance(data, SyntheticSet) else 64
-    return make_reader_class()(inputs, model_input.name, fixed or batch_size)
+    return make_reader_class()(inputs, model_input.name, batch_size)
 
 
 def synthesize_to_disk(source: Any, num_samples: int, batch_size: int, path: str | Path) -> np.ndarray:
@@ -330,10 +329,9 @@ def verify_onnx(teacher: Teacher | nn.Module, model_path: str | Path, batches: S
     """
     teacher = Teacher.of(teacher, batches[0].shape[1:])
     runner = session(model_path)
-    name = runner.get_inputs()[0].name
-    inputs, fixed = _fixed_batches(torch.cat(list(batches)), onnx_input(model_path), model_path)
-    if fixed is not None:
-        batches = list(inputs.split(fixed))
+    name, fixed = runner.get_inputs()[0].name, runner.get_inputs()[0].shape[0]
+    if isinstance(fixed, int):  # symbolic dimensions come back as names (or None)
+        batches = list(_whole_batches(torch.cat(list(batches)), fixed, model_path).split(fixed))
     max_abs = max_ref = 0.0
     agree = total = 0
     with teacher.frozen():
