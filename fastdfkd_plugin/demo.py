@@ -103,7 +103,7 @@ def _endless(tensors: torch.Tensor, batch_size: int, seed: int) -> Iterator[torc
 
 
 def _onnx_accuracy_after_quantization(
-    teacher: nn.Module, calibration: torch.Tensor, digits: Digits, bits: int, workdir: Path
+    teacher: Teacher, calibration: torch.Tensor, digits: Digits, bits: int, workdir: Path
 ) -> float:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
@@ -132,20 +132,20 @@ def run_demo(out_dir: str | Path = "fastdfkd-demo", seed: int = 0, device: str =
     echo("1/4 training the teacher on scikit-learn's digits (the only time the training split is used for it)")
     device = resolve_device(device)
     digits = load_digits(seed, device=device)
-    teacher = train_teacher(digits, seed=seed)
-    teacher_acc = accuracy(teacher, digits.test_x, digits.test_y)
+    model = train_teacher(digits, seed=seed)
+    teacher_acc = accuracy(model, digits.test_x, digits.test_y)
     echo(f"    teacher accuracy on 500 held-out digits: {teacher_acc:.1f} %")
 
     echo("2/4 synthesising 512 images from the teacher alone (fastdfkd, k = 5) and 512 of Gaussian noise")
-    frozen_teacher = Teacher(teacher, INPUT_SHAPE, mean=[digits.mean], std=[digits.std], device=device)
-    fast = get_source("fastdfkd", frozen_teacher, seed=seed, progress=progress)
+    teacher = Teacher(model, INPUT_SHAPE, mean=[digits.mean], std=[digits.std], device=device)
+    fast = get_source("fastdfkd", teacher, seed=seed, progress=progress)
     t0 = time.perf_counter()
     fast_set = fast.synthetic_set(512, batch_size=64)
     fast_seconds = time.perf_counter() - t0
-    noise_set = get_source("gaussian", frozen_teacher, seed=seed, progress=progress).synthetic_set(512, batch_size=64)
+    noise_set = get_source("gaussian", teacher, seed=seed, progress=progress).synthetic_set(512, batch_size=64)
     fast_set.save(str(out / "fastdfkd-digits.npz"))
     write_png(out / "preview.png", image_grid(fast.space.denormalize(fast_set.inputs[:64]), columns=8), scale=3)
-    view = set_quality(frozen_teacher, fast_set.inputs, fast_set.labels)
+    view = set_quality(teacher, fast_set.inputs, fast_set.labels)
     echo(f"    {512 / fast_seconds:.0f} images/s (warm-up included); teacher confidence on them {view.confidence:.2f}, "
          f"agrees with the sampled label on {view.label_agreement:.0f} %")
 
@@ -158,7 +158,7 @@ def run_demo(out_dir: str | Path = "fastdfkd-demo", seed: int = 0, device: str =
         student = DigitsNet(8).to(device)
         if name == "fastdfkd":
             fast.set_student(student)
-        distill(frozen_teacher, student, batches, kd, progress=progress, desc=f"KD from {name}")
+        distill(teacher, student, batches, kd, progress=progress, desc=f"KD from {name}")
         students[name] = accuracy(student, digits.test_x, digits.test_y)
     fast.set_student(None)
 
