@@ -13,24 +13,33 @@ every shape replays the same batches however often a toolkit calls it:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
-from typing import Any, Union
+from pathlib import Path
+from typing import Any, TypeVar, Union
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from ..errors import FastDFKDError
-from ..sources.base import Batch, DataSource, SyntheticSet
+from ..io import load_npz
+from ..sources.base import DataSource, SyntheticSet
 from ..teacher import model_device
 
+log = logging.getLogger(__name__)
+
 DEFAULT_BATCH_SIZE = 64
-CalibrationInput = Union[DataSource, SyntheticSet, "CalibrationData", torch.Tensor, np.ndarray, Iterable[Any]]
+ArrayLike = TypeVar("ArrayLike", torch.Tensor, np.ndarray)
+CalibrationInput = Union[DataSource, SyntheticSet, "CalibrationData", torch.Tensor, np.ndarray, str, Path, Iterable[Any]]
 
 
 class CalibrationData:
-    """A fixed list of input batches; iterating yields the same tensors every time."""
+    """A fixed list of input batches, iterated like a ``DataLoader`` of inputs: the same tensors every time.
+
+    As for a ``DataLoader``, ``len()`` counts batches; :attr:`num_samples` counts samples.
+    """
 
     def __init__(self, batches: list[torch.Tensor]) -> None:
         self.batches = batches
@@ -51,24 +60,18 @@ class CalibrationData:
         """All samples as one N×… tensor."""
         return torch.cat(self.batches)
 
-    def dataset(self) -> Dataset:
-        """A map-style ``Dataset`` whose items are single input tensors (no labels)."""
-        return _InputDataset(self.inputs)
-
-    def loader(self, batch_size: int | None = None) -> DataLoader:
-        """A ``DataLoader`` over :meth:`dataset`, in order; batches of this set's size unless given."""
-        return DataLoader(self.dataset(), batch_size=batch_size or len(self.batches[0]), shuffle=False)
-
     def forward_loop(self, model: nn.Module) -> None:
         """Run every batch through ``model`` without gradients, on the model's device.
 
         The shape of TensorRT Model Optimizer's ``forward_loop``, Neural Compressor's
-        ``run_fn`` and a Brevitas ``calibration_mode`` pass. The model keeps the mode
-        you left it in (call ``model.eval()`` first, as for any calibration).
+        ``run_fn``, a Brevitas ``calibration_mode`` pass and a torchao PT2E calibration
+        loop. A ``torch.export``-ed model whose batch size was fixed at export gets the
+        inputs in batches of exactly that size (a remainder that fills no batch is left
+        out). The model keeps the mode you left it in (call ``model.eval()`` first).
         """
         device = model_device(model)
         with torch.no_grad():
-            for inputs in self.batches:
+            for inputs in rebatch(self.batches, fixed_batch_size(model), "the exported model"):
                 model(inputs.to(device))
 
     def forward_pass_callback(self, model: nn.Module, args: Any = None) -> None:
@@ -76,26 +79,47 @@ class CalibrationData:
         self.forward_loop(model)
 
 
-class _InputDataset(Dataset):
-    def __init__(self, inputs: torch.Tensor) -> None:
-        self.inputs = inputs
+def fixed_batch_size(model: nn.Module) -> int | None:
+    """The batch size a ``torch.export``-ed (FX graph) model was specialised to; ``None`` when dynamic or not exported."""
+    if not isinstance(model, torch.fx.GraphModule):
+        return None
+    placeholder = next((node for node in model.graph.nodes if node.op == "placeholder"), None)
+    value = placeholder.meta.get("val") if placeholder is not None else None
+    if not isinstance(value, torch.Tensor) or value.dim() == 0:
+        return None
+    size = value.shape[0]
+    return int(size) if is_concrete_int(size) else None
 
-    def __len__(self) -> int:
-        return len(self.inputs)
 
-    def __getitem__(self, index: int) -> torch.Tensor:
-        return self.inputs[index]
+def rebatch(batches: list[torch.Tensor], size: int | None, consumer: str) -> list[torch.Tensor]:
+    """``batches`` as they are, or re-cut into batches of exactly ``size`` for a consumer that fixes its batch size."""
+    if size is None or all(len(batch) == size for batch in batches):
+        return batches
+    return list(whole_batches(torch.cat(batches), size, consumer).split(size))
+
+
+def whole_batches(inputs: ArrayLike, size: int, consumer: str) -> ArrayLike:
+    """The first inputs that fill whole batches of ``size``, the batch size ``consumer`` insists on."""
+    usable = len(inputs) // size * size
+    if usable == 0:
+        raise FastDFKDError(f"{consumer} takes batches of exactly {size} inputs, but only {len(inputs)} were given; "
+                            f"give at least {size}")
+    if usable < len(inputs):
+        log.info("%s takes batches of %d: the last %d of %d inputs are left out", consumer, size, len(inputs) - usable, len(inputs))
+    return inputs[:usable]
 
 
 def calibration_data(data: CalibrationInput, num_samples: int | None = None, batch_size: int | None = None) -> CalibrationData:
-    """Materialise calibration inputs from a source, a synthetic set, a tensor/array or an iterable of batches.
+    """Materialise calibration inputs from whatever a script has at hand.
 
-    A source is endless, so it needs ``num_samples``; from anything finite,
-    ``num_samples`` takes the first samples (and refuses to invent more). Iterables may
-    yield tensors, :class:`Batch` objects or ``(inputs, labels)`` pairs, as a real
-    ``DataLoader`` does. Batches hold ``batch_size`` samples (default: the size of the
-    data's first batch; 64 for a source or one tensor), the last one fewer. Zero samples
-    are refused.
+    ``data`` is a source (give ``num_samples``), a :class:`SyntheticSet`, another
+    ``CalibrationData``, a tensor or array of inputs, a path to an ``.npz`` (a set from
+    ``fastdfkd synthesize``, or any ``.npz`` with an ``inputs`` array) or ``.npy``, or an
+    iterable of batches: tensors, :class:`Batch` objects or ``(inputs, labels)`` pairs
+    (a real ``DataLoader``). From anything finite, ``num_samples`` takes the first
+    samples (and refuses to invent more). Batches hold ``batch_size`` samples (default:
+    the data's own batch size; 64 for a source or one tensor), the last one fewer.
+    Zero samples are refused.
     """
     if num_samples is not None and (not isinstance(num_samples, int) or num_samples <= 0):
         raise FastDFKDError(f"calibration needs at least one sample, but num_samples is {num_samples!r}; pass a positive number")
@@ -104,10 +128,12 @@ def calibration_data(data: CalibrationInput, num_samples: int | None = None, bat
     elif isinstance(data, DataSource):
         if num_samples is None:
             raise FastDFKDError(f"source {data.name!r} is endless; pass num_samples (e.g. 512) to synthesise a finite calibration set")
-        synthetic = data.synthetic_set(num_samples, batch_size or DEFAULT_BATCH_SIZE)
-        batches = [batch.inputs for batch in synthetic]
-    elif isinstance(data, (torch.Tensor, np.ndarray)):
-        tensor = torch.as_tensor(data)
+        data = data.synthetic_set(num_samples, batch_size or DEFAULT_BATCH_SIZE)
+        batches = list(data.inputs.split(data.batch_size))
+    elif isinstance(data, SyntheticSet):
+        batches = list(data.inputs.split(data.batch_size))
+    elif isinstance(data, (torch.Tensor, np.ndarray, str, Path)):
+        tensor = torch.as_tensor(load_inputs(data) if isinstance(data, (str, Path)) else data)
         batches = list(tensor.split(batch_size or DEFAULT_BATCH_SIZE)) if len(tensor) else []
     else:
         batches = [_inputs_of(item) for item in data]
@@ -124,11 +150,28 @@ def calibration_data(data: CalibrationInput, num_samples: int | None = None, bat
     return CalibrationData(batches)
 
 
+def load_inputs(path: str | Path, mmap: bool = False) -> np.ndarray:
+    """The inputs array of an ``.npz`` (its ``inputs`` entry) or ``.npy`` file; ``mmap`` maps a ``.npy`` instead of reading it."""
+    path = Path(path)
+    if path.suffix != ".npy":
+        return _numeric(load_npz(path)[0], path)
+    if not path.is_file():
+        raise FastDFKDError(f"calibration file {path} does not exist")
+    try:
+        return _numeric(np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False), path)
+    except ValueError as exc:  # object arrays and malformed headers
+        raise FastDFKDError(f"{path} does not hold a numeric array ({exc}); save the inputs as float32") from exc
+
+
+def _numeric(array: np.ndarray, label: str | Path) -> np.ndarray:
+    if array.dtype.kind not in "fiu":
+        raise FastDFKDError(f"{label} holds {array.dtype} values, not numbers; give float32 model inputs (N×C×H×W)")
+    return array
+
+
 def _inputs_of(item: Any) -> torch.Tensor:
-    if isinstance(item, Batch):
-        return item.inputs
     if isinstance(item, (tuple, list)) and item:
-        item = item[0]  # (inputs, labels) from a real DataLoader
+        item = item[0]  # (inputs, labels) from a real DataLoader, or a Batch
     if isinstance(item, (torch.Tensor, np.ndarray)):
         return torch.as_tensor(item)
     raise FastDFKDError(f"calibration batches must be tensors, arrays, Batch objects or (inputs, labels) pairs, got a {type(item).__name__}")

@@ -3,7 +3,7 @@
 ``nncf.quantize`` takes the same ``nncf.Dataset`` for torch, torch.fx, ONNX and
 OpenVINO models; only the dataset changes in an existing script:
 
-    quantized = nncf.quantize(model, nncf_dataset(synthetic), subset_size=len(synthetic.labels))
+    quantized = nncf.quantize(model, nncf_dataset(synthetic), subset_size=len(synthetic))
 
 Items are single samples (batch dimension 1, NNCF's default), so ``subset_size``
 counts samples. NNCF is imported only when used (``pip install 'fastdfkd-plugin[nncf]'``).
@@ -26,10 +26,10 @@ def _nncf() -> Any:
 def nncf_dataset(data: CalibrationInput, *, num_samples: int | None = None, input_name: str | None = None) -> Any:
     """An ``nncf.Dataset`` of single samples: torch tensors, or ``{input_name: float32 array}`` for ONNX/OpenVINO models."""
     nncf = _nncf()
-    loader = calibration_data(data, num_samples).loader(batch_size=1)
+    samples = calibration_data(data, num_samples).inputs.split(1)
     if input_name is None:
-        return nncf.Dataset(loader)
-    return nncf.Dataset(loader, lambda sample: {input_name: sample.cpu().numpy()})
+        return nncf.Dataset(samples)
+    return nncf.Dataset(samples, lambda sample: {input_name: sample.cpu().numpy()})
 
 
 def quantize_nncf_datafree(

@@ -33,7 +33,7 @@ from torch import nn
 
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
-from ..io import atomic_path, check_disk_space, check_output_folder, load_npz, staged_folder
+from ..io import atomic_path, check_disk_space, check_output_folder, staged_folder
 from ..optional import require
 from ..options import (
     add_model_arguments,
@@ -46,6 +46,7 @@ from ..options import (
 from ..plugins import get_source
 from ..sources.base import SyntheticSet
 from ..teacher import Teacher, unflatten_like
+from .generic import DEFAULT_BATCH_SIZE, CalibrationInput, calibration_data, load_inputs, rebatch, whole_batches
 
 log = logging.getLogger(__name__)
 
@@ -120,39 +121,6 @@ def static_input_shape(model_input: OnnxInput, path: str | Path) -> tuple[int, i
 
 # -- the calibration reader ------------------------------------------------------------------------
 
-def _as_array(data: SyntheticSet | np.ndarray | torch.Tensor | str | Path) -> np.ndarray:
-    if isinstance(data, SyntheticSet):
-        return data.inputs.detach().cpu().numpy()
-    if isinstance(data, torch.Tensor):
-        return data.detach().cpu().numpy()
-    if isinstance(data, (str, Path)):
-        path = Path(data)
-        if path.suffix != ".npy":
-            return _numeric(load_npz(path)[0], path)
-        if not path.is_file():
-            raise FastDFKDError(f"calibration file {path} does not exist")
-        try:
-            return _numeric(np.load(path, mmap_mode="r", allow_pickle=False), path)
-        except ValueError as exc:  # object arrays and malformed headers
-            raise FastDFKDError(f"{path} does not hold a numeric array ({exc}); save the inputs as float32") from exc
-    return _numeric(np.asarray(data), "the calibration array")
-
-
-def _numeric(array: np.ndarray, label: str | Path) -> np.ndarray:
-    if array.dtype.kind not in "fiu":
-        raise FastDFKDError(f"{label} holds {array.dtype} values, not numbers; give float32 model inputs (N×C×H×W)")
-    return array
-
-
-def _whole_batches(inputs: np.ndarray | torch.Tensor, fixed: int, model_path: str | Path) -> np.ndarray | torch.Tensor:
-    """The first inputs that fill whole batches of ``fixed``, the batch size the graph insists on."""
-    usable = len(inputs) // fixed * fixed
-    if usable == 0:
-        raise FastDFKDError(f"ONNX model {model_path} takes batches of exactly {fixed} inputs, but only {len(inputs)} "
-                            f"were given; give at least {fixed}")
-    return inputs[:usable]
-
-
 @functools.cache
 def make_reader_class() -> type:
     """The reader subclasses ONNX Runtime's ``CalibrationDataReader``, so it is built once, on first use."""
@@ -192,22 +160,36 @@ def make_reader_class() -> type:
     return ArrayCalibrationReader
 
 
-def calibration_reader(
-    model_path: str | Path, data: SyntheticSet | np.ndarray | torch.Tensor | str | Path, batch_size: int | None = None
-) -> Any:
-    """A ``CalibrationDataReader`` over ``data`` (a set, an array, a ``.npz`` or a memory-mapped ``.npy``),
-    keyed by the ONNX model's input name.
+def calibration_array(data: CalibrationInput, num_samples: int | None = None,
+                      batch_size: int | None = None) -> tuple[np.ndarray, int]:
+    """(inputs as one array, batch size): an array or ``.npy`` path as it is (memory-mapped), anything else
+    through :func:`~fastdfkd_plugin.adapters.generic.calibration_data` (which knows the data's own batch size)."""
+    if isinstance(data, np.ndarray) or (isinstance(data, (str, Path)) and Path(data).suffix == ".npy"):
+        inputs = load_inputs(data, mmap=True) if isinstance(data, (str, Path)) else data
+        return inputs[:num_samples], batch_size or DEFAULT_BATCH_SIZE
+    calibration = calibration_data(data, num_samples, batch_size)
+    return calibration.inputs.detach().cpu().numpy(), len(calibration.batches[0])
 
-    A graph that fixes its batch size (``torch.onnx.export`` without dynamic axes gives
-    1) gets batches of exactly that size; samples that do not fill a last batch are left out.
+
+def calibration_reader(
+    model_path: str | Path, data: CalibrationInput, batch_size: int | None = None, num_samples: int | None = None
+) -> Any:
+    """A ``CalibrationDataReader`` over ``data``, keyed by the ONNX model's input name.
+
+    ``data`` is anything :func:`~fastdfkd_plugin.adapters.generic.calibration_data` takes
+    (a set, a source with ``num_samples``, ``CalibrationData``, an array or tensor, an
+    ``.npz`` path, batches from a ``DataLoader``); an array or a ``.npy`` path is read
+    as it is, memory-mapped. A graph that fixes its batch size (``torch.onnx.export``
+    without dynamic axes gives 1) gets batches of exactly that size; samples that do not
+    fill a last batch are left out.
     """
     _ort()
     model_input = onnx_input(model_path)
-    inputs, fixed = _as_array(data), model_input.shape[0] if model_input.shape else None
+    inputs, batch_size = calibration_array(data, num_samples, batch_size)
+    check_input_shape(model_input, inputs.shape[1:], model_path)
+    fixed = model_input.shape[0] if model_input.shape else None
     if fixed is not None:
-        inputs, batch_size = _whole_batches(inputs, fixed, model_path), fixed
-    elif batch_size is None:
-        batch_size = data.batch_size if isinstance(data, SyntheticSet) else 64
+        inputs, batch_size = whole_batches(inputs, fixed, f"ONNX model {model_path}"), fixed
     return make_reader_class()(inputs, model_input.name, batch_size)
 
 
@@ -330,8 +312,7 @@ def verify_onnx(teacher: Teacher | nn.Module, model_path: str | Path, batches: S
     teacher = Teacher.of(teacher, batches[0].shape[1:])
     runner = session(model_path)
     name, fixed = runner.get_inputs()[0].name, runner.get_inputs()[0].shape[0]
-    if isinstance(fixed, int):  # symbolic dimensions come back as names (or None)
-        batches = list(_whole_batches(torch.cat(list(batches)), fixed, model_path).split(fixed))
+    batches = rebatch(list(batches), fixed if isinstance(fixed, int) else None, f"ONNX model {model_path}")  # symbolic: a name
     max_abs = max_ref = 0.0
     agree = total = 0
     with teacher.frozen():
@@ -442,7 +423,7 @@ def quantize_datafree(
     *,
     input_shape: Sequence[int] | None = None,
     onnx_model: str | Path | None = None,
-    calibration: SyntheticSet | np.ndarray | str | Path | None = None,
+    calibration: CalibrationInput | None = None,
     source: str = "fastdfkd",
     num_samples: int = 512,
     batch_size: int = 64,
@@ -485,8 +466,8 @@ def quantize_datafree(
         elif isinstance(calibration, SyntheticSet):
             source_name = calibration.metadata["source"]
         else:
-            source_name = str(calibration) if isinstance(calibration, (str, Path)) else "an array"
-        inputs = _as_array(calibration)
+            source_name = str(calibration) if isinstance(calibration, (str, Path)) else f"the given {type(calibration).__name__}"
+        inputs, _ = calibration_array(calibration)
         synthesis_seconds = time.perf_counter() - started
         if inputs.shape[1:] != input_shape:
             raise FastDFKDError(f"the calibration set holds inputs of shape {inputs.shape[1:]}, not {input_shape}; synthesise it for this model")
@@ -571,7 +552,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
         check_output_folder(args.test_data, args.overwrite, TEST_DATA_ENTRIES)
     teacher = load_teacher(args)
     source = source_from_args(args, teacher)
-    batches = [batch.inputs for batch in source.synthetic_set(args.num_samples, args.batch_size)]
+    synthetic = source.synthetic_set(args.num_samples, args.batch_size)
+    batches = list(synthetic.inputs.split(args.batch_size))
     result = export_and_verify(teacher, args.out, batches, atol=args.atol, rtol=args.rtol,
                                min_agreement=args.min_agreement, opset=args.opset)
     if args.test_data:

@@ -5,8 +5,8 @@ In an existing Torch-Pruning script, the data-dependent parts come from a source
     teacher = Teacher(model, (3, 32, 32), mean=MEAN, std=STD)
     source = get_source("fastdfkd", teacher)
     pruned = copy.deepcopy(model)
-    pruner = tp.pruner.BasePruner(pruned, example_inputs(source), importance,
-                                  ignored_layers=unsafe_layers(pruned, example_inputs(source)) + [pruned.fc])
+    pruner = tp.pruner.BasePruner(pruned, synthetic_example(source), importance,
+                                  ignored_layers=unsafe_layers(pruned, synthetic_example(source)) + [pruned.fc])
     accumulate_importance(pruned, importance, batches, teacher)         # Taylor/Hessian/OBDC/activation
     pruner.step()
     recover(teacher, pruned, source, config)                             # BN re-estimation, then KD
@@ -73,8 +73,8 @@ def make_importance(name: str, num_classes: int = 10) -> Any:
     return factories[name]()
 
 
-def example_inputs(source: DataSource, batch_size: int = 1) -> torch.Tensor:
-    """One synthetic batch, for tracing the dependency graph (``example_inputs``)."""
+def synthetic_example(source: DataSource, batch_size: int = 1) -> torch.Tensor:
+    """One synthetic batch to pass as Torch-Pruning's ``example_inputs`` (named apart from the scripts' own variable of that name)."""
     return source.next_batch(batch_size).inputs
 
 
@@ -333,7 +333,7 @@ def recover(
         started = time.perf_counter()
         images = _first_images(batches, bn_samples, config.synthesis_batch_size or config.batch_size)
         reestimate_batchnorm(student, [images])
-        distiller.bank.add(images)
+        distiller.data.bank.add(images)
         distiller.log.synthesis_seconds += time.perf_counter() - started
     if not distiller.finished:
         distiller.run(evaluate, 0, checkpoint, checkpoint_every, progress, eval_every_seconds)
@@ -424,7 +424,7 @@ def prune_datafree(
     if saved is not None and saved["teacher_fingerprint"] == teacher.info.fingerprint:
         check_same_run(saved, recovery, {**source.run_settings(), **run_settings})  # before any work, not after
         source.load_state_dict(saved["source"])  # already warm: no second warm-up before the resume below
-    example = example_inputs(source)
+    example = synthetic_example(source)
     held_out = source.synthetic_set(eval_samples, batch_size).inputs
     ignored = list(ignored_layers or []) + output_layers(model, example, teacher.output_transform)
     unsafe = unsafe_layers(model, example, ignored)

@@ -25,7 +25,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from ..distillation import agreement
 from ..errors import FastDFKDError
@@ -105,14 +104,6 @@ def _first_useful_line(exc: Exception) -> str:
     return text
 
 
-def _fixed_batch_size(program: torch.export.ExportedProgram) -> int | None:
-    """The batch size export specialised the model to, or ``None`` when it stayed dynamic."""
-    user_input = program.graph_signature.user_inputs[0]
-    node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == user_input)
-    size = node.meta["val"].shape[0]
-    return int(size) if is_concrete_int(size) else None
-
-
 def quantize_pt2e_datafree(
     model: Teacher | nn.Module,
     data: CalibrationInput,
@@ -128,19 +119,14 @@ def quantize_pt2e_datafree(
     (default: :func:`default_quantizer`). The result is torchao's reference quantized
     module (quantize/dequantize around float ops); ``torch.compile`` lowers it to int8
     kernels. ``model`` itself is not modified: an eval-mode copy is exported, with the
-    batch dimension dynamic unless the model fixes it. A model torch.export cannot
+    batch dimension dynamic unless the model fixes it (then calibration runs in batches
+    of that size, see :meth:`CalibrationData.forward_loop`). A model torch.export cannot
     capture raises :class:`FastDFKDError` with the export error's first line.
     """
     quantize_pt2e, _ = _pt2e()
     calibration = calibration_data(data, num_samples, batch_size)
     model = model.model if isinstance(model, Teacher) else model
     program = _export(copy.deepcopy(model).eval(), calibration.batches[0])
-    fixed = _fixed_batch_size(program)
-    if fixed is not None and any(len(batch) != fixed for batch in calibration):
-        raise FastDFKDError(
-            f"torch.export fixed the model's batch size at {fixed}, but the calibration batches hold "
-            f"{sorted({len(b) for b in calibration})} samples; choose num_samples as a multiple of batch_size {fixed}"
-        )
     prepared = quantize_pt2e.prepare_pt2e(program.module(), quantizer if quantizer is not None else default_quantizer())
     calibration.forward_loop(prepared)
     return quantize_pt2e.convert_pt2e(prepared)

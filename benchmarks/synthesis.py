@@ -85,13 +85,13 @@ def run_source(name: str, teacher, args, **options) -> dict:
         warmup = time.perf_counter() - started
     synthetic = source.synthetic_set(args.images if name != "deepinversion" else args.batch_size, args.batch_size)
     seconds = synthetic.metadata["seconds"]
-    quality = set_quality(teacher, synthetic.inputs, synthetic.labels)
-    row = {"source": name, **options, "images": len(synthetic.labels), "seconds": seconds,
-           "images_per_second": len(synthetic.labels) / seconds, **quality.as_dict()}
+    quality = set_quality(teacher, synthetic.inputs, synthetic.targets)
+    row = {"source": name, **options, "images": len(synthetic), "seconds": seconds,
+           "images_per_second": len(synthetic) / seconds, **quality.as_dict()}
     if name == "fastdfkd":
         row["warmup_seconds"] = warmup
-        row["images_per_second_with_warmup"] = (len(synthetic.labels) + args.batch_size) / (seconds + warmup)
-        tasks = len(synthetic.labels) / args.batch_size
+        row["images_per_second_with_warmup"] = (len(synthetic) + args.batch_size) / (seconds + warmup)
+        tasks = len(synthetic) / args.batch_size
         row["generator_share"] = generator_seconds_per_task(source, args.batch_size) * tasks / seconds
     if name == "deepinversion":
         per_step = seconds / options["steps"]

@@ -23,13 +23,17 @@ _EXPORTS = {
     "Teacher": ".teacher",
     "get_source": ".plugins",
     "hookimpl": ".hookspecs",
+    "kd_loader": ".finetune",
+    "kd_loss": ".distillation",
     "list_sources": ".plugins",
 }
 __all__ = ["Batch", "DataSource", "FastDFKDError", "SyntheticSet", "Teacher", "__version__", "get_source", "hookimpl",
-           "list_sources"]
+           "kd_loader", "kd_loss", "list_sources"]
 
 if TYPE_CHECKING:
+    from .distillation import kd_loss
     from .errors import FastDFKDError
+    from .finetune import kd_loader
     from .hookspecs import hookimpl
     from .plugins import get_source, list_sources
     from .sources.base import Batch, DataSource, SyntheticSet

@@ -44,8 +44,8 @@ CHECKPOINT_FORMAT = 2
 Evaluator = Callable[[nn.Module], dict[str, float]]
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``KL(p_T^τ ‖ p_S^τ)·τ²``, averaged over the batch."""
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+    """``KL(p_T^τ ‖ p_S^τ)·τ²``, averaged over the batch (τ = 4: ``fastdfkd distill``'s default; the paper uses 20)."""
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
     log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature**2
@@ -71,6 +71,34 @@ class MemoryBank:
     def sample(self, batch_size: int, rng: torch.Generator) -> torch.Tensor:
         index = torch.randint(0, len(self.images), (batch_size,), generator=rng, device=rng.device)
         return self.images[index.to(self.images.device)]
+
+
+class KDBatches:
+    """Algorithm 1's data side: new batches join a bounded bank on :meth:`refill`, and each
+    :meth:`draw` is a crop+flipped bank minibatch with the teacher's logits on it.
+
+    ``batches`` is a :class:`DataSource` (a batch of ``synthesis_batch_size`` synthesised
+    per refill) or any iterator of input tensors.
+    """
+
+    def __init__(self, teacher: Teacher, batches: DataSource | Iterator[torch.Tensor], batch_size: int,
+                 synthesis_batch_size: int, bank_size: int, rng: torch.Generator) -> None:
+        self.teacher, self.batches, self.rng = teacher, batches, rng
+        self.batch_size, self.synthesis_batch_size = batch_size, synthesis_batch_size
+        self.bank = MemoryBank(bank_size)
+
+    def refill(self) -> None:
+        if isinstance(self.batches, DataSource):
+            images = self.batches.next_batch(self.synthesis_batch_size).inputs
+        else:
+            images = _next_tensor(self.batches)
+        self.bank.add(images.to(self.teacher.device))
+
+    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, teacher logits): ``batch_size`` bank images, cropped and flipped."""
+        inputs = crop_flip(self.bank.sample(self.batch_size, self.rng), self.rng)
+        with torch.no_grad():
+            return inputs, self.teacher.logits(inputs)
 
 
 @dataclass
@@ -159,19 +187,14 @@ class Distiller:
         self.rng = torch.Generator(device=self.device).manual_seed(config.seed + self.rank)
         # DDP averages the student's gradients across processes; `student` stays the plain module.
         self.model = nn.parallel.DistributedDataParallel(student) if distributed.active() else student
-        self.bank = MemoryBank(config.bank_size)
+        self.data = KDBatches(self.teacher, self.batches, config.batch_size, config.synthesis_batch_size or config.batch_size,
+                              config.bank_size, self.rng)
         self.optimizer = torch.optim.SGD(
             student.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
         )
         self.step = 0
 
     # -- one step of Algorithm 1 ----------------------------------------------------------
-    def _new_batch(self) -> torch.Tensor:
-        size = self.config.synthesis_batch_size or self.config.batch_size
-        if isinstance(self.batches, DataSource):
-            return self.batches.next_batch(size).inputs.to(self.device)
-        return _next_tensor(self.batches).to(self.device)
-
     @property
     def progress(self) -> float:
         """How far the run is, in [0, 1]: the share of the time budget spent, or of the steps done."""
@@ -183,13 +206,11 @@ class Distiller:
         """Add a new batch to the bank when due, then one SGD step on a bank minibatch."""
         if self.step % self.config.steps_per_batch == 0:
             started = time.perf_counter()
-            self.bank.add(self._new_batch())
+            self.data.refill()
             self.log.synthesis_seconds += time.perf_counter() - started
         started = time.perf_counter()
         self.student.train()
-        inputs = crop_flip(self.bank.sample(self.config.batch_size, self.rng), self.rng)
-        with torch.no_grad():
-            target = self.teacher.logits(inputs)
+        inputs, target = self.data.draw()
         prediction = logits_of(self.model(inputs), self.student_output_transform)
         _check_shapes(prediction, target)
         loss = kd_loss(prediction, target, self.config.temperature)
@@ -288,7 +309,7 @@ class Distiller:
             "step": self.step,
             "student": self.student.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "bank": self.bank.images,
+            "bank": self.data.bank.images,
             "rng": self.rng.get_state(),
             "source": source_state,
             "log": dataclasses.asdict(self.log),
@@ -304,7 +325,7 @@ class Distiller:
         check_same_shapes(state["student"], self.student)
         self.student.load_state_dict(state["student"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.bank.images = None if state["bank"] is None else state["bank"].to(self.device)
+        self.data.bank.images = None if state["bank"] is None else state["bank"].to(self.device)
         self.rng.set_state(state["rng"].cpu())
         if state["source"] is not None and isinstance(self.batches, DataSource):
             self.batches.load_state_dict(state["source"])

@@ -158,14 +158,16 @@ def _holds_pickle(path: Path) -> bool:
         return zipfile.is_zipfile(handle) or handle.read(1) == b"\x80"
 
 
-def save_npz(path: str | os.PathLike, inputs: np.ndarray, labels: np.ndarray, metadata: dict[str, Any]) -> None:
-    """Write a synthetic set: ``inputs`` float32 N×C×H×W, ``labels`` int64, ``metadata`` JSON."""
+def save_npz(path: str | os.PathLike, inputs: np.ndarray, labels: np.ndarray, metadata: dict[str, Any],
+             targets: np.ndarray | None = None) -> None:
+    """Write a synthetic set: ``inputs`` float32 N×C×H×W, ``labels`` int64, ``metadata`` JSON (and ``targets``, int64)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(
             handle,
             inputs=np.ascontiguousarray(inputs, dtype=np.float32),
             labels=np.ascontiguousarray(labels, dtype=np.int64),
             metadata=np.array(json.dumps(metadata, sort_keys=True)),
+            **({} if targets is None else {"targets": np.ascontiguousarray(targets, dtype=np.int64)}),
         )
 
 

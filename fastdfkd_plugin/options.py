@@ -125,6 +125,9 @@ def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int |
     parser.add_argument("--no-cache", action="store_true",
                         help="neither use nor fill the cache of warm fastdfkd generators ($FASTDFKD_CACHE_DIR, default ~/.cache/fastdfkd)")
     parser.add_argument("--save-generator-state", help="save the fastdfkd generator state afterwards, for reuse with --generator-state")
+    parser.add_argument("--no-flip", action="store_true",
+                        help="fastdfkd/deepinversion: no mirrored images while inverting, for a teacher trained without "
+                             "horizontal flips (digits, text)")
     if with_samples:
         parser.add_argument("--num-samples", type=positive, required=default_samples is None, default=default_samples)
     parser.add_argument("--batch-size", type=positive, default=64)
@@ -136,7 +139,7 @@ def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int |
 def source_options(args: argparse.Namespace) -> dict[str, Any]:
     """The source-specific options the user gave (unset ones keep each source's defaults)."""
     given = (("steps", args.steps), ("warmup_tasks", args.warmup_tasks), ("state_path", args.generator_state),
-             ("cache", False if args.no_cache else None))
+             ("cache", False if args.no_cache else None), ("flip", False if args.no_flip else None))
     return {key: value for key, value in given if value is not None}
 
 

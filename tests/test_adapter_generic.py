@@ -18,7 +18,7 @@ from models import TinyNet
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from fastdfkd_plugin import FastDFKDError, get_source
+from fastdfkd_plugin import Batch, FastDFKDError, get_source
 from fastdfkd_plugin.batchnorm import reestimate_batchnorm
 
 
@@ -63,19 +63,16 @@ def test_a_source_is_synthesised_once_and_replayed(teacher):
     assert all(torch.equal(a, b) for a, b in zip(first, second))
 
 
-def test_dataset_and_loader_views_hold_the_same_samples(calib):
-    dataset = calib.dataset()
-    assert len(dataset) == 20 and dataset[3].shape == SHAPE and torch.equal(dataset[3], calib.inputs[3])
-    assert [len(b) for b in calib.loader()] == [8, 8, 4]
-    assert torch.equal(torch.cat(list(calib.loader(batch_size=6))), calib.inputs)
-
-
-def test_every_input_kind_becomes_the_same_batches(calib):
+def test_every_input_kind_becomes_the_same_batches(calib, tmp_path):
     inputs = calib.inputs
     real_loader = DataLoader(TensorDataset(inputs, torch.zeros(20, dtype=torch.long)), batch_size=5)  # (x, y) pairs
     synthetic = get_source("gaussian", TinyNet(), SHAPE, device="cpu").synthetic_set(20, 8)
     synthetic.inputs = inputs
-    for data in (inputs, inputs.numpy(), list(inputs.split(3)), real_loader, synthetic, calib):
+    batches = [Batch(chunk, torch.zeros(len(chunk), dtype=torch.long)) for chunk in inputs.split(7)]
+    np.save(tmp_path / "inputs.npy", inputs.numpy())
+    np.savez(tmp_path / "inputs.npz", inputs=inputs.numpy(), labels=np.zeros(20), metadata=np.array("{}"))
+    for data in (inputs, inputs.numpy(), list(inputs.split(3)), real_loader, synthetic, calib, batches,
+                 DataLoader(synthetic, batch_size=6), tmp_path / "inputs.npy", str(tmp_path / "inputs.npz")):
         assert [len(b) for b in calibration_data(data, batch_size=8)] == [8, 8, 4]
         assert torch.equal(calibration_data(data, batch_size=8).inputs, inputs)
     assert [len(b) for b in calibration_data(real_loader)] == [5, 5, 5, 5]  # its own batches by default

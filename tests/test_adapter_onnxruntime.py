@@ -12,6 +12,9 @@ import torch
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
 from conftest import FAST, MODELS, SHAPE, state_hash
+from torch.utils.data import DataLoader
+
+from fastdfkd_plugin.adapters.generic import calibration_data
 from fastdfkd_plugin import FastDFKDError, get_source
 from fastdfkd_plugin.adapters import onnxruntime as ort_adapter
 from fastdfkd_plugin.adapters.onnxruntime import (
@@ -42,16 +45,35 @@ def run_session(path, inputs):
 # -- reader ----------------------------------------------------------------------------------------
 
 def test_reader_uses_the_graph_input_name_and_supports_rewind_len_and_range(onnx_file):
-    data = np.arange(5 * 2, dtype=np.float32).reshape(5, 2)
+    data = np.broadcast_to(np.arange(5, dtype=np.float32).reshape(5, 1, 1, 1), (5, *SHAPE))  # sample i is all i
     reader = calibration_reader(onnx_file, data, batch_size=2)
     assert onnx_input(onnx_file).name == "input" and len(reader) == 3
     assert [reader.get_next()["input"].shape[0] for _ in range(3)] == [2, 2, 1] and reader.get_next() is None
     reader.rewind()
-    assert reader.get_next()["input"][0, 0] == 0
+    assert reader.get_next()["input"][0, 0, 0, 0] == 0
     reader.set_range(1, 2)
-    assert reader.get_next()["input"][0, 0] == 4 and reader.get_next() is None
+    assert reader.get_next()["input"][0, 0, 0, 0] == 2 and reader.get_next() is None
     reader.rewind()
-    assert reader.get_next()["input"][0, 0] == 4
+    assert reader.get_next()["input"][0, 0, 0, 0] == 2
+
+
+def test_reader_takes_every_kind_of_data_and_rebatches_for_a_fixed_batch_graph(teacher, synthetic, tmp_path):
+    fixed = tmp_path / "batch3.onnx"
+    torch.onnx.export(teacher, (torch.zeros(3, *SHAPE),), str(fixed), input_names=["x"], dynamo=False)  # batch fixed at 3
+    synthetic.save(str(tmp_path / "set.npz"))
+    source = get_source("gaussian", teacher, SHAPE, device="cpu")
+    kinds = {"set": synthetic, "npz path": tmp_path / "set.npz", "tensor": synthetic.inputs,
+             "calibration data": calibration_data(synthetic), "loader": DataLoader(synthetic, batch_size=5),
+             "batches": list(synthetic.batches())}
+    for name, data in kinds.items():
+        reader = calibration_reader(fixed, data)
+        sizes = [len(batch["x"]) for batch in iter(reader.get_next, None)]
+        assert sizes == [3] * 10, name  # 32 samples: ten whole batches of 3, the last 2 left out
+    assert len(calibration_reader(fixed, source, num_samples=6)) == 2
+    with pytest.raises(FastDFKDError, match="endless; pass num_samples"):
+        calibration_reader(fixed, source)
+    with pytest.raises(FastDFKDError, match=r"takes input 'x' of shape \[3,3,32,32\], which does not fit"):
+        calibration_reader(fixed, torch.zeros(4, 3, 16, 16))
 
 
 def test_strided_calibration_gives_the_same_ranges_as_plain_calibration(onnx_file, synthetic, tmp_path):
@@ -157,17 +179,17 @@ def test_unsupported_quantization_type_names_the_onnxruntime_version(monkeypatch
 # -- export verification ----------------------------------------------------------------------------
 
 def test_export_and_verify_reports_errors_and_agreement(teacher, synthetic, tmp_path):
-    result = export_and_verify(teacher, tmp_path / "m.onnx", [b.inputs for b in synthetic])
+    result = export_and_verify(teacher, tmp_path / "m.onnx", list(synthetic.inputs.split(synthetic.batch_size)))
     assert result.samples == 32 and result.top1_agreement == 100.0 and result.max_abs_error < 1e-4
 
 
 def test_realistic_inputs_catch_an_export_divergence_that_noise_hides(tmp_path):
     model = AutoRangeNet().eval()
-    noise = [b.inputs for b in get_source("gaussian", model.net, SHAPE, clip=False, device="cpu").synthetic_set(32, 16)]
+    noise = [b.inputs for b in get_source("gaussian", model.net, SHAPE, clip=False, device="cpu").synthetic_set(32, 16).batches()]
     export_onnx(model, noise[0][:1], tmp_path / "m.onnx")  # exported with noise, as many scripts do
     assert verify_onnx(model, tmp_path / "m.onnx", noise).failures(1e-4, 1e-3, 100.0) == []  # noise: looks fine
 
-    realistic = [b.inputs for b in get_source("fastdfkd", model.net, SHAPE, **FAST).synthetic_set(32, 16)]
+    realistic = [b.inputs for b in get_source("fastdfkd", model.net, SHAPE, **FAST).synthetic_set(32, 16).batches()]
     assert verify_onnx(model, tmp_path / "m.onnx", realistic).failures(1e-4, 1e-3, 100.0)  # images: diverges
     with pytest.raises(FastDFKDError, match="does not match torch"):
         export_and_verify(model, tmp_path / "n.onnx", noise[:1] + realistic)
@@ -183,8 +205,8 @@ def test_npz_keyed_by_input_name_round_trips(synthetic, tmp_path):
 
 
 def test_onnx_test_data_folders_round_trip(teacher, synthetic, tmp_path):
-    batches = [{"input": b.inputs.numpy()} for b in synthetic]
-    outputs = [{"logits": teacher(b.inputs).detach().numpy()} for b in synthetic]
+    batches = [{"input": b.inputs.numpy()} for b in synthetic.batches()]
+    outputs = [{"logits": teacher(b.inputs).detach().numpy()} for b in synthetic.batches()]
     save_onnx_test_data(tmp_path / "data", batches, outputs)
     assert (tmp_path / "data" / "test_data_set_3" / "input_0.pb").exists()
     loaded = load_onnx_test_data(tmp_path / "data")

@@ -90,10 +90,11 @@ class FixedBatchNet(nn.Module):
         return self.net(x.reshape(16, *SHAPE))
 
 
-def test_a_model_that_fixes_its_batch_size_needs_whole_batches():
-    with pytest.raises(FastDFKDError, match=r"fixed the model's batch size at 16.*\[8, 16\].*multiple of batch_size 16"):
-        quantize_pt2e_datafree(FixedBatchNet(), torch.rand(40, *SHAPE), batch_size=16)
-    assert quantize_pt2e_datafree(FixedBatchNet(), torch.rand(32, *SHAPE), batch_size=16)(torch.rand(16, *SHAPE)).shape == (16, 10)
+def test_a_model_that_fixes_its_batch_size_is_calibrated_in_whole_batches_of_it():
+    quantized = quantize_pt2e_datafree(FixedBatchNet(), torch.rand(40, *SHAPE), batch_size=16)  # the last 8 are left out
+    assert quantized(torch.rand(16, *SHAPE)).shape == (16, 10)
+    with pytest.raises(FastDFKDError, match=r"takes batches of exactly 16 inputs, but only 12 were given; give at least 16"):
+        calibration_data(torch.rand(12, *SHAPE)).forward_loop(torch.export.export(FixedBatchNet().eval(), (torch.rand(16, *SHAPE),)).module())
 
 
 @pytest.mark.parametrize("data, options", [(torch.zeros(0, *SHAPE), {}), (torch.zeros(4, *SHAPE), {"num_samples": 0})])

@@ -27,6 +27,20 @@ def test_sources_lists_every_source_with_its_plugin(capsys):
     assert "fastdfkd_plugin.sources.noise" in out
 
 
+def data_labels_are_the_teachers(path) -> bool:
+    with np.load(path) as data:
+        logits = make_teacher()(torch.from_numpy(data["inputs"])).argmax(1).numpy()
+        return bool((data["labels"] == logits).all()) and data["targets"].shape == data["labels"].shape
+
+
+def test_no_flip_reaches_the_source(capsys, tmp_path):
+    code, _, err = run(capsys, "synthesize", "--model", TINY, "--input-shape", "3,32,32", "--num-samples", "8",
+                       "--no-flip", "--out", str(tmp_path / "s.npz"), *FAST_ARGS)
+    assert code == 0, err
+    with np.load(tmp_path / "s.npz") as data:
+        assert json.loads(str(data["metadata"]))["settings"]["flip"] is False
+
+
 def test_synthesize_writes_inputs_labels_metadata_and_preview(capsys, tmp_path):
     out, preview = tmp_path / "set.npz", tmp_path / "grid.png"
     code, stdout, err = run(capsys, "synthesize", "--model", TINY, "--input-shape", "3,32,32",
@@ -42,6 +56,8 @@ def test_synthesize_writes_inputs_labels_metadata_and_preview(capsys, tmp_path):
 
     assert metadata["source"] == "fastdfkd" and metadata["seed"] == 3
     assert metadata["settings"]["steps"] == 2 and metadata["settings"]["warmup_tasks"] == 1
+    assert metadata["settings"]["flip"] is True
+    assert data_labels_are_the_teachers(out)
     assert metadata["teacher_fingerprint"] == fingerprint(make_teacher())
     assert metadata["package_version"] and metadata["seconds"] > 0
     assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

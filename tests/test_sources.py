@@ -33,15 +33,15 @@ def test_same_seed_gives_a_bit_identical_set(name, teacher):
 
 @pytest.mark.parametrize("name", sorted(OPTIONS))
 def test_set_is_normalised_in_range_balanced_and_replayable(name, teacher):
-    synthetic = make(name, teacher, with_logits=True).synthetic_set(40, batch_size=16)
+    synthetic = make(name, teacher).synthetic_set(40, batch_size=16)
     assert synthetic.inputs.shape == (40, *SHAPE) and synthetic.inputs.dtype == torch.float32
-    assert synthetic.labels.dtype == torch.int64
-    assert torch.bincount(synthetic.labels, minlength=10).tolist() == [4] * 10
+    assert synthetic.targets.dtype == torch.int64
+    assert torch.bincount(synthetic.targets, minlength=10).tolist() == [4] * 10
     pixels = synthetic.inputs * torch.tensor(STD).view(1, 3, 1, 1) + torch.tensor(MEAN).view(1, 3, 1, 1)
     assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5  # inside the valid pixel range
     assert torch.allclose(synthetic.logits, teacher(synthetic.inputs), atol=1e-5)
-    assert len(synthetic) == 3
-    first_pass, second_pass = list(synthetic), list(synthetic)
+    assert torch.equal(synthetic.labels, synthetic.logits.argmax(1))  # a sample's label is the teacher's class
+    first_pass, second_pass = list(synthetic.batches()), list(synthetic.batches())
     assert [len(b.labels) for b in first_pass] == [16, 16, 8]
     assert all(torch.equal(a.inputs, b.inputs) for a, b in zip(first_pass, second_pass))
 

@@ -51,6 +51,16 @@ def test_crop_flip_without_padding_is_identity_or_mirror():
         assert torch.equal(augmented, original) or torch.equal(augmented, original.flip(-1))
 
 
+def test_crop_flip_without_flip_never_mirrors_and_draws_the_same_shifts():
+    images = torch.rand(16, 3, 8, 8)
+    assert torch.equal(crop_flip(images, torch.Generator().manual_seed(1), padding=0, flip=False), images)
+    shifted = crop_flip(images, torch.Generator().manual_seed(2), padding=2, flip=False)
+    mirrored = crop_flip(images, torch.Generator().manual_seed(2), padding=2)
+    same = [torch.equal(plain, other) for plain, other in zip(shifted, mirrored)]
+    assert all(equal or torch.equal(plain.flip(-1), other) for equal, plain, other in zip(same, shifted, mirrored))
+    assert 0 < sum(same) < len(same)  # the same shifts; flip=True mirrors some of the images
+
+
 # -- loss terms ---------------------------------------------------------------------------
 
 def run_tasks(teacher, weights, labels, student=None, bn_momentum=0.9, tasks=2, adversarial=True):

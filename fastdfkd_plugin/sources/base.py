@@ -13,16 +13,17 @@ defaults, so callers never probe for attributes.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
 import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, NamedTuple, Sequence
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .. import __version__
@@ -39,9 +40,14 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 
 
-@dataclass
-class Batch:
-    """One batch: normalised inputs, the labels they were synthesised for, optional teacher logits."""
+class Batch(NamedTuple):
+    """One batch, which unpacks like a loader's: ``inputs, labels, logits = batch``.
+
+    From :meth:`DataSource.next_batch`, ``labels`` are the classes the inputs were
+    synthesised for and ``logits`` the teacher's (``None`` unless the source was built
+    ``with_logits=True``); from :meth:`SyntheticSet.batches`, ``labels`` are the teacher's
+    own classes and ``logits`` are always there.
+    """
 
     inputs: torch.Tensor
     labels: torch.Tensor
@@ -173,17 +179,24 @@ class DataSource(ABC):
             yield self.next_batch(batch_size)
 
     def synthetic_set(self, num_samples: int, batch_size: int = 64) -> "SyntheticSet":
-        """A finite set, materialised once: iterating it replays the same batches every time."""
+        """A finite set, materialised once: a ``Dataset`` of ``(input, label)`` pairs that replays the same samples.
+
+        ``batch_size`` is the synthesis batch (and the default of :meth:`SyntheticSet.batches`).
+        The teacher's logits are always attached: its top-1 class is each sample's label.
+        """
         _check_positive("num_samples", num_samples)
         _check_positive("batch_size", batch_size)
         check_fits(self.set_bytes(num_samples), self.device, f"a set of {num_samples} {self.input_shape} inputs",
                    "lower num_samples (for ONNX Runtime, quantize-onnx streams large sets to disk)")
         started = time.perf_counter()
-        batches = []
+        inputs, targets, logits = [], [], []
         with tqdm(total=num_samples, desc=f"{self.name} synthesis", unit="img", disable=None if self.progress else True) as bar:
             for start in range(0, num_samples, batch_size):
-                batches.append(self.next_batch(min(batch_size, num_samples - start)))
-                bar.update(len(batches[-1].labels))
+                batch = self.next_batch(min(batch_size, num_samples - start))
+                inputs.append(batch.inputs)
+                targets.append(batch.labels)
+                logits.append(batch.logits if batch.logits is not None else self.teacher.predict(batch.inputs))
+                bar.update(len(batch.labels))
         seconds = time.perf_counter() - started
         metadata = {
             "source": self.name,
@@ -199,23 +212,18 @@ class DataSource(ABC):
             "seconds": round(seconds, 3),
             "images_per_second": round(num_samples / seconds, 3) if seconds > 0 else None,
         }
-        return SyntheticSet(
-            inputs=torch.cat([b.inputs for b in batches]),
-            labels=torch.cat([b.labels for b in batches]),
-            logits=torch.cat([b.logits for b in batches]) if self.with_logits else None,
-            batch_size=batch_size,
-            metadata=metadata,
-        )
+        return SyntheticSet(torch.cat(inputs), torch.cat(targets), torch.cat(logits), batch_size, metadata)
 
     def set_bytes(self, num_samples: int) -> int:
-        """Memory (or disk) a set of ``num_samples`` takes: float32 inputs, int64 labels, logits if attached."""
-        per_sample = 4 * math.prod(self.input_shape) + 8 + (4 * self.teacher.info.num_classes if self.with_logits else 0)
+        """Memory (or disk) a set of ``num_samples`` takes: float32 inputs and logits, int64 labels and targets."""
+        per_sample = 4 * math.prod(self.input_shape) + 16 + 4 * self.teacher.info.num_classes
         return num_samples * per_sample
 
     # -- helpers ------------------------------------------------------------------------
-    def inversion_objective(self, weights: LossWeights | None, bn_momentum: float) -> InversionObjective:
-        """The BN + CE (+ adversarial) loss on crop+flipped batches, for sources that invert the teacher."""
-        return InversionObjective(self.teacher, self.rng, weights, bn_momentum, crop_flip, self.autocast_dtype)
+    def inversion_objective(self, weights: LossWeights | None, bn_momentum: float, flip: bool = True) -> InversionObjective:
+        """The BN + CE (+ adversarial) loss on cropped (and, with ``flip``, mirrored) batches, for sources that invert the teacher."""
+        augment = functools.partial(crop_flip, flip=flip)
+        return InversionObjective(self.teacher, self.rng, weights, bn_momentum, augment, self.autocast_dtype)
 
     def balanced_labels(self, batch_size: int, offset: int) -> torch.Tensor:
         """Labels ``offset, offset+1, …`` modulo the class count, shuffled: balanced across batches."""
@@ -224,29 +232,40 @@ class DataSource(ABC):
         return labels[order]
 
 
-@dataclass
-class SyntheticSet:
-    """A materialised set of synthetic inputs; iterating yields the same batches each time."""
+class SyntheticSet(Dataset):
+    """A materialised synthetic set: a map-style ``Dataset`` of ``(input, label)`` samples.
 
-    inputs: torch.Tensor
-    labels: torch.Tensor
-    logits: torch.Tensor | None
-    batch_size: int
-    metadata: dict[str, Any]
+    ``label`` is the teacher's top-1 class on the input (what a training loop should
+    fit); ``targets`` keeps the class each input was synthesised for and ``logits`` the
+    teacher's logits. ``len()`` counts samples, so it works with ``DataLoader(set,
+    batch_size=..., shuffle=...)`` and any sampler; :meth:`batches` replays the set in
+    its synthesis order as :class:`Batch` tuples.
+    """
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, logits: torch.Tensor, batch_size: int,
+                 metadata: dict[str, Any]) -> None:
+        self.inputs, self.targets, self.logits = inputs, targets, logits
+        self.labels = logits.argmax(1)
+        self.batch_size, self.metadata = batch_size, metadata
 
     def __len__(self) -> int:
-        """Number of batches."""
-        return -(-len(self.labels) // self.batch_size)
+        """Number of samples."""
+        return len(self.inputs)
 
-    def __iter__(self) -> Iterator[Batch]:
-        for start in range(0, len(self.labels), self.batch_size):
-            end = start + self.batch_size
-            logits = self.logits[start:end] if self.logits is not None else None
-            yield Batch(self.inputs[start:end], self.labels[start:end], logits)
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs[index], self.labels[index]
+
+    def batches(self, batch_size: int | None = None) -> Iterator[Batch]:
+        """The set in order, ``batch_size`` samples at a time (default: the synthesis batch size)."""
+        size = batch_size or self.batch_size
+        _check_positive("batch_size", size)
+        for start in range(0, len(self), size):
+            end = start + size
+            yield Batch(self.inputs[start:end], self.labels[start:end], self.logits[start:end])
 
     def save(self, path: str) -> None:
-        """Write ``inputs``, ``labels`` and ``metadata`` to ``path`` (.npz), atomically."""
-        save_npz(path, self.inputs.cpu().numpy(), self.labels.cpu().numpy(), self.metadata)
+        """Write ``inputs``, ``labels`` (the teacher's classes), ``targets`` and ``metadata`` to ``path`` (.npz), atomically."""
+        save_npz(path, self.inputs.cpu().numpy(), self.labels.cpu().numpy(), self.metadata, targets=self.targets.cpu().numpy())
 
 
 def _check_positive(name: str, value: int) -> None:

@@ -33,13 +33,14 @@ class DeepInversionSource(DataSource):
         lr: float = 0.1,
         loss_weights: LossWeights | None = None,
         bn_momentum: float = 0.0,
+        flip: bool = True,
         **common: Any,
     ) -> None:
         super().__init__(teacher, input_shape, **common)
         if steps < 1:
             raise FastDFKDError(f"steps must be ≥ 1, got {steps}")
-        self.steps, self.lr, self.bn_momentum = steps, lr, bn_momentum
-        self.objective = self.inversion_objective(loss_weights, bn_momentum)
+        self.steps, self.lr, self.bn_momentum, self.flip = steps, lr, bn_momentum, flip
+        self.objective = self.inversion_objective(loss_weights, bn_momentum, flip)
 
     def synthesize_pixels(self, labels: torch.Tensor) -> torch.Tensor:
         shape = (len(labels), *self.input_shape)
@@ -67,7 +68,7 @@ class DeepInversionSource(DataSource):
     def settings(self) -> dict[str, Any]:
         w = self.objective.weights
         return {"steps": self.steps, "lr": self.lr, "bn_momentum": self.bn_momentum,
-                "loss_weights": {"bn": w.bn, "oh": w.oh, "adv": w.adv}}
+                "loss_weights": {"bn": w.bn, "oh": w.oh, "adv": w.adv}, "flip": self.flip}
 
 
 @hookimpl

@@ -56,6 +56,7 @@ class FastDFKDSource(DataSource):
         loss_weights: LossWeights | None = None,
         bn_momentum: float = 0.9,
         warmup_batch_size: int = 64,
+        flip: bool = True,
         state_path: str | Path | None = None,
         cache: bool = True,
         **common: Any,
@@ -64,9 +65,9 @@ class FastDFKDSource(DataSource):
         if steps < 1 or warmup_tasks < 0:
             raise FastDFKDError(f"steps must be ≥ 1 and warmup_tasks ≥ 0, got steps={steps}, warmup_tasks={warmup_tasks}")
         self.warmup_tasks, self.warmup_batch_size = warmup_tasks, warmup_batch_size
-        self.bn_momentum = bn_momentum
+        self.bn_momentum, self.flip = bn_momentum, flip
         self.cache = cache
-        self.objective = self.inversion_objective(loss_weights, bn_momentum)
+        self.objective = self.inversion_objective(loss_weights, bn_momentum, flip)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed)
             generator = Generator(self.input_shape, latent_dim).to(self.device)
@@ -163,7 +164,7 @@ class FastDFKDSource(DataSource):
             "warmup_tasks": self.warmup_tasks, "warmup_batch_size": self.warmup_batch_size,
             "warmup_seconds": round(self.warmup_seconds, 3),
             "bn_momentum": self.bn_momentum, "loss_weights": {"bn": w.bn, "oh": w.oh, "adv": w.adv},
-            "latent_dim": s.generator.latent_dim,
+            "latent_dim": s.generator.latent_dim, "flip": self.flip,
         }
 
     # -- reuse of a warm meta-generator -----------------------------------------------

@@ -2,7 +2,9 @@
 
 Gradients flow through the augmentation into the generator, so the synthesised
 images must explain the teacher's statistics under the same jitter real training
-images saw. Implemented as one batched ``grid_sample`` with integer shifts.
+images saw. Implemented as one batched ``grid_sample`` with integer shifts. A teacher
+trained without flips (digits, text: a mirrored 3 is no 3) is inverted with
+``flip=False``; the random stream is the same either way.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import torch
 import torch.nn.functional as F
 
 
-def crop_flip(images: torch.Tensor, rng: torch.Generator, padding: int | None = None) -> torch.Tensor:
-    """Shift each image by up to ``padding`` pixels (zeros fill in) and flip half of them."""
+def crop_flip(images: torch.Tensor, rng: torch.Generator, padding: int | None = None, flip: bool = True) -> torch.Tensor:
+    """Shift each image by up to ``padding`` pixels (zeros fill in) and, with ``flip``, mirror half of them."""
     n, _, height, width = images.shape
     padding = max(1, height // 8) if padding is None else padding
     device = images.device
     shifts = torch.randint(-padding, padding + 1, (n, 2), generator=rng, device=rng.device).to(device, images.dtype)
     flips = torch.randint(0, 2, (n,), generator=rng, device=rng.device).to(device, images.dtype) * 2 - 1
+    if not flip:
+        flips = torch.ones_like(flips)
     theta = torch.zeros(n, 2, 3, device=device, dtype=images.dtype)
     theta[:, 0, 0] = flips
     theta[:, 1, 1] = 1
