@@ -43,9 +43,10 @@ def seconds_per_call(fn, device: torch.device, repeats: int = 3) -> float:
     return (time.perf_counter() - started) / repeats
 
 
-def floor_seconds_per_image(teacher: torch.nn.Module, batch_size: int, device: torch.device) -> float:
+def floor_seconds_per_image(teacher: torch.nn.Module, batch_size: int, device: torch.device,
+                            input_shape: tuple[int, int, int] = INPUT_SHAPE) -> float:
     """One teacher forward+backward (gradient to the inputs only), per image."""
-    x = torch.randn(batch_size, *INPUT_SHAPE, device=device)
+    x = torch.randn(batch_size, *input_shape, device=device)
 
     def step() -> None:
         inputs = x.clone().requires_grad_()
