@@ -24,8 +24,7 @@ import torch
 from torch import nn
 
 from .distillation import KDBatches, kd_loss
-from .errors import FastDFKDError
-from .sources.base import DataSource
+from .sources.base import DataSource, check_positive
 from .teacher import OutputTransform
 
 __all__ = ["KDLoader", "kd_loader", "kd_loss"]
@@ -43,10 +42,9 @@ class KDLoader:
                  student_output_transform: OutputTransform | None, seed: int) -> None:
         for name, value in (("batch_size", batch_size), ("steps_per_batch", steps_per_batch), ("bank_size", bank_size),
                             ("synthesis_batch_size", synthesis_batch_size)):
-            if not isinstance(value, int) or value <= 0:
-                raise FastDFKDError(f"{name} must be a positive integer, got {value!r}")
-        if steps is not None and (not isinstance(steps, int) or steps <= 0):
-            raise FastDFKDError(f"steps must be a positive integer or None (endless), got {steps!r}")
+            check_positive(name, value)
+        if steps is not None:
+            check_positive("steps (or None: endless)", steps)
         self.source, self.steps, self.steps_per_batch = source, steps, steps_per_batch
         self.student, self.student_output_transform = student, student_output_transform
         rng = torch.Generator(device=source.device).manual_seed(seed)
@@ -62,13 +60,12 @@ class KDLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         self.source.set_student(self.student, self.student_output_transform)
         try:
-            for _ in range(self.steps) if self.steps is not None else itertools.count():
-                if self.drawn % self.steps_per_batch == 0:
-                    self.data.refill()
-                self.drawn += 1
-                with self.source.teacher.frozen():
-                    batch = self.data.draw()
-                yield batch
+            with self.source.teacher.frozen():  # once per pass, as the Distiller does, not once per batch
+                for _ in range(self.steps) if self.steps is not None else itertools.count():
+                    if self.drawn % self.steps_per_batch == 0:
+                        self.data.refill()
+                    self.drawn += 1
+                    yield self.data.draw()
         finally:
             self.source.set_student(None)
 

@@ -76,7 +76,7 @@ def test_an_endless_kd_loader_has_no_length_and_bad_settings_are_refused(teacher
         len(kd_loader(source))
     with pytest.raises(FastDFKDError, match="batch_size must be a positive integer"):
         kd_loader(source, batch_size=0)
-    with pytest.raises(FastDFKDError, match="steps must be a positive integer or None"):
+    with pytest.raises(FastDFKDError, match=r"steps \(or None: endless\) must be a positive integer"):
         kd_loader(source, steps=0)
 
 

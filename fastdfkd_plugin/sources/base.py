@@ -151,7 +151,7 @@ class DataSource(ABC):
     # -- the public API ---------------------------------------------------------------
     def next_batch(self, batch_size: int) -> Batch:
         """Synthesise one batch of ``batch_size`` normalised inputs with class-balanced labels."""
-        _check_positive("batch_size", batch_size)
+        check_positive("batch_size", batch_size)
         labels = self.balanced_labels(batch_size, self._labels_drawn)
         self._labels_drawn += batch_size
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -174,7 +174,7 @@ class DataSource(ABC):
 
     def stream(self, batch_size: int) -> Iterator[Batch]:
         """An endless stream of fresh batches (for distillation)."""
-        _check_positive("batch_size", batch_size)
+        check_positive("batch_size", batch_size)
         while True:
             yield self.next_batch(batch_size)
 
@@ -184,8 +184,8 @@ class DataSource(ABC):
         ``batch_size`` is the synthesis batch (and the default of :meth:`SyntheticSet.batches`).
         The teacher's logits are always attached: its top-1 class is each sample's label.
         """
-        _check_positive("num_samples", num_samples)
-        _check_positive("batch_size", batch_size)
+        check_positive("num_samples", num_samples)
+        check_positive("batch_size", batch_size)
         check_fits(self.set_bytes(num_samples), self.device, f"a set of {num_samples} {self.input_shape} inputs",
                    "lower num_samples (for ONNX Runtime, quantize-onnx streams large sets to disk)")
         started = time.perf_counter()
@@ -258,7 +258,7 @@ class SyntheticSet(Dataset):
     def batches(self, batch_size: int | None = None) -> Iterator[Batch]:
         """The set in order, ``batch_size`` samples at a time (default: the synthesis batch size)."""
         size = batch_size or self.batch_size
-        _check_positive("batch_size", size)
+        check_positive("batch_size", size)
         for start in range(0, len(self), size):
             end = start + size
             yield Batch(self.inputs[start:end], self.labels[start:end], self.logits[start:end])
@@ -268,6 +268,7 @@ class SyntheticSet(Dataset):
         save_npz(path, self.inputs.cpu().numpy(), self.labels.cpu().numpy(), self.metadata, targets=self.targets.cpu().numpy())
 
 
-def _check_positive(name: str, value: int) -> None:
+def check_positive(name: str, value: int) -> None:
+    """One sentence for a size that must be a positive integer (batch sizes, sample and step counts)."""
     if not isinstance(value, int) or value <= 0:
         raise FastDFKDError(f"{name} must be a positive integer, got {value!r}")
