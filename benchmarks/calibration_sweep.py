@@ -17,15 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
+from onnxruntime.quantization import QuantType
 
 from fastdfkd_plugin import get_source
-from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, export_onnx, onnx_accuracy, quiet_root_logger
 from fastdfkd_plugin.synthesis.objective import LossWeights
 
 from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_images, load_teacher
-from .onnx_calibration import HELDOUT, METHODS
+from .onnx_calibration import HELDOUT, METHODS, prepared_onnx, quantized_accuracy
 from .report import environment, write_results
 
 VARIANTS = {
@@ -44,15 +42,8 @@ VARIANTS = {
 
 
 def w4a4_accuracy(pre: Path, inputs: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path) -> dict[str, float]:
-    scores = {}
-    for name, method in METHODS.items():
-        out = workdir / "q.onnx"
-        with quiet_root_logger():
-            quantize_static(str(pre), str(out), calibration_reader(pre, inputs, 64), quant_format=QuantFormat.QDQ,
-                            per_channel=True, weight_type=QuantType.QInt4, activation_type=QuantType.QUInt4,
-                            calibrate_method=method)
-        scores[name] = onnx_accuracy(out, eval_x, eval_y)
-    return scores
+    return {name: quantized_accuracy(pre, inputs, QuantType.QInt4, QuantType.QUInt4, method, eval_x, eval_y, workdir)
+            for name, method in METHODS.items()}
 
 
 def main() -> None:
@@ -68,10 +59,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        fp32, pre = workdir / "m.onnx", workdir / "m.pre.onnx"
-        export_onnx(teacher, torch.zeros(1, *INPUT_SHAPE), fp32)
-        with quiet_root_logger():
-            quant_pre_process(str(fp32), str(pre))
+        _, pre = prepared_onnx(teacher, workdir)
         noise = torch.randn(args.samples, *INPUT_SHAPE, generator=torch.Generator().manual_seed(args.seed)).numpy()
         for name, inputs in (("real train_10k (reference)", real_x), ("gaussian (floor)", noise)):
             rows.append({"variant": name, "seconds": 0.0, **w4a4_accuracy(pre, inputs, eval_x, eval_y, workdir)})

@@ -63,24 +63,38 @@ def calibration_sets(teacher, args) -> dict[str, tuple[np.ndarray, float]]:
     return sets
 
 
-def benchmark_teacher(name: str, args, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path) -> dict:
-    teacher = load_teacher(name, args.data_dir)
+def prepared_onnx(teacher: torch.nn.Module, workdir: Path, name: str = "model",
+                  input_shape: tuple[int, int, int] = INPUT_SHAPE) -> tuple[Path, Path]:
+    """The teacher exported to ONNX, and that graph pre-processed for ONNX Runtime's quantizer."""
     fp32, pre = workdir / f"{name}.onnx", workdir / f"{name}.pre.onnx"
-    export_onnx(teacher, torch.zeros(1, *INPUT_SHAPE), fp32)
+    export_onnx(teacher, torch.zeros(1, *input_shape), fp32)
     with quiet_root_logger():
         quant_pre_process(str(fp32), str(pre))
+    return fp32, pre
+
+
+def quantized_accuracy(pre: Path, inputs: np.ndarray, weight_type: QuantType, activation_type: QuantType,
+                       method: CalibrationMethod, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path,
+                       batch_size: int = 64) -> float:
+    """Accuracy (%) of the QDQ model (per-channel weights) calibrated on ``inputs``."""
+    out = workdir / "quantized.onnx"
+    with quiet_root_logger():
+        quantize_static(str(pre), str(out), calibration_reader(pre, inputs, batch_size), quant_format=QuantFormat.QDQ,
+                        per_channel=True, weight_type=weight_type, activation_type=activation_type, calibrate_method=method)
+    return onnx_accuracy(out, eval_x, eval_y)
+
+
+def benchmark_teacher(name: str, args, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path) -> dict:
+    teacher = load_teacher(name, args.data_dir)
+    fp32, pre = prepared_onnx(teacher, workdir, name)
     result = {"teacher": name, "fp32": onnx_accuracy(fp32, eval_x, eval_y), "rows": []}
     print(f"{name}: FP32 {result['fp32']:.2f}", flush=True)
     for source, (inputs, seconds) in calibration_sets(teacher, args).items():
         row = {"source": source, "synthesis_seconds": seconds, "accuracy": {}}
         for config, (wtype, atype) in CONFIGS.items():
             for method_name, method in METHODS.items():
-                out = workdir / f"{name}-q.onnx"
-                with quiet_root_logger():
-                    quantize_static(str(pre), str(out), calibration_reader(pre, inputs, args.batch_size),
-                                    quant_format=QuantFormat.QDQ, per_channel=True, weight_type=wtype,
-                                    activation_type=atype, calibrate_method=method)
-                row["accuracy"][f"{config} {method_name}"] = onnx_accuracy(out, eval_x, eval_y)
+                row["accuracy"][f"{config} {method_name}"] = quantized_accuracy(pre, inputs, wtype, atype, method, eval_x,
+                                                                                eval_y, workdir, args.batch_size)
         print(f"  {source}: " + ", ".join(f"{k} {v:.1f}" for k, v in row["accuracy"].items()), flush=True)
         result["rows"].append(row)
     return result

@@ -1,13 +1,15 @@
-"""What a fastdfkd batch costs at 96–224 px, against the teacher-bound floor (speed only).
+"""What a fastdfkd batch costs at 32–224 px, against the teacher-bound floor (speed only).
 
-    python -m benchmarks.resolution [--teachers mobilenet_v1_025_96,mobilenet_v2_224,resnet18_224] [--ks 5] [--device cuda]
+    python -m benchmarks.resolution [--teachers resnet20,resnet56,mobilenet_v1_025_96,mobilenet_v2_224,resnet18_224]
+                                    [--ks 2,5,10] [--generators compact,paper] [--device cuda]
 
-Teachers from :mod:`benchmarks.edge_models` (random weights with BatchNorm statistics:
-cost does not depend on what the weights learned). For each teacher and k, in a fresh
-process (so peak memory is that configuration's own): the floor (one teacher
+Teachers: the real CIFAR-10 ResNets, and the architectures of :mod:`benchmarks.edge_models`
+(random weights with BatchNorm statistics: cost does not depend on what the weights
+learned). For each teacher, k and generator, in a fresh process (so peak memory is
+that configuration's own): the floor (one teacher
 forward+backward per image), seconds per warm task of ``--batch-size`` images, × floor
 (the limit of a k-step synthesizer is k × floor), the generator's share of a task, one
-warm-up task timed, and peak memory (resident set on CPU, allocated on CUDA). A 512-image
+warm-up task (of the default warm-up batch size) timed, and peak memory (resident set on CPU, allocated on CUDA). A 512-image
 set costs 512 / batch tasks when warm and ``warmup_tasks`` more from cold; both are
 derived from the timed tasks.
 """
@@ -15,6 +17,8 @@ derived from the timed tasks.
 from __future__ import annotations
 
 import argparse
+import inspect
+import itertools
 import json
 import math
 import resource
@@ -27,37 +31,49 @@ import torch
 
 from fastdfkd_plugin import Teacher, get_source
 from fastdfkd_plugin.devices import resolve_device
+from fastdfkd_plugin.sources.fastdfkd import FastDFKDSource
 
-from .cifar import benchmark_parser
+from .cifar import INPUT_SHAPE, MEAN, STD, TEACHER_FILES, benchmark_parser, load_teacher
 from .edge_models import EDGE_TEACHERS, with_batchnorm_statistics
 from .report import environment, write_results
 from .synthesis import floor_seconds_per_image, generator_seconds_per_task, seconds_per_call
 
-WARMUP_TASKS = 20  # the fastdfkd default, for the cold estimate
+DEFAULTS = inspect.signature(FastDFKDSource).parameters
+WARMUP_TASKS, WARMUP_BATCH = DEFAULTS["warmup_tasks"].default, DEFAULTS["warmup_batch_size"].default  # for the cold estimate
 SET_SIZE = 512
 
 
-def measure(name: str, k: int, batch_size: int, device_name: str) -> dict:
-    """One teacher at one k, in this process."""
-    device = resolve_device(device_name)
+def benchmark_teacher(name: str, device: torch.device) -> Teacher:
+    """A CIFAR ResNet from ../shared/data (real weights), or an edge architecture with random weights and BN statistics."""
+    if name in TEACHER_FILES:
+        return Teacher(load_teacher(name), INPUT_SHAPE, mean=MEAN, std=STD, device=device)
     make, shape = EDGE_TEACHERS[name]
     torch.manual_seed(0)
-    teacher = Teacher(with_batchnorm_statistics(make(), shape), shape, device=device)
+    return Teacher(with_batchnorm_statistics(make(), shape), shape, device=device)
+
+
+def measure(name: str, k: int, generator: str, batch_size: int, device_name: str, bf16: bool = False) -> dict:
+    """One teacher at one k with one generator, in this process (``bf16``: autocast for teacher and generator)."""
+    device = resolve_device(device_name)
+    teacher = benchmark_teacher(name, device)
+    shape = teacher.input_shape
     floor = floor_seconds_per_image(teacher.model, batch_size, device, shape)
-    source = get_source("fastdfkd", teacher, steps=k, warmup_tasks=1, warmup_batch_size=batch_size, cache=False)
+    source = get_source("fastdfkd", teacher, steps=k, generator=generator, warmup_tasks=1, warmup_batch_size=WARMUP_BATCH,
+                        cache=False, autocast_dtype=torch.bfloat16 if bf16 else None)
     started = time.perf_counter()
     source.warm_up()
     warmup_task = time.perf_counter() - started
     task = seconds_per_call(lambda: source.next_batch(batch_size), device, repeats=2)
-    generator = generator_seconds_per_task(source, batch_size, tasks=1)
+    generator_seconds = generator_seconds_per_task(source, batch_size, tasks=1)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     tasks = math.ceil(SET_SIZE / batch_size)
-    return {"teacher": name, "input_shape": list(shape), "k": k, "batch_size": batch_size,
+    return {"teacher": name, "input_shape": list(shape), "k": k, "generator": generator, "bf16": bf16,
+            "generator_channels": source.synthesizer.generator.channels, "batch_size": batch_size,
             "floor_ms_per_image": 1e3 * floor, "task_seconds": task, "warmup_task_seconds": warmup_task,
-            "times_floor": task / batch_size / floor, "generator_share": generator / task,
+            "times_floor": task / batch_size / floor, "generator_share": generator_seconds / task,
             "images_per_second_warm": batch_size / task,
             "set_512_seconds_warm": tasks * task, "set_512_seconds_cold": tasks * task + WARMUP_TASKS * warmup_task,
             "peak_memory_gib": peak / 2**30, "peak_memory_kind": "allocated (CUDA)" if device.type == "cuda" else "resident (CPU)"}
@@ -65,12 +81,14 @@ def measure(name: str, k: int, batch_size: int, device_name: str) -> dict:
 
 def markdown(results: dict) -> str:
     env = results["environment"]
-    lines = ["# Synthesis cost at 96–224 px (fastdfkd, today's generator)", "",
-             f"Command: `{env['command']}`  ", f"torch {env['torch']}, {env['threads']} threads, CUDA: {env['cuda']}.", "",
-             "| teacher | input | k | floor ms/img | task s | images/s warm | × floor (limit k) | generator share | "
-             "512 warm s | 512 cold s | peak memory GiB |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["# Synthesis cost against the teacher-bound floor, 32–224 px (fastdfkd)", "",
+             f"Command: `{env['command']}`  ",
+             f"torch {env['torch']}, {env['threads']} threads, CUDA: {env['cuda']}, bf16 autocast: {results['bf16']}.", "",
+             "| teacher | input | k | generator | floor ms/img | task s | images/s warm | × floor (limit k) | generator share | "
+             "512 warm s | 512 cold s | peak memory GiB |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results["rows"]:
-        lines.append(f"| {r['teacher']} | {'×'.join(map(str, r['input_shape'][1:]))} | {r['k']} | {r['floor_ms_per_image']:.2f} | "
+        lines.append(f"| {r['teacher']} | {'×'.join(map(str, r['input_shape'][1:]))} | {r['k']} | "
+                     f"`{r['generator']}` {r['generator_channels']} | {r['floor_ms_per_image']:.2f} | "
                      f"{r['task_seconds']:.1f} | {r['images_per_second_warm']:.1f} | {r['times_floor']:.1f} | "
                      f"{100 * r['generator_share']:.0f} % | {r['set_512_seconds_warm']:.0f} | {r['set_512_seconds_cold']:.0f} | "
                      f"{r['peak_memory_gib']:.2f} ({r['peak_memory_kind']}) |")
@@ -79,23 +97,26 @@ def markdown(results: dict) -> str:
 
 def main() -> None:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--teachers", default=",".join(EDGE_TEACHERS))
+    parser.add_argument("--teachers", default=",".join([*TEACHER_FILES, *EDGE_TEACHERS]))
     parser.add_argument("--ks", default="2,5,10")
+    parser.add_argument("--generators", default="compact", help="comma-separated generator names (paper, compact)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--one", nargs=2, metavar=("TEACHER", "K"), help=argparse.SUPPRESS)  # the per-configuration child
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for teacher and generator (CUDA)")
+    parser.add_argument("--one", nargs=3, metavar=("TEACHER", "K", "GENERATOR"), help=argparse.SUPPRESS)  # the per-configuration child
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/resolution"))
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one[0], int(args.one[1]), args.batch_size, args.device)))
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.one[2], args.batch_size, args.device, args.bf16)))
         return
-    results = {"environment": environment(), "rows": []}
+    results = {"environment": environment(), "bf16": args.bf16, "rows": []}
     for name in args.teachers.split(","):
-        for k in (int(v) for v in args.ks.split(",")):
-            done = subprocess.run([sys.executable, "-m", "benchmarks.resolution", "--one", name, str(k), "--batch-size",
-                                   str(args.batch_size), "--device", args.device], capture_output=True, text=True, check=True)
+        for k, generator in itertools.product((int(v) for v in args.ks.split(",")), args.generators.split(",")):
+            done = subprocess.run([sys.executable, "-m", "benchmarks.resolution", "--one", name, str(k), generator, "--batch-size",
+                                   str(args.batch_size), "--device", args.device, *(["--bf16"] if args.bf16 else [])],
+                                  capture_output=True, text=True, check=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
             results["rows"].append(row)
-            print(f"{name} k={k}: {row['images_per_second_warm']:.1f} images/s warm, {row['times_floor']:.1f}× floor, "
+            print(f"{name} k={k} {generator}: {row['images_per_second_warm']:.1f} images/s warm, {row['times_floor']:.1f}× floor, "
                   f"generator {100 * row['generator_share']:.0f} %, peak {row['peak_memory_gib']:.2f} GiB", flush=True)
     write_results(args.out.with_suffix(".json"), args.out.with_suffix(".md"), results, markdown(results))
     print(markdown(results))

@@ -49,7 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-free", action="store_true", help="calibrate on synthetic images instead of real ones")
     parser.add_argument("--num-samples", type=int, default=512)
-    parser.add_argument("--warmup-tasks", type=int, default=20, help="the synthesizer's warm-up (fewer: faster, rougher)")
+    parser.add_argument("--warmup-tasks", type=int, default=40, help="the synthesizer's warm-up (fewer: faster, rougher)")
     parser.add_argument("--out-dir", type=Path, default=Path("ort-example"))
     args = parser.parse_args()
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--kd-steps", type=int, default=100, help="data-free: synthetic batches per epoch")
-    parser.add_argument("--warmup-tasks", type=int, default=20, help="the synthesizer's warm-up (fewer: faster, rougher)")
+    parser.add_argument("--warmup-tasks", type=int, default=40, help="the synthesizer's warm-up (fewer: faster, rougher)")
     args = parser.parse_args()
 
     torch.manual_seed(0)

@@ -48,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-free", action="store_true", help="calibrate on synthetic images instead of real ones")
     parser.add_argument("--num-samples", type=int, default=500)
-    parser.add_argument("--warmup-tasks", type=int, default=20, help="the synthesizer's warm-up (fewer: faster, rougher)")
+    parser.add_argument("--warmup-tasks", type=int, default=40, help="the synthesizer's warm-up (fewer: faster, rougher)")
     args = parser.parse_args()
 
     torch.manual_seed(0)

@@ -2,8 +2,9 @@
 
 A plugin is any module or object with functions marked ``@hookimpl``; third-party
 packages expose one through the ``fastdfkd`` entry-point group (see docs/plugins.md).
-Sources come from :func:`fastdfkd_register_sources`; toolkit adapters add their
-commands through :func:`fastdfkd_register_commands`.
+Sources come from :func:`fastdfkd_register_sources`, the ``fastdfkd`` source's
+generator architectures from :func:`fastdfkd_register_generators`; toolkit adapters
+add their commands through :func:`fastdfkd_register_commands`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from .sources.base import DataSource
+    from .synthesis.generator import GeneratorFactory
 
 PROJECT = "fastdfkd"
 ENTRY_POINT_GROUP = "fastdfkd"
@@ -30,6 +32,17 @@ def fastdfkd_register_sources(register: Callable[[type[DataSource]], None]) -> N
     The class's ``name`` attribute is what users select (``--source NAME``); names must
     be unique across all installed plugins. The first line of its docstring is the
     description ``fastdfkd sources`` prints.
+    """
+
+
+@hookspec
+def fastdfkd_register_generators(register: Callable[[str, GeneratorFactory], None]) -> None:
+    """Register generator architectures for the ``fastdfkd`` source: ``register(name, factory)``.
+
+    ``factory(input_shape, teacher_macs, latent_dim)`` returns a module with a
+    ``latent_dim`` attribute that maps N×latent_dim latents to N×C×H×W pixels in [0, 1];
+    ``teacher_macs`` (the teacher's multiply-adds per image) lets it size itself. Users
+    select it with ``generator=NAME`` (``--generator NAME``); names must be unique.
     """
 
 

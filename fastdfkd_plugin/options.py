@@ -120,7 +120,9 @@ def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int |
     parser.add_argument("--source", default="fastdfkd", help="data source name (see `fastdfkd sources`; default fastdfkd)")
     parser.add_argument("--synthesis-steps", "--steps", dest="steps", type=positive,
                         help="optimisation steps per synthetic batch (fastdfkd's k, default 5; deepinversion default 2000)")
-    parser.add_argument("--warmup-tasks", type=int, help="fastdfkd meta-learning tasks before the first batch (default 20)")
+    parser.add_argument("--warmup-tasks", type=int, help="fastdfkd meta-learning tasks before the first batch (default 40)")
+    parser.add_argument("--generator", help="fastdfkd generator architecture: compact (default, sized to the teacher) or "
+                                            "paper (the paper's CIFAR network), or one a plugin registers")
     parser.add_argument("--generator-state", help="load a warm fastdfkd generator state saved for this teacher (skips the warm-up)")
     parser.add_argument("--no-cache", action="store_true",
                         help="neither use nor fill the cache of warm fastdfkd generators ($FASTDFKD_CACHE_DIR, default ~/.cache/fastdfkd)")
@@ -132,13 +134,14 @@ def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int |
         parser.add_argument("--num-samples", type=positive, required=default_samples is None, default=default_samples)
     parser.add_argument("--batch-size", type=positive, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for teacher forwards (mainly for CUDA)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the teacher and generator forwards (mainly for CUDA)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
 
 
 def source_options(args: argparse.Namespace) -> dict[str, Any]:
     """The source-specific options the user gave (unset ones keep each source's defaults)."""
-    given = (("steps", args.steps), ("warmup_tasks", args.warmup_tasks), ("state_path", args.generator_state),
+    given = (("steps", args.steps), ("warmup_tasks", args.warmup_tasks), ("generator", args.generator),
+             ("state_path", args.generator_state),
              ("cache", False if args.no_cache else None), ("flip", False if args.no_flip else None))
     return {key: value for key, value in given if value is not None}
 

@@ -21,10 +21,12 @@ from torch import nn
 from . import hookspecs
 from .errors import FastDFKDError, reason
 from .sources.base import DataSource
+from .synthesis.generator import GeneratorFactory
 from .teacher import Teacher
 
 DISABLE_AUTOLOAD_ENV = "FASTDFKD_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_PLUGINS = (
+    "fastdfkd_plugin.synthesis.generator",
     "fastdfkd_plugin.sources.fastdfkd",
     "fastdfkd_plugin.sources.deepinversion",
     "fastdfkd_plugin.sources.noise",
@@ -121,23 +123,56 @@ class SourceEntry:
         return (self.cls.__doc__ or "").strip().splitlines()[0] if self.cls.__doc__ else ""
 
 
-def source_registry() -> dict[str, SourceEntry]:
-    """Every registered source by name; refuses two plugins claiming one name."""
-    registry: dict[str, SourceEntry] = {}
-    for label, call in hook_calls("fastdfkd_register_sources"):
+def _registry(hook_name: str, kind: str, entry: Callable[..., tuple[str, Any]]) -> dict[str, tuple[Any, str]]:
+    """name → (what was registered, plugin label) from every plugin's ``hook_name``; two claims on one name are refused.
 
-        def register(cls: type[DataSource], plugin: str = label) -> None:
-            if not (isinstance(cls, type) and issubclass(cls, DataSource)) or not getattr(cls, "name", None):
-                raise FastDFKDError(f"plugin {plugin!r} registered {cls!r}, which is not a DataSource subclass with a name")
-            if cls.name in registry:
+    ``entry(plugin, *arguments)`` checks what a plugin passed to ``register`` and returns its (name, value).
+    """
+    registry: dict[str, tuple[Any, str]] = {}
+    for label, call in hook_calls(hook_name):
+
+        def register(*arguments: Any, plugin: str = label) -> None:
+            name, value = entry(plugin, *arguments)
+            if name in registry:
                 raise FastDFKDError(
-                    f"source name {cls.name!r} is registered by both {registry[cls.name].plugin!r} and {plugin!r}; "
-                    "uninstall one of them or rename its source"
+                    f"{kind} name {name!r} is registered by both {registry[name][1]!r} and {plugin!r}; "
+                    f"uninstall one of them or rename its {kind}"
                 )
-            registry[cls.name] = SourceEntry(cls.name, cls, plugin)
+            registry[name] = (value, plugin)
 
         call(register=register)
     return registry
+
+
+def _source_entry(plugin: str, cls: type[DataSource]) -> tuple[str, type[DataSource]]:
+    if not (isinstance(cls, type) and issubclass(cls, DataSource)) or not getattr(cls, "name", None):
+        raise FastDFKDError(f"plugin {plugin!r} registered {cls!r}, which is not a DataSource subclass with a name")
+    return cls.name, cls
+
+
+def source_registry() -> dict[str, SourceEntry]:
+    """Every registered source by name; refuses two plugins claiming one name."""
+    return {name: SourceEntry(name, cls, plugin)
+            for name, (cls, plugin) in _registry("fastdfkd_register_sources", "source", _source_entry).items()}
+
+
+def _generator_entry(plugin: str, name: str, factory: GeneratorFactory) -> tuple[str, GeneratorFactory]:
+    if not isinstance(name, str) or not callable(factory):
+        raise FastDFKDError(f"plugin {plugin!r} registered generator {name!r} with {factory!r}; pass a name and a callable")
+    return name, factory
+
+
+def generator_registry() -> dict[str, GeneratorFactory]:
+    """Every registered generator architecture by name (``paper``, ``compact`` and plugins')."""
+    return {name: factory for name, (factory, _) in _registry("fastdfkd_register_generators", "generator", _generator_entry).items()}
+
+
+def make_generator(name: str, input_shape: tuple[int, int, int], teacher_macs: int, latent_dim: int) -> nn.Module:
+    """The generator registered as ``name``, sized for ``input_shape`` and a teacher of ``teacher_macs`` per image."""
+    registry = generator_registry()
+    if name not in registry:
+        raise FastDFKDError(f"unknown generator {name!r}; choose one of {', '.join(sorted(registry))}")
+    return registry[name](input_shape, teacher_macs, latent_dim)
 
 
 def list_sources() -> list[SourceEntry]:

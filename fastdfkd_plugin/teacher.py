@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -25,6 +26,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 from torch.utils import _pytree as pytree
+from torch.utils.flop_counter import FlopCounterMode
 
 from .devices import resolve_device
 from .errors import FastDFKDError
@@ -58,6 +60,13 @@ def fingerprint(model: nn.Module) -> str:
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def forward_macs(model: nn.Module, inputs: torch.Tensor) -> int:
+    """Multiply-adds of one forward pass (convolutions, linear layers, matrix products)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(inputs)
+    return counter.get_total_flops() // 2
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -174,6 +183,12 @@ class Teacher:
 
     def batchnorm_layers(self) -> list[nn.modules.batchnorm._BatchNorm]:
         return batchnorm_layers(self.model)
+
+    @functools.cached_property
+    def macs_per_image(self) -> int:
+        """Multiply-adds of one forward pass per image: what a generator is sized against."""
+        with self.frozen():
+            return forward_macs(self.model, torch.zeros(2, *self.input_shape, device=self.device)) // 2
 
     def require_batchnorm(self, source: str) -> None:
         """Refuse a teacher without BatchNorm statistics for a source that inverts them."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-QUICK = ["--warmup-tasks", "3"]  # a rougher synthesizer than the default 20 tasks: CI checks behaviour, not the best numbers
+QUICK = ["--warmup-tasks", "3"]  # a rougher synthesizer than the default 40 tasks: CI checks behaviour, not the best numbers
 
 
 def run_example(script: str, *args: str, cwd: Path) -> dict:

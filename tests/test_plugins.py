@@ -90,6 +90,36 @@ def test_registering_something_that_is_not_a_source_is_refused():
         list_sources()
 
 
+class FlatGenerator(torch.nn.Module):
+    """A generator plugin's network: one linear layer to every pixel, sigmoid."""
+
+    def __init__(self, input_shape, teacher_macs, latent_dim):
+        super().__init__()
+        self.latent_dim, self.input_shape = latent_dim, input_shape
+        self.layer = torch.nn.Linear(latent_dim, int(torch.tensor(input_shape).prod()))
+
+    def forward(self, z):
+        return torch.sigmoid(self.layer(z)).view(len(z), *self.input_shape)
+
+
+class GeneratorPlugin:
+    @hookimpl
+    def fastdfkd_register_generators(self, register):
+        register("flat", FlatGenerator)
+
+
+def test_plugin_generator_is_selectable_by_name_and_duplicates_are_refused(teacher):
+    with registered(GeneratorPlugin(), "generator-plugin"):
+        source = get_source("fastdfkd", teacher, SHAPE, device="cpu", generator="flat", steps=1, warmup_tasks=1, cache=False)
+        assert isinstance(source.synthesizer.generator, FlatGenerator)
+        assert source.next_batch(4).inputs.shape == (4, *SHAPE)
+        assert source.settings()["generator"] == "flat"
+        with registered(GeneratorPlugin(), "impostor"), pytest.raises(FastDFKDError, match="generator name 'flat' is registered by both"):
+            get_source("fastdfkd", teacher, SHAPE, device="cpu", generator="flat")
+    with pytest.raises(FastDFKDError, match="unknown generator 'flat'; choose one of compact, compact-subpixel, paper"):
+        get_source("fastdfkd", teacher, SHAPE, device="cpu", generator="flat")
+
+
 @pytest.fixture(scope="module")
 def installed_example(tmp_path_factory):
     """pip-install the documented third-party example into a private folder (a real entry point)."""

@@ -167,6 +167,12 @@ def test_warm_state_of_another_teacher_is_refused(teacher, tmp_path):
         make("fastdfkd", make_teacher(seed=3), state_path=tmp_path / "gen.pt")
 
 
+def test_warm_state_of_another_generator_is_refused(teacher, tmp_path):
+    make("fastdfkd", teacher, generator="paper").save_state(tmp_path / "gen.pt")
+    with pytest.raises(FastDFKDError, match="holds a 'paper' generator, not 'compact'; pass generator='paper'"):
+        make("fastdfkd", teacher, generator="compact", state_path=tmp_path / "gen.pt")
+
+
 def test_corrupt_warm_state_is_refused(teacher, tmp_path):
     (tmp_path / "gen.pt").write_bytes(b"not a state")
     with pytest.raises(FastDFKDError, match="not a readable"):

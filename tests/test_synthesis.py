@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
@@ -11,24 +12,55 @@ from torch import nn
 
 from conftest import SHAPE
 from fastdfkd_plugin.synthesis.augment import crop_flip
-from fastdfkd_plugin.synthesis.generator import Generator
+from fastdfkd_plugin import FastDFKDError, plugins
+from fastdfkd_plugin.synthesis.generator import COMPACT_COST_SHARE, COMPACT_MIN_CHANNELS, COMPACT_WIDTHS, Generator
 from fastdfkd_plugin.synthesis.meta import MetaSynthesizer
-from fastdfkd_plugin.synthesis.objective import BatchNormMatcher, InversionObjective, LossWeights
-from fastdfkd_plugin.teacher import Teacher
+from fastdfkd_plugin.synthesis.objective import BatchNormMatcher, ChannelStatistics, InversionObjective, LossWeights
+from fastdfkd_plugin.teacher import Teacher, forward_macs
 
 
-@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28), (4, 40, 48), (3, 64, 64), (3, 224, 224)])
-def test_generator_matches_input_shape_and_range(shape):
-    generator = Generator(shape, latent_dim=16, width=16)
+@pytest.mark.parametrize("name", ["paper", "compact", "compact-subpixel"])
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28), (4, 40, 48), (3, 64, 64), (3, 224, 224), (3, 12, 12)])
+def test_generators_match_input_shape_and_range(name, shape):
+    generator = plugins.make_generator(name, shape, teacher_macs=10**7, latent_dim=16)
     pixels = generator(torch.randn(2, 16))
     assert pixels.shape == (2, *shape)
     assert 0 <= pixels.min() and pixels.max() <= 1
 
 
-def test_generator_is_the_papers_network_at_cifar_scale():
-    generator = Generator((3, 32, 32))
-    assert generator.init_hw == (8, 8)
+def test_paper_generator_is_the_papers_network_at_cifar_scale():
+    generator = plugins.make_generator("paper", (3, 32, 32), teacher_macs=1, latent_dim=256)
+    assert generator.init_hw == (8, 8) and generator.channels == [128, 128, 64]
     assert sum(p.numel() for p in generator.parameters()) == pytest.approx(2.3e6, rel=0.05)
+
+
+@pytest.mark.parametrize("shape, small_teacher, large_teacher", [((3, 32, 32), 4e7, 2e9), ((3, 96, 96), 1e8, 2e9),
+                                                                  ((3, 224, 224), 3e8, 4e9)])
+def test_compact_generator_costs_a_quarter_of_the_teacher_and_widens_with_it(shape, small_teacher, large_teacher):
+    small, large = (plugins.make_generator("compact", shape, int(macs), 256) for macs in (small_teacher, large_teacher))
+    for generator, macs in ((small, small_teacher), (large, large_teacher)):
+        assert forward_macs(generator.eval(), torch.zeros(1, 256)) <= COMPACT_COST_SHARE * macs
+        assert all(a >= b for a, b in zip(generator.channels, generator.channels[1:]))  # halving, never widening
+    assert large.channels[0] > small.channels[0]
+
+
+def test_compact_generator_for_a_teacher_cheaper_than_any_width_is_the_narrowest():
+    generator = plugins.make_generator("compact", (3, 96, 96), 10**6, 256)
+    assert generator.channels == [COMPACT_WIDTHS[-1], COMPACT_MIN_CHANNELS, COMPACT_MIN_CHANNELS, COMPACT_MIN_CHANNELS]
+
+
+def test_compact_subpixel_generator_runs_nothing_at_full_resolution_but_the_pixel_shuffle():
+    generator = plugins.make_generator("compact-subpixel", (3, 64, 64), 10**8, 16)
+    sizes = {}
+    for module in generator.body:
+        module.register_forward_hook(lambda m, i, o: sizes.setdefault(type(m).__name__, []).append(i[0].shape[-1]))
+    generator(torch.randn(2, 16))
+    assert max(sizes["Conv2d"]) == 32 and max(sizes["BatchNorm2d"]) == 32 and sizes["PixelShuffle"] == [32]
+
+
+def test_unknown_generator_names_the_choices():
+    with pytest.raises(FastDFKDError, match="unknown generator 'tiny'; choose one of compact, compact-subpixel, paper"):
+        plugins.make_generator("tiny", (3, 32, 32), 10**7, 16)
 
 
 def test_crop_flip_shifts_by_whole_pixels_and_passes_gradients():
@@ -69,7 +101,7 @@ def run_tasks(teacher, weights, labels, student=None, bn_momentum=0.9, tasks=2, 
     objective = InversionObjective(Teacher(teacher, SHAPE, device="cpu"), rng, weights, bn_momentum, crop_flip)
     objective.student = student
     torch.manual_seed(0)
-    synthesizer = MetaSynthesizer(Generator(SHAPE, latent_dim=16, width=16), objective, rng, steps=2)
+    synthesizer = MetaSynthesizer(Generator(SHAPE, [16, 16, 8], latent_dim=16), objective, rng, steps=2)
     with objective.attached():
         for _ in range(tasks):
             pixels = synthesizer.task(labels, adversarial=adversarial).pixels
@@ -179,6 +211,9 @@ class QuadraticObjective:
     def update_momentum(self, stats):
         pass
 
+    def autocast(self, device):
+        return contextlib.nullcontext()
+
 
 def hand_adam(theta: float, target: float, lr: float, steps: int):
     """k Adam steps (betas 0.5, 0.999) on (θ − c)², written out: returns gradients, losses, θ_k."""
@@ -218,3 +253,12 @@ def test_default_learning_rates_follow_the_paper():
     assert paper_learning_rates(2) == (5e-3, 0.015)
     assert paper_learning_rates(5) == (3e-3, 0.01)
     assert paper_learning_rates(10) == (2e-3, 0.01)
+
+
+def test_channel_statistics_match_torch_and_their_gradient_is_exact():
+    x = torch.randn(6, 3, 5, 7) * 3 + 2
+    mean, var = ChannelStatistics.apply(x)
+    torch.testing.assert_close(mean, x.mean((0, 2, 3)))
+    torch.testing.assert_close(var, x.var((0, 2, 3), unbiased=False))
+    assert torch.autograd.gradcheck(ChannelStatistics.apply, (torch.randn(4, 3, 5, 5, dtype=torch.double, requires_grad=True),))
+    assert ChannelStatistics.apply(torch.randn(4, 3, 5, dtype=torch.bfloat16))[1].dtype == torch.float32

@@ -12,11 +12,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import cache, distributed
+from .. import cache, distributed, plugins
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
 from ..io import atomic_path, load_torch
-from ..synthesis.generator import Generator
+from ..synthesis.generator import LATENT_DIM
 from ..synthesis.meta import MetaSynthesizer, MetaUpdate, NonFiniteLoss
 from ..synthesis.objective import LossWeights
 from ..teacher import OutputTransform, Teacher
@@ -30,8 +30,11 @@ WARMUP_SEED = 0x5EED  # warm-up task t of seed s draws from the stream seeded WA
 class FastDFKDSource(DataSource):
     """FastDFKD meta-synthesizer (Fang et al., AAAI 2022): a few steps per batch from a warm generator.
 
+    ``generator`` names the architecture (:mod:`fastdfkd_plugin.synthesis.generator`):
+    ``compact`` is sized to the teacher's cost, ``paper`` is the paper's CIFAR network.
     The first batch pays for a warm-up of ``warmup_tasks`` meta-learning tasks of
-    ``warmup_batch_size`` images (no adversarial term). The warm-up draws from its own
+    ``warmup_batch_size`` images (no adversarial term): many small tasks, because the
+    number of meta steps matters more than their batch size. The warm-up draws from its own
     seeded random streams, so its result depends only on the teacher, the settings and
     the seed: with ``cache=True`` (the default) it is stored in the warm-state cache
     (:mod:`fastdfkd_plugin.cache`) and every later source for the same teacher and
@@ -48,14 +51,15 @@ class FastDFKDSource(DataSource):
         input_shape: tuple[int, int, int] | None = None,
         *,
         steps: int = 5,
-        warmup_tasks: int = 20,
+        warmup_tasks: int = 40,
         meta_update: MetaUpdate = "fomaml",
         lr_g: float | None = None,
         lr_z: float | None = None,
-        latent_dim: int = 256,
+        generator: str = "compact",
+        latent_dim: int = LATENT_DIM,
         loss_weights: LossWeights | None = None,
         bn_momentum: float = 0.9,
-        warmup_batch_size: int = 64,
+        warmup_batch_size: int = 16,
         flip: bool = True,
         state_path: str | Path | None = None,
         cache: bool = True,
@@ -70,8 +74,9 @@ class FastDFKDSource(DataSource):
         self.objective = self.inversion_objective(loss_weights, bn_momentum, flip)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed)
-            generator = Generator(self.input_shape, latent_dim).to(self.device)
-        self.synthesizer = MetaSynthesizer(generator, self.objective, self.rng, steps, lr_g, lr_z, meta_update)
+            network = plugins.make_generator(generator, self.input_shape, self.teacher.macs_per_image, latent_dim).to(self.device)
+        self.generator_name = generator
+        self.synthesizer = MetaSynthesizer(network, self.objective, self.rng, steps, lr_g, lr_z, meta_update)
         self.warmup_seconds = 0.0
         if state_path is not None:
             self.load_state(state_path)
@@ -164,6 +169,8 @@ class FastDFKDSource(DataSource):
             "warmup_tasks": self.warmup_tasks, "warmup_batch_size": self.warmup_batch_size,
             "warmup_seconds": round(self.warmup_seconds, 3),
             "bn_momentum": self.bn_momentum, "loss_weights": {"bn": w.bn, "oh": w.oh, "adv": w.adv},
+            "generator": self.generator_name,
+            "generator_parameters": sum(p.numel() for p in s.generator.parameters()),
             "latent_dim": s.generator.latent_dim, "flip": self.flip,
         }
 
@@ -177,7 +184,8 @@ class FastDFKDSource(DataSource):
 
     def save_state(self, path: str | Path) -> None:
         """Save the meta-generator, its optimiser and BN momentum, tied to this teacher."""
-        state = {"teacher_fingerprint": self.teacher.info.fingerprint, "input_shape": list(self.input_shape), **self.state_dict()}
+        state = {"teacher_fingerprint": self.teacher.info.fingerprint, "input_shape": list(self.input_shape),
+                 "generator_name": self.generator_name, **self.state_dict()}
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
 
@@ -194,6 +202,10 @@ class FastDFKDSource(DataSource):
             )
         if tuple(state["input_shape"]) != self.input_shape:
             raise FastDFKDError(f"generator state {path} is for input shape {tuple(state['input_shape'])}, not {self.input_shape}")
+        saved = state.get("generator_name", "paper")  # states from before the choice of generator hold the paper's
+        if saved != self.generator_name:
+            raise FastDFKDError(f"generator state {path} holds a {saved!r} generator, not {self.generator_name!r}; "
+                                f"pass generator={saved!r} (--generator {saved}) or warm up a new one")
         self.load_state_dict(state)
 
 

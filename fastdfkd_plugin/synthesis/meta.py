@@ -77,13 +77,14 @@ class MetaSynthesizer:
             generator.parameters(), lr=self.lr_g * steps, betas=(0.5, 0.999)
         )
         self.tasks_done = 0
+        self._fast: nn.Module | None = None
         # Set by multi-process runs: averages tensors in place across processes, so every
         # process applies the same meta step and BN momentum update (see distributed.py).
         self.average_across_processes: Callable[[list[torch.Tensor]], None] | None = None
 
     def task(self, labels: torch.Tensor, adversarial: bool = True) -> TaskResult:
         """Adapt a clone of the meta-generator to one batch, then take one meta step."""
-        fast = copy.deepcopy(self.generator)
+        fast = self._clone_generator()
         z = torch.randn(len(labels), self.generator.latent_dim, generator=self.rng, device=self.rng.device)
         z = z.to(labels.device).requires_grad_()
         inner = torch.optim.Adam(
@@ -94,7 +95,10 @@ class MetaSynthesizer:
         best = TaskResult(pixels=torch.empty(0), loss=math.inf)
         best_stats = None
         for _ in range(self.steps):
-            pixels = fast(z)
+            with self.objective.autocast(z.device):
+                pixels = fast(z)
+            if pixels.dtype in (torch.bfloat16, torch.float16):  # mixed precision inside, float32 pixels out
+                pixels = pixels.float()
             loss = self.objective(pixels, labels, adversarial=adversarial)
             value = loss.item()  # the one host sync per step
             if not math.isfinite(value):
@@ -114,6 +118,16 @@ class MetaSynthesizer:
             self.objective.update_momentum(best_stats)
         self.tasks_done += 1
         return best
+
+    def _clone_generator(self) -> nn.Module:
+        """θ′ ← θ, into the same clone every task (no per-task allocation)."""
+        if self._fast is None:
+            self._fast = copy.deepcopy(self.generator)
+        else:
+            with torch.no_grad():
+                for clone, original in zip(self._fast.state_dict().values(), self.generator.state_dict().values()):
+                    clone.copy_(original)
+        return self._fast
 
     def _meta_step(self, fast: nn.Module, gradient_sum: list[torch.Tensor]) -> None:
         """Move θ along the first-order MAML gradient sum (if given) or the Reptile difference θ − θ′."""

@@ -32,6 +32,35 @@ class LossWeights:
     adv: float = 1.0
 
 
+class ChannelStatistics(torch.autograd.Function):
+    """Per-channel mean and biased variance of an N×C×… tensor (at least float32), with a one-pass backward.
+
+    Same values as ``x.mean(dims), x.var(dims, unbiased=False)``, from two plain sums
+    (E[x²] − E[x]²): on CPU ``var`` over the batch and spatial axes costs more than the
+    convolution it follows, and its autograd backward several passes more. This runs
+    on every teacher BatchNorm layer at every synthesis step.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        dims = [0, *range(2, x.dim())]
+        count = x.numel() // x.shape[1]
+        dtype = torch.promote_types(x.dtype, torch.float32)  # bf16 under autocast is summed in float32
+        mean = x.sum(dims, dtype=dtype) / count
+        var = ((x * x).sum(dims, dtype=dtype) / count - mean * mean).clamp_min(0)
+        ctx.save_for_backward(x, mean)
+        return mean, var
+
+    @staticmethod
+    def backward(ctx, grad_mean: torch.Tensor, grad_var: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x, mean = ctx.saved_tensors
+        count = x.numel() // x.shape[1]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        scale = 2 * grad_var / count  # d var / dx = 2 (x − mean) / count
+        shift = grad_mean / count - scale * mean
+        return torch.addcmul(shift.view(shape), x.to(scale.dtype), scale.view(shape)).to(x.dtype)
+
+
 class BatchNormMatcher:
     """Forward hook on one BatchNorm layer; holds its momentum average between batches."""
 
@@ -43,9 +72,7 @@ class BatchNormMatcher:
         self.loss: torch.Tensor | None = None
 
     def __call__(self, module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-        x = inputs[0].float()
-        dims = [0, *range(2, x.dim())]
-        mean, var = x.mean(dims), x.var(dims, unbiased=False)
+        mean, var = ChannelStatistics.apply(inputs[0])
         self.current = (mean.detach(), var.detach())
         if self.average is not None and self.momentum > 0:
             mean = (1 - self.momentum) * mean + self.momentum * self.average[0]
@@ -92,14 +119,15 @@ class InversionObjective:
             for handle in handles:
                 handle.remove()
 
-    def _autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        """The mixed-precision context teacher and generator forwards run in (none unless ``autocast_dtype`` is set)."""
         return torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None)
 
     def __call__(self, pixels: torch.Tensor, labels: torch.Tensor, adversarial: bool = True) -> torch.Tensor:
         """The weighted loss of one pixel batch; ``adversarial`` False switches ``L_adv`` off (warm-up)."""
         pixels = self.augment(pixels, self.rng) if self.augment else pixels
         inputs = self.teacher.space.normalize(pixels)
-        with self._autocast(inputs.device):
+        with self.autocast(inputs.device):
             logits = self.teacher.logits(inputs).float()
         terms: dict[str, torch.Tensor] = {}
         if self.weights.bn:
@@ -107,7 +135,7 @@ class InversionObjective:
         if self.weights.oh:
             terms["oh"] = F.cross_entropy(logits, labels)
         if self.weights.adv and adversarial and self.student is not None:
-            with self._autocast(inputs.device):
+            with self.autocast(inputs.device):
                 student_logits = logits_of(self.student(inputs), self.student_output_transform).float()
             agree = (logits.argmax(1) == student_logits.argmax(1)).float()
             kl = F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(logits, 1), reduction="none", log_target=True).sum(1)

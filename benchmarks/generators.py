@@ -1,0 +1,124 @@
+"""Generator architectures side by side on the real CIFAR-10 ResNets: cost from cold, and calibration quality.
+
+    python -m benchmarks.generators [--teachers resnet20,resnet56] [--variants paper@20x64,compact@40x16]
+                                    [--seeds 0,1,2] [--eval heldout|test_a]
+
+A variant is ``GENERATOR@TASKSxBATCH``: the generator architecture and the warm-up
+(meta-learning tasks × images per task). For each teacher, variant and synthesis
+seed: a 512-image ``fastdfkd`` set at k = 5 from cold (warm-up included, no cache),
+its population BN distance and the
+teacher's confidence, and ONNX Runtime W4A4 (QDQ, per-channel weights) accuracy
+with MinMax and Percentile calibration. ``--eval heldout`` scores on 2,000
+``train_10k`` images outside the real calibration subset (use it for any choice of
+setting); ``test_a`` is for the reported figures. Real images and Gaussian noise are
+scored the same way as references.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastdfkd_plugin import Teacher, get_source
+from fastdfkd_plugin.quality import set_quality
+
+from .calibration_sweep import w4a4_accuracy
+from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_images, load_teacher
+from .onnx_calibration import HELDOUT, prepared_onnx
+from .report import environment, write_results
+
+METRICS = ("seconds", "warmup_seconds", "bn_distance", "confidence", "MinMax", "Percentile")
+
+
+def evaluation_split(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(real calibration inputs, eval inputs, eval labels); eval is test_a or held-out train_10k."""
+    all_x, all_y = load_images("train_10k", args.data_dir, limit=args.samples + HELDOUT, seed=0)
+    if args.eval == "test_a":
+        eval_x, eval_y = load_images("test_a", args.data_dir)
+    else:
+        eval_x, eval_y = all_x[args.samples :], all_y[args.samples :]
+    return all_x[: args.samples].numpy(), eval_x.numpy(), eval_y.numpy()
+
+
+def benchmark_teacher(name: str, args, workdir: Path) -> dict:
+    model = load_teacher(name, args.data_dir)
+    teacher = Teacher(model, INPUT_SHAPE, mean=MEAN, std=STD, device=args.device)
+    _, pre = prepared_onnx(model, workdir, name)
+    real_x, eval_x, eval_y = evaluation_split(args)
+    noise = torch.randn(args.samples, *INPUT_SHAPE, generator=torch.Generator().manual_seed(0))
+    references = {}
+    for label, inputs in (("real train_10k", torch.from_numpy(real_x)), ("gaussian", noise)):
+        references[label] = {**set_quality(teacher, inputs).as_dict(), **w4a4_accuracy(pre, inputs.numpy(), eval_x, eval_y, workdir)}
+    runs = []
+    for variant in args.variants.split(","):
+        generator, warmup = variant.split("@")
+        tasks, batch = (int(v) for v in warmup.split("x"))
+        for seed in args.seeds:
+            source = get_source("fastdfkd", teacher, generator=generator, seed=seed, steps=args.steps,
+                                warmup_tasks=tasks, warmup_batch_size=batch, cache=False)
+            started = time.perf_counter()
+            synthetic = source.synthetic_set(args.samples, 64)
+            run = {"variant": variant, "seed": seed, "channels": source.synthesizer.generator.channels,
+                   "seconds": time.perf_counter() - started, "warmup_seconds": source.warmup_seconds,
+                   **set_quality(teacher, synthetic.inputs, synthetic.targets).as_dict(),
+                   **w4a4_accuracy(pre, synthetic.inputs.cpu().numpy(), eval_x, eval_y, workdir)}
+            runs.append(run)
+            print(f"{name} {variant} seed {seed}: " + ", ".join(f"{m} {run[m]:.2f}" for m in METRICS), flush=True)
+    summary = {}
+    for variant in args.variants.split(","):
+        mine = [r for r in runs if r["variant"] == variant]
+        summary[variant] = {m: (statistics.mean(r[m] for r in mine), statistics.pstdev(r[m] for r in mine)) for m in METRICS}
+    return {"teacher": name, "references": references, "runs": runs, "summary": summary}
+
+
+def markdown(results: dict) -> str:
+    env = results["environment"]
+    lines = ["# Generator architectures: cost from cold and calibration quality", "",
+             f"Command: `{env['command']}`  ",
+             f"fastdfkd k = {results['steps']}, {results['samples']} images, batch 64, "
+             f"no cache; ONNX Runtime W4A4 QDQ per-channel, accuracy (%) on {results['eval']}; mean ± std over seeds "
+             f"{results['seeds']}; torch {env['torch']}, {env['threads']} CPU threads.", ""]
+    for result in results["teachers"]:
+        lines += [f"## {result['teacher']}", "",
+                  "| data | 512 from cold s | of which warm-up s | BN distance | confidence | W4A4 MinMax | W4A4 Percentile |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for label, ref in result["references"].items():
+            lines.append(f"| {label} | – | – | {ref['bn_distance']:.1f} | {ref['confidence']:.2f} | {ref['MinMax']:.2f} | "
+                         f"{ref['Percentile']:.2f} |")
+        for variant, stats in result["summary"].items():
+            cells = [f"{stats[m][0]:.{2 if m in ('confidence',) else 1}f} ± {stats[m][1]:.{2 if m == 'confidence' else 1}f}"
+                     for m in METRICS]
+            channels = next(r["channels"] for r in result["runs"] if r["variant"] == variant)
+            generator, warmup = variant.split("@")
+            lines.append(f"| fastdfkd, `{generator}` generator {channels}, warm-up {warmup.replace('x', ' × ')} | "
+                         + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--teachers", default="resnet20,resnet56")
+    parser.add_argument("--variants", default="paper@20x64,compact@40x16", help="GENERATOR@TASKSxBATCH, comma-separated")
+    parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(v) for v in s.split(",")])
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--samples", type=int, default=512)
+    parser.add_argument("--eval", choices=["test_a", "heldout"], default="heldout")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/generators"))
+    args = parser.parse_args()
+    results = {"environment": environment(), "steps": args.steps,
+               "samples": args.samples, "eval": args.eval, "seeds": args.seeds, "teachers": []}
+    with tempfile.TemporaryDirectory() as workdir:
+        for name in args.teachers.split(","):
+            results["teachers"].append(benchmark_teacher(name, args, Path(workdir)))
+    write_results(args.out.with_suffix(".json"), args.out.with_suffix(".md"), results, markdown(results))
+    print(markdown(results))
+
+
+if __name__ == "__main__":
+    main()
