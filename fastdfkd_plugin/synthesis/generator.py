@@ -16,9 +16,9 @@ BatchNorm layers normalise each synthesised batch.
 - ``compact-subpixel``: ``compact`` whose last doubling is a convolution to 4·C channels
   at half resolution followed by a pixel shuffle, so nothing but the shuffle runs at full
   resolution. Cheaper where the teacher is small and the input large (MobileNetV1 α 0.25
-  at 96 px: 9.9× instead of 15.1× the teacher-bound floor), but its batches fit the
-  teacher's BatchNorm statistics less well (ResNet-56: BN distance 224 against 166), so it
-  is not the default.
+  at 96 px, k = 5: 11.6× instead of 20.0× the teacher-bound floor, docs/benchmarks/
+  resolution*.md), but its batches fit the teacher's BatchNorm statistics less well
+  (ResNet-56: BN distance 224 against 166), so it is not the default.
 """
 
 from __future__ import annotations
