@@ -21,35 +21,24 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fastdfkd_plugin import Teacher, get_source
 from fastdfkd_plugin.quality import set_quality
 
 from .calibration_sweep import w4a4_accuracy
-from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_images, load_teacher
-from .onnx_calibration import HELDOUT, prepared_onnx
+from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_teacher
+from .onnx_calibration import evaluation_split, prepared_onnx
 from .report import environment, write_results
 
 METRICS = ("seconds", "warmup_seconds", "bn_distance", "confidence", "MinMax", "Percentile")
-
-
-def evaluation_split(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(real calibration inputs, eval inputs, eval labels); eval is test_a or held-out train_10k."""
-    all_x, all_y = load_images("train_10k", args.data_dir, limit=args.samples + HELDOUT, seed=0)
-    if args.eval == "test_a":
-        eval_x, eval_y = load_images("test_a", args.data_dir)
-    else:
-        eval_x, eval_y = all_x[args.samples :], all_y[args.samples :]
-    return all_x[: args.samples].numpy(), eval_x.numpy(), eval_y.numpy()
 
 
 def benchmark_teacher(name: str, args, workdir: Path) -> dict:
     model = load_teacher(name, args.data_dir)
     teacher = Teacher(model, INPUT_SHAPE, mean=MEAN, std=STD, device=args.device)
     _, pre = prepared_onnx(model, workdir, name)
-    real_x, eval_x, eval_y = evaluation_split(args)
+    real_x, eval_x, eval_y = evaluation_split(args.eval, args.samples, args.data_dir, seed=0)
     noise = torch.randn(args.samples, *INPUT_SHAPE, generator=torch.Generator().manual_seed(0))
     references = {}
     for label, inputs in (("real train_10k", torch.from_numpy(real_x)), ("gaussian", noise)):

@@ -63,6 +63,14 @@ def calibration_sets(teacher, args) -> dict[str, tuple[np.ndarray, float]]:
     return sets
 
 
+def evaluation_split(split: str, samples: int, data_dir: Path, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(real calibration inputs, eval inputs, eval labels): ``samples`` seeded ``train_10k`` images, and
+    ``test_a`` or (``heldout``) the next 2,000 of the same permutation, never used for calibration."""
+    all_x, all_y = load_images("train_10k", data_dir, limit=samples + HELDOUT, seed=seed)
+    eval_x, eval_y = load_images("test_a", data_dir) if split == "test_a" else (all_x[samples:], all_y[samples:])
+    return all_x[:samples].numpy(), eval_x.numpy(), eval_y.numpy()
+
+
 def prepared_onnx(teacher: torch.nn.Module, workdir: Path, name: str = "model",
                   input_shape: tuple[int, int, int] = INPUT_SHAPE) -> tuple[Path, Path]:
     """The teacher exported to ONNX, and that graph pre-processed for ONNX Runtime's quantizer."""
@@ -137,16 +145,12 @@ def main() -> None:
     parser.add_argument("--eval", choices=["test_a", "heldout"], default="test_a")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/onnx_calibration"))
     args = parser.parse_args()
-    if args.eval == "test_a":
-        eval_x, eval_y = load_images("test_a", args.data_dir)
-    else:  # train_10k images outside the calibration subset (same seeded permutation)
-        all_x, all_y = load_images("train_10k", args.data_dir, limit=args.samples + HELDOUT, seed=args.seed)
-        eval_x, eval_y = all_x[args.samples :], all_y[args.samples :]
+    _, eval_x, eval_y = evaluation_split(args.eval, args.samples, args.data_dir, args.seed)
     results = {"environment": environment(), "samples": args.samples, "eval": args.eval, "eval_images": len(eval_y),
                "teachers": []}
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.teachers.split(","):
-            results["teachers"].append(benchmark_teacher(name, args, eval_x.numpy(), eval_y.numpy(), Path(workdir)))
+            results["teachers"].append(benchmark_teacher(name, args, eval_x, eval_y, Path(workdir)))
     write_results(args.out.with_suffix(".json"), args.out.with_suffix(".md"), results, markdown(results))
     plot(results, args.out.with_suffix(".png"))
     print(markdown(results))
