@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import FastDFKDError
+from ..errors import FastDFKDError, reason
 from ..hookspecs import hookimpl
 from ..io import atomic_path, check_disk_space, check_output_folder, staged_folder
 from ..optional import require
@@ -319,7 +319,7 @@ def verify_onnx(teacher: Teacher | nn.Module, model_path: str | Path, batches: S
         for batch in batches:
             output = teacher.model(batch.to(teacher.device))
             reference = teacher.logits_from(output).float().cpu().numpy()
-            leaves = [torch.from_numpy(leaf) for leaf in runner.run(None, {name: batch.detach().cpu().numpy().astype(np.float32)})]
+            leaves = [torch.from_numpy(leaf) for leaf in run_batch(runner, name, batch, model_path)]
             onnx_out = teacher.logits_from(unflatten_like(output, leaves)).float().numpy()
             if onnx_out.shape != reference.shape:
                 raise FastDFKDError(f"the ONNX model's output has shape {onnx_out.shape}, torch's {reference.shape}; they are different models")
@@ -328,6 +328,17 @@ def verify_onnx(teacher: Teacher | nn.Module, model_path: str | Path, batches: S
             agree += int((onnx_out.argmax(1) == reference.argmax(1)).sum())
             total += len(reference)
     return Verification(len(batches), total, max_abs, max_abs / max(max_ref, 1e-12), 100.0 * agree / total)
+
+
+def run_batch(runner: Any, input_name: str, batch: torch.Tensor, model_path: str | Path) -> list[np.ndarray]:
+    """One ONNX Runtime run; its failure becomes one sentence (the usual cause: a batch size baked in at export)."""
+    try:
+        return runner.run(None, {input_name: batch.detach().cpu().numpy().astype(np.float32)})
+    except Exception as exc:  # onnxruntime's errors derive from Exception only
+        raise FastDFKDError(
+            f"ONNX Runtime cannot run {model_path} on a batch of {len(batch)} ({reason(exc)}); if the model's forward "
+            "turns the batch size into a Python number (len(x), int(x.shape[0])), the export fixed it: use x.shape[0]"
+        ) from exc
 
 
 def export_onnx(teacher: Teacher | nn.Module, example: torch.Tensor, path: str | Path, input_name: str = "input",
@@ -533,6 +544,8 @@ def cmd_quantize_onnx(args: argparse.Namespace) -> None:
     )
     if args.exclude_node:
         options["nodes_to_exclude"] = args.exclude_node
+    if args.op_types:
+        options["op_types_to_quantize"] = [name.strip() for name in args.op_types.split(",") if name.strip()]
     if args.extra_option:
         options["extra_options"] = dict(args.extra_option)
     report = quantize_datafree(
@@ -579,6 +592,8 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     quant.add_argument("--quant-format", default="qdq", choices=["qdq", "qoperator"])
     quant.add_argument("--per-channel", action="store_true")
     quant.add_argument("--exclude-node", action="append", help="node name to leave in float (repeatable)")
+    quant.add_argument("--op-types", help="quantize only these ONNX op types, e.g. MatMul,Gemm for a transformer "
+                                          "(LayerNorm, Softmax and GELU stay in float; default: all the quantizer supports)")
     quant.add_argument("--extra-option", action="append", type=_extra_option, help="KEY=VALUE passed in extra_options (repeatable)")
     quant.add_argument("--no-preprocess", action="store_true", help="skip quant_pre_process (shape inference + optimisation)")
     quant.set_defaults(run=cmd_quantize_onnx)

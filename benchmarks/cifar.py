@@ -63,8 +63,9 @@ def load_images(
 
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
-    """Top-1 accuracy (%) of ``model`` in eval mode."""
-    model.eval()
+    """Top-1 accuracy (%) of ``model`` in eval mode (a PT2E-quantized graph module is evaluated as it is)."""
+    if not isinstance(model, torch.fx.GraphModule):  # exported graphs refuse .eval()
+        model.eval()
     correct = sum(int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum()) for i in range(0, len(y), batch_size))
     return 100.0 * correct / len(y)
 

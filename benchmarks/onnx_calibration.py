@@ -83,12 +83,13 @@ def prepared_onnx(teacher: torch.nn.Module, workdir: Path, name: str = "model",
 
 def quantized_accuracy(pre: Path, inputs: np.ndarray, weight_type: QuantType, activation_type: QuantType,
                        method: CalibrationMethod, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path,
-                       batch_size: int = 64) -> float:
-    """Accuracy (%) of the QDQ model (per-channel weights) calibrated on ``inputs``."""
+                       batch_size: int = 64, **options) -> float:
+    """Accuracy (%) of the QDQ model (per-channel weights) calibrated on ``inputs``; ``options`` go to ``quantize_static``."""
     out = workdir / "quantized.onnx"
     with quiet_root_logger():
         quantize_static(str(pre), str(out), calibration_reader(pre, inputs, batch_size), quant_format=QuantFormat.QDQ,
-                        per_channel=True, weight_type=weight_type, activation_type=activation_type, calibrate_method=method)
+                        per_channel=True, weight_type=weight_type, activation_type=activation_type, calibrate_method=method,
+                        **options)
     return onnx_accuracy(out, eval_x, eval_y)
 
 

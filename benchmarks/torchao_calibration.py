@@ -27,17 +27,11 @@ from torch import nn
 from fastdfkd_plugin import get_source
 from fastdfkd_plugin.batchnorm import reestimate_batchnorm
 
-from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_images, load_teacher
+from .cifar import INPUT_SHAPE, MEAN, STD, accuracy, benchmark_parser, load_images, load_teacher
 from .report import environment, source_tables, write_results
 
 CONFIGS = {"W8A8 per-channel": {}, "W8A8 per-tensor": {"per_channel": False}, "W8A7 per-channel": {"reduce_range": True}}
 BN_COLUMN = "FP32 after BN re-estimation"
-
-
-@torch.no_grad()
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 500) -> float:
-    correct = sum(int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum()) for i in range(0, len(y), batch_size))
-    return 100.0 * correct / len(y)
 
 
 def calibration_sets(teacher: nn.Module, args) -> dict[str, tuple[torch.Tensor, float]]:

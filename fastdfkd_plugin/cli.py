@@ -36,7 +36,7 @@ from .options import (
     save_generator_state,
     source_from_args,
 )
-from .plugins import call_each, list_sources
+from .plugins import call_each, list_sources, prior_registry
 
 DEFAULT_KD_STEPS = 2000
 UNBOUNDED = 10**12  # KD steps when only a time budget ends the run
@@ -54,6 +54,14 @@ def cmd_sources(args: argparse.Namespace) -> None:
     width = max(len(e.name) for e in entries)
     for entry in entries:
         print(f"{entry.name:<{width}}  {entry.plugin}\n{'':<{width}}  {entry.description}")
+
+
+def cmd_priors(args: argparse.Namespace) -> None:
+    registry = sorted(prior_registry().values(), key=lambda cls: -cls.rank)
+    width = max(len(cls.name) for cls in registry)
+    print("prior=auto picks the first that applies to the teacher, in this order:")
+    for cls in registry:
+        print(f"{cls.name:<{width}}  {cls.description()}")
 
 
 def cmd_synthesize(args: argparse.Namespace) -> None:
@@ -130,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sources = commands.add_parser("sources", help="list every data source and the plugin it comes from")
     sources.set_defaults(run=cmd_sources)
+    priors = commands.add_parser("priors", help="list the inversion priors fastdfkd/deepinversion choose from")
+    priors.set_defaults(run=cmd_priors)
 
     synth = commands.add_parser("synthesize", help="synthesise a set of model inputs from the teacher alone")
     add_model_arguments(synth)

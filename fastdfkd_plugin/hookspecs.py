@@ -3,7 +3,8 @@
 A plugin is any module or object with functions marked ``@hookimpl``; third-party
 packages expose one through the ``fastdfkd`` entry-point group (see docs/plugins.md).
 Sources come from :func:`fastdfkd_register_sources`, the ``fastdfkd`` source's
-generator architectures from :func:`fastdfkd_register_generators`; toolkit adapters
+generator architectures from :func:`fastdfkd_register_generators`, the inversion
+priors of the sources that invert the teacher from :func:`fastdfkd_register_priors`; toolkit adapters
 add their commands through :func:`fastdfkd_register_commands`.
 """
 
@@ -17,6 +18,7 @@ import pluggy
 if TYPE_CHECKING:
     from .sources.base import DataSource
     from .synthesis.generator import GeneratorFactory
+    from .synthesis.priors import Prior
 
 PROJECT = "fastdfkd"
 ENTRY_POINT_GROUP = "fastdfkd"
@@ -43,6 +45,17 @@ def fastdfkd_register_generators(register: Callable[[str, GeneratorFactory], Non
     ``latent_dim`` attribute that maps N×latent_dim latents to N×C×H×W pixels in [0, 1];
     ``teacher_macs`` (the teacher's multiply-adds per image) lets it size itself. Users
     select it with ``generator=NAME`` (``--generator NAME``); names must be unique.
+    """
+
+
+@hookspec
+def fastdfkd_register_priors(register: Callable[[type[Prior]], None]) -> None:
+    """Register inversion priors: call ``register(PriorClass)`` once per :class:`~.synthesis.priors.Prior` subclass.
+
+    Sources that invert the teacher (``fastdfkd``, ``deepinversion``) add the prior's
+    term to their loss. With ``prior="auto"`` (the default) the applicable prior
+    (``applies_to(teacher)``) with the highest ``rank`` is used; users select one by
+    name with ``prior=NAME`` (``--prior NAME``). Names must be unique.
     """
 
 

@@ -123,6 +123,9 @@ def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int |
     parser.add_argument("--warmup-tasks", type=int, help="fastdfkd meta-learning tasks before the first batch (default 40)")
     parser.add_argument("--generator", help="fastdfkd generator architecture: compact (default, sized to the teacher) or "
                                             "paper (the paper's CIFAR network), or one a plugin registers")
+    parser.add_argument("--prior", help="fastdfkd/deepinversion inversion prior: auto (default: batchnorm for BN models, "
+                                        "transformer for LayerNorm/attention ones, else generic) or a name "
+                                        "(see `fastdfkd priors`)")
     parser.add_argument("--generator-state", help="load a warm fastdfkd generator state saved for this teacher (skips the warm-up)")
     parser.add_argument("--no-cache", action="store_true",
                         help="neither use nor fill the cache of warm fastdfkd generators ($FASTDFKD_CACHE_DIR, default ~/.cache/fastdfkd)")
@@ -130,6 +133,9 @@ def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int |
     parser.add_argument("--no-flip", action="store_true",
                         help="fastdfkd/deepinversion: no mirrored images while inverting, for a teacher trained without "
                              "horizontal flips (digits, text)")
+    parser.add_argument("--max-shift", type=int, help="fastdfkd/deepinversion: largest random shift in pixels while inverting "
+                                                      "(default an eighth of the side); 0 for a teacher trained on centred "
+                                                      "images without translation (digits, faces, documents)")
     if with_samples:
         parser.add_argument("--num-samples", type=positive, required=default_samples is None, default=default_samples)
     parser.add_argument("--batch-size", type=positive, default=64)
@@ -140,9 +146,10 @@ def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int |
 
 def source_options(args: argparse.Namespace) -> dict[str, Any]:
     """The source-specific options the user gave (unset ones keep each source's defaults)."""
-    given = (("steps", args.steps), ("warmup_tasks", args.warmup_tasks), ("generator", args.generator),
+    given = (("steps", args.steps), ("warmup_tasks", args.warmup_tasks), ("generator", args.generator), ("prior", args.prior),
              ("state_path", args.generator_state),
-             ("cache", False if args.no_cache else None), ("flip", False if args.no_flip else None))
+             ("cache", False if args.no_cache else None), ("flip", False if args.no_flip else None),
+             ("shift", args.max_shift))
     return {key: value for key, value in given if value is not None}
 
 

@@ -22,11 +22,13 @@ from . import hookspecs
 from .errors import FastDFKDError, reason
 from .sources.base import DataSource
 from .synthesis.generator import GeneratorFactory
+from .synthesis.priors import Prior
 from .teacher import Teacher
 
 DISABLE_AUTOLOAD_ENV = "FASTDFKD_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_PLUGINS = (
     "fastdfkd_plugin.synthesis.generator",
+    "fastdfkd_plugin.synthesis.priors",
     "fastdfkd_plugin.sources.fastdfkd",
     "fastdfkd_plugin.sources.deepinversion",
     "fastdfkd_plugin.sources.noise",
@@ -173,6 +175,17 @@ def make_generator(name: str, input_shape: tuple[int, int, int], teacher_macs: i
     if name not in registry:
         raise FastDFKDError(f"unknown generator {name!r}; choose one of {', '.join(sorted(registry))}")
     return registry[name](input_shape, teacher_macs, latent_dim)
+
+
+def _prior_entry(plugin: str, cls: type[Prior]) -> tuple[str, type[Prior]]:
+    if not (isinstance(cls, type) and issubclass(cls, Prior)) or not getattr(cls, "name", None):
+        raise FastDFKDError(f"plugin {plugin!r} registered {cls!r}, which is not a Prior subclass with a name")
+    return cls.name, cls
+
+
+def prior_registry() -> dict[str, type[Prior]]:
+    """Every registered inversion prior by name (``batchnorm``, ``transformer``, ``generic`` and plugins')."""
+    return {name: cls for name, (cls, _) in _registry("fastdfkd_register_priors", "prior", _prior_entry).items()}
 
 
 def list_sources() -> list[SourceEntry]:

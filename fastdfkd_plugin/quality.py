@@ -2,7 +2,7 @@
 
 * ``bn_distance``: the BN-statistics loss of the whole set taken as one population,
   ``Σ_layers ‖μ − running_mean‖₂ + ‖σ² − running_var‖₂`` (lower is closer to the
-  training data the teacher saw);
+  training data the teacher saw; ``None`` for a teacher without BatchNorm);
 * ``confidence``: the teacher's mean top-1 probability;
 * ``class_histogram``: how many inputs the teacher assigns to each class.
 """
@@ -20,7 +20,7 @@ from .teacher import Teacher
 
 @dataclass
 class SetQuality:
-    bn_distance: float
+    bn_distance: float | None
     confidence: float
     class_histogram: list[int]
     label_agreement: float | None = None
@@ -47,7 +47,7 @@ def set_quality(
         distance += float(torch.norm(mean - layer.running_mean.double(), 2) + torch.norm(var - layer.running_var.double(), 2))
     top = probabilities.argmax(1)
     return SetQuality(
-        bn_distance=distance,
+        bn_distance=distance if layers else None,
         confidence=probabilities.max(1).values.mean().item(),
         class_histogram=torch.bincount(top, minlength=probabilities.shape[1]).tolist(),
         label_agreement=None if labels is None else (top == labels.cpu()).float().mean().item() * 100,

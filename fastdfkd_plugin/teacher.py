@@ -190,14 +190,6 @@ class Teacher:
         with self.frozen():
             return forward_macs(self.model, torch.zeros(2, *self.input_shape, device=self.device)) // 2
 
-    def require_batchnorm(self, source: str) -> None:
-        """Refuse a teacher without BatchNorm statistics for a source that inverts them."""
-        if not self.info.num_batchnorm:
-            raise FastDFKDError(
-                f"the teacher has no BatchNorm layers with running statistics, which source {source!r} inverts; "
-                "use a BatchNorm model or the 'gaussian'/'uniform' sources"
-            )
-
     def _probe(self) -> TeacherInfo:
         tensors = {name: tensor for name, tensor in self.model.state_dict().items() if tensor.is_floating_point()}
         dtypes = sorted({str(tensor.dtype).removeprefix("torch.") for tensor in tensors.values()} - {"float32"})

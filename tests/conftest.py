@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 from torch import nn
 
 from models import TinyNet, make_teacher
+
+from fastdfkd_plugin.plugins import get_plugin_manager
 
 SHAPE = (3, 32, 32)
 MODELS = Path(__file__).with_name("models.py")
@@ -44,3 +47,14 @@ def state_hash(model: nn.Module) -> str:
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode() + tensor.detach().cpu().numpy().tobytes())
     return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def registered(plugin, name):
+    """Register ``plugin`` for the duration of the block, as a third-party plugin would be."""
+    manager = get_plugin_manager()
+    manager.register(plugin, name=name)
+    try:
+        yield plugin
+    finally:
+        manager.unregister(plugin)

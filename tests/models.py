@@ -166,3 +166,11 @@ def untraceable() -> TinyNet:
     model = make_teacher()
     model.body.insert(3, HostRoundTrip())
     return model
+
+
+def tiny_vit() -> nn.Module:
+    """A one-block ViT on 32×32 inputs (LayerNorm and attention, no BatchNorm): the transformer prior's teacher."""
+    from examples.cifar_vit import CifarViT
+
+    torch.manual_seed(0)
+    return CifarViT(dim=16, depth=1, num_heads=2, mlp_ratio=2, patch=8).eval()

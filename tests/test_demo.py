@@ -19,5 +19,7 @@ def test_demo_runs_end_to_end_and_synthetic_data_beats_noise(tmp_path, capsys):
     students, quantized = results["student_accuracy"], results["quantized_accuracy"]
     assert students["fastdfkd"] > students["gaussian"] + 20
     assert quantized["fastdfkd"]["W4A4"] > quantized["gaussian"]["W4A4"]
+    view = results["fastdfkd_teacher_view"]  # the synthetic digits look like digits to the teacher, every class
+    assert view["confidence"] > 0.7 and view["label_agreement"] > 80 and min(view["class_histogram"]) >= 25
     assert (tmp_path / "preview.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "fastdfkd-digits.npz").exists()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -11,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import SHAPE
+from conftest import SHAPE, registered
 from fastdfkd_plugin import DataSource, FastDFKDError, get_source, hookimpl, list_sources
-from fastdfkd_plugin.plugins import BUILTIN_PLUGINS, get_plugin_manager
+from fastdfkd_plugin.plugins import BUILTIN_PLUGINS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fastdfkd-checkerboard"
@@ -23,7 +22,6 @@ class ConstantSource(DataSource):
     """Every pixel 0.5 (a test plugin)."""
 
     name = "constant"
-    requires_batchnorm = False
 
     def synthesize_pixels(self, labels):
         return torch.full((len(labels), *self.input_shape), 0.5, device=self.device)
@@ -33,17 +31,6 @@ class MockPlugin:
     @hookimpl
     def fastdfkd_register_sources(self, register):
         register(ConstantSource)
-
-
-@contextlib.contextmanager
-def registered(plugin, name):
-    """Register ``plugin`` for the duration of the block, as a third-party plugin would be."""
-    manager = get_plugin_manager()
-    manager.register(plugin, name=name)
-    try:
-        yield plugin
-    finally:
-        manager.unregister(plugin)
 
 
 @pytest.fixture

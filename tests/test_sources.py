@@ -212,10 +212,8 @@ def test_non_positive_sizes_are_refused(teacher, count):
 
 
 def test_teacher_problems_are_explained():
-    from models import TupleOutput, make_teacher, nan_weights, no_batchnorm
+    from models import TupleOutput, make_teacher, nan_weights
 
-    with pytest.raises(FastDFKDError, match="no BatchNorm"):
-        get_source("fastdfkd", no_batchnorm(), SHAPE)
     with pytest.raises(FastDFKDError, match="NaN or Inf"):
         get_source("fastdfkd", nan_weights(), SHAPE)
     with pytest.raises(FastDFKDError, match="cannot take inputs of shape"):
@@ -235,3 +233,14 @@ def test_gaussian_needs_no_batchnorm():
 def test_teacher_already_on_the_device_is_used_as_is(teacher):
     source = FastDFKDSource(teacher, SHAPE, **FAST)
     assert source.teacher.model is teacher  # already on the CPU: used as is, never moved
+
+
+@pytest.mark.parametrize("name", ["fastdfkd", "deepinversion"])
+def test_max_shift_reaches_the_augmentation_and_a_negative_one_is_refused(teacher, name):
+    options = FAST if name == "fastdfkd" else dict(steps=2, device="cpu")
+    assert get_source(name, teacher, SHAPE, **options).settings()["shift"] == 4  # an eighth of 32 px
+    still = get_source(name, teacher, SHAPE, shift=0, flip=False, **options)
+    images = torch.rand(8, *SHAPE)
+    assert still.settings()["shift"] == 0 and torch.equal(still.objective.augment(images, still.rng), images)
+    with pytest.raises(FastDFKDError, match="shift must be 0"):
+        get_source(name, teacher, SHAPE, shift=-1, **options)

@@ -15,7 +15,8 @@ from fastdfkd_plugin.synthesis.augment import crop_flip
 from fastdfkd_plugin import FastDFKDError, plugins
 from fastdfkd_plugin.synthesis.generator import COMPACT_COST_SHARE, COMPACT_MIN_CHANNELS, COMPACT_WIDTHS, Generator
 from fastdfkd_plugin.synthesis.meta import MetaSynthesizer
-from fastdfkd_plugin.synthesis.objective import BatchNormMatcher, ChannelStatistics, InversionObjective, LossWeights
+from fastdfkd_plugin.synthesis.objective import InversionObjective, LossWeights
+from fastdfkd_plugin.synthesis.priors import BatchNormMatcher, ChannelStatistics
 from fastdfkd_plugin.teacher import Teacher, forward_macs
 
 
@@ -121,24 +122,24 @@ OTHER_LABELS = (torch.arange(8) + 3) % 10
 
 
 def test_bn_term_moves_the_output_only_when_weighted(teacher):
-    with_bn = run_tasks(teacher, LossWeights(bn=10, oh=0.5, adv=0), LABELS)
-    without_bn = run_tasks(teacher, LossWeights(bn=0, oh=0.5, adv=0), LABELS)
+    with_bn = run_tasks(teacher, LossWeights(prior=10, oh=0.5, adv=0), LABELS)
+    without_bn = run_tasks(teacher, LossWeights(prior=0, oh=0.5, adv=0), LABELS)
     assert not torch.equal(with_bn, without_bn)
     # With w_bn = 0, BN-only settings (the momentum) cannot matter.
-    assert torch.equal(without_bn, run_tasks(teacher, LossWeights(bn=0, oh=0.5, adv=0), LABELS, bn_momentum=0.0))
+    assert torch.equal(without_bn, run_tasks(teacher, LossWeights(prior=0, oh=0.5, adv=0), LABELS, bn_momentum=0.0))
 
 
 def test_cross_entropy_term_moves_the_output_only_when_weighted(teacher):
-    weighted = LossWeights(bn=10, oh=0.5, adv=0)
+    weighted = LossWeights(prior=10, oh=0.5, adv=0)
     assert not torch.equal(run_tasks(teacher, weighted, LABELS), run_tasks(teacher, weighted, OTHER_LABELS))
-    unweighted = LossWeights(bn=10, oh=0, adv=0)
+    unweighted = LossWeights(prior=10, oh=0, adv=0)
     assert torch.equal(run_tasks(teacher, unweighted, LABELS), run_tasks(teacher, unweighted, OTHER_LABELS))
 
 
 def test_adversarial_term_moves_the_output_only_when_weighted(teacher, student):
-    weighted = LossWeights(bn=10, oh=0.5, adv=1.0)
+    weighted = LossWeights(prior=10, oh=0.5, adv=1.0)
     assert not torch.equal(run_tasks(teacher, weighted, LABELS, student), run_tasks(teacher, weighted, LABELS))
-    unweighted = LossWeights(bn=10, oh=0.5, adv=0)
+    unweighted = LossWeights(prior=10, oh=0.5, adv=0)
     assert torch.equal(run_tasks(teacher, unweighted, LABELS, student), run_tasks(teacher, unweighted, LABELS))
     # During warm-up (adversarial=False) the student has no effect either.
     assert torch.equal(run_tasks(teacher, weighted, LABELS, student, adversarial=False), run_tasks(teacher, weighted, LABELS))
@@ -150,7 +151,7 @@ def test_adversarial_term_counts_only_samples_where_teacher_and_student_agree(te
         student.head.weight.add_(0.2 * torch.randn(student.head.weight.shape, generator=torch.Generator().manual_seed(1)))
     contrast = torch.linspace(0.2, 3, 32).view(32, 1, 1, 1)
     pixels = torch.rand(32, *SHAPE, generator=torch.Generator().manual_seed(0)) * contrast - contrast / 2
-    objective = InversionObjective(Teacher(teacher, SHAPE, device="cpu"), torch.Generator(), LossWeights(bn=0, oh=0, adv=1))
+    objective = InversionObjective(Teacher(teacher, SHAPE, device="cpu"), torch.Generator(), LossWeights(prior=0, oh=0, adv=1))
     objective.student = student
     with objective.attached():
         loss = objective(pixels, LABELS.repeat(4))

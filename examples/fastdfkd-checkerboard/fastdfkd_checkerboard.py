@@ -17,7 +17,6 @@ class CheckerboardSource(DataSource):
     """Checkerboards with random cell sizes and colours (an example plugin)."""
 
     name = "checkerboard"
-    requires_batchnorm = False
 
     def __init__(self, teacher, input_shape, *, max_cell: int = 8, **common: Any) -> None:
         super().__init__(teacher, input_shape, **common)

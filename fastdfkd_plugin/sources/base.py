@@ -31,7 +31,7 @@ from ..devices import check_fits
 from ..errors import FastDFKDError
 from ..inputspace import InputSpace
 from ..io import save_npz
-from ..synthesis.augment import crop_flip
+from ..synthesis.augment import crop_flip, default_shift
 from ..synthesis.objective import InversionObjective, LossWeights
 from ..teacher import OutputTransform, Teacher
 
@@ -62,7 +62,6 @@ class DataSource(ABC):
     """A teacher-driven source of input batches; subclasses implement :meth:`synthesize_pixels`."""
 
     name: ClassVar[str]
-    requires_batchnorm: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -81,8 +80,6 @@ class DataSource(ABC):
         """``teacher`` is a :class:`Teacher`, or a model plus ``input_shape``, ``mean``, ``std``,
         ``device`` and ``output_transform`` to build one from."""
         self.teacher = Teacher.of(teacher, input_shape, mean=mean, std=std, device=device, output_transform=output_transform)
-        if self.requires_batchnorm:
-            self.teacher.require_batchnorm(self.name)
         self.seed = seed
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
         self.with_logits = with_logits
@@ -220,10 +217,16 @@ class DataSource(ABC):
         return num_samples * per_sample
 
     # -- helpers ------------------------------------------------------------------------
-    def inversion_objective(self, weights: LossWeights | None, bn_momentum: float, flip: bool = True) -> InversionObjective:
-        """The BN + CE (+ adversarial) loss on cropped (and, with ``flip``, mirrored) batches, for sources that invert the teacher."""
-        augment = functools.partial(crop_flip, flip=flip)
-        return InversionObjective(self.teacher, self.rng, weights, bn_momentum, augment, self.autocast_dtype)
+    def inversion_objective(
+        self, weights: LossWeights | None, bn_momentum: float, flip: bool = True, prior: str = "auto", shift: int | None = None
+    ) -> InversionObjective:
+        """The prior + CE (+ adversarial) loss on batches shifted by up to ``shift`` pixels (default an eighth of
+        the side) and, with ``flip``, mirrored: for sources that invert the teacher."""
+        if shift is not None and shift < 0:
+            raise FastDFKDError(f"shift must be 0 (no shifts) or more pixels, got {shift}")
+        self.shift = default_shift(self.input_shape[1]) if shift is None else shift
+        augment = functools.partial(crop_flip, padding=self.shift, flip=flip)
+        return InversionObjective(self.teacher, self.rng, weights, bn_momentum, augment, self.autocast_dtype, prior)
 
     def balanced_labels(self, batch_size: int, offset: int) -> torch.Tensor:
         """Labels ``offset, offset+1, …`` modulo the class count, shuffled: balanced across batches."""

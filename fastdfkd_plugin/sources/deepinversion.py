@@ -16,7 +16,7 @@ from .base import DataSource, NonFiniteBatch
 
 
 class DeepInversionSource(DataSource):
-    """DeepInversion: optimise the pixels of every batch from noise (same BN + CE loss, thousands of steps).
+    """DeepInversion: optimise the pixels of every batch from noise (same prior + CE loss, thousands of steps).
 
     Pixels start as N(0, 1) in normalised space and are clipped to the valid pixel
     range after every step, so its batches are usable as calibration data.
@@ -34,13 +34,15 @@ class DeepInversionSource(DataSource):
         loss_weights: LossWeights | None = None,
         bn_momentum: float = 0.0,
         flip: bool = True,
+        prior: str = "auto",
+        shift: int | None = None,
         **common: Any,
     ) -> None:
         super().__init__(teacher, input_shape, **common)
         if steps < 1:
             raise FastDFKDError(f"steps must be ≥ 1, got {steps}")
         self.steps, self.lr, self.bn_momentum, self.flip = steps, lr, bn_momentum, flip
-        self.objective = self.inversion_objective(loss_weights, bn_momentum, flip)
+        self.objective = self.inversion_objective(loss_weights, bn_momentum, flip, prior, shift)
 
     def synthesize_pixels(self, labels: torch.Tensor) -> torch.Tensor:
         shape = (len(labels), *self.input_shape)
@@ -68,7 +70,8 @@ class DeepInversionSource(DataSource):
     def settings(self) -> dict[str, Any]:
         w = self.objective.weights
         return {"steps": self.steps, "lr": self.lr, "bn_momentum": self.bn_momentum,
-                "loss_weights": {"bn": w.bn, "oh": w.oh, "adv": w.adv}, "flip": self.flip}
+                "prior": self.objective.prior.name, "loss_weights": {"prior": w.prior, "oh": w.oh, "adv": w.adv},
+                "flip": self.flip, "shift": self.shift}
 
 
 @hookimpl

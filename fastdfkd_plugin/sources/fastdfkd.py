@@ -61,6 +61,8 @@ class FastDFKDSource(DataSource):
         bn_momentum: float = 0.9,
         warmup_batch_size: int = 16,
         flip: bool = True,
+        prior: str = "auto",
+        shift: int | None = None,
         state_path: str | Path | None = None,
         cache: bool = True,
         **common: Any,
@@ -71,7 +73,7 @@ class FastDFKDSource(DataSource):
         self.warmup_tasks, self.warmup_batch_size = warmup_tasks, warmup_batch_size
         self.bn_momentum, self.flip = bn_momentum, flip
         self.cache = cache
-        self.objective = self.inversion_objective(loss_weights, bn_momentum, flip)
+        self.objective = self.inversion_objective(loss_weights, bn_momentum, flip, prior, shift)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed)
             network = plugins.make_generator(generator, self.input_shape, self.teacher.macs_per_image, latent_dim).to(self.device)
@@ -168,10 +170,11 @@ class FastDFKDSource(DataSource):
             "steps": s.steps, "lr_g": s.lr_g, "lr_z": s.lr_z, "meta_update": s.meta_update,
             "warmup_tasks": self.warmup_tasks, "warmup_batch_size": self.warmup_batch_size,
             "warmup_seconds": round(self.warmup_seconds, 3),
-            "bn_momentum": self.bn_momentum, "loss_weights": {"bn": w.bn, "oh": w.oh, "adv": w.adv},
+            "bn_momentum": self.bn_momentum, "prior": self.objective.prior.name,
+            "loss_weights": {"prior": w.prior, "oh": w.oh, "adv": w.adv},
             "generator": self.generator_name,
             "generator_parameters": sum(p.numel() for p in s.generator.parameters()),
-            "latent_dim": s.generator.latent_dim, "flip": self.flip,
+            "latent_dim": s.generator.latent_dim, "flip": self.flip, "shift": self.shift,
         }
 
     # -- reuse of a warm meta-generator -----------------------------------------------

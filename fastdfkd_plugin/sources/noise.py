@@ -20,7 +20,6 @@ class GaussianSource(DataSource):
     """
 
     name = "gaussian"
-    requires_batchnorm = False
 
     def __init__(self, teacher: Teacher | nn.Module, input_shape: tuple[int, int, int] | None = None, *, clip: bool = True, **common: Any) -> None:
         super().__init__(teacher, input_shape, **common)
@@ -38,7 +37,6 @@ class UniformSource(DataSource):
     """Uniformly random pixels in [0, 1], normalised like real images."""
 
     name = "uniform"
-    requires_batchnorm = False
 
     def synthesize_pixels(self, labels: torch.Tensor) -> torch.Tensor:
         return torch.rand((len(labels), *self.input_shape), generator=self.rng, device=self.rng.device).to(self.device)
