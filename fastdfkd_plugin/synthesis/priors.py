@@ -21,6 +21,7 @@ highest ``rank``; a name overrides it.
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from typing import Any, Callable, ClassVar
 
@@ -247,7 +248,7 @@ class TransformerPrior(GenericPrior):
     def __init__(self, teacher: Teacher, momentum: float) -> None:
         super().__init__(teacher, momentum)
         self.layers = attention_modules(teacher.model)
-        self.outputs: list[torch.Tensor] = []
+        self.outputs: dict[int, torch.Tensor] = {}  # per layer, overwritten by each forward like the BN matchers
 
     @classmethod
     def applies_to(cls, teacher: Teacher) -> bool:
@@ -255,17 +256,17 @@ class TransformerPrior(GenericPrior):
         return has_layernorm and bool(attention_modules(teacher.model))
 
     def hooks(self) -> list[tuple[nn.Module, Hook]]:
-        return [(layer, self._keep) for layer in self.layers]
+        return [(layer, functools.partial(self._keep, index)) for index, layer in enumerate(self.layers)]
 
-    def _keep(self, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
+    def _keep(self, index: int, module: nn.Module, inputs: tuple[Any, ...], output: Any) -> None:
         tokens = output[0] if isinstance(output, (tuple, list)) else output
         if isinstance(module, nn.MultiheadAttention) and not module.batch_first:
             tokens = tokens.transpose(0, 1)
         if isinstance(tokens, torch.Tensor) and tokens.dim() == 3:
-            self.outputs.append(tokens)
+            self.outputs[index] = tokens
 
     def loss(self, inputs: torch.Tensor) -> torch.Tensor:
-        outputs, self.outputs = self.outputs, []
+        outputs, self.outputs = list(self.outputs.values()), {}
         if not outputs:
             raise FastDFKDError("the transformer prior saw no N×tokens×features attention output; "
                                 "choose prior 'generic' for this teacher")
