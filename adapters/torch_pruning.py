@@ -21,6 +21,7 @@ import argparse
 import copy
 import dataclasses
 import logging
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,7 @@ from torch.utils import _pytree as pytree
 from ..batchnorm import reestimate_batchnorm
 from ..distillation import DistillConfig, Distiller, agreement, as_teacher, check_same_run, load_checkpoint
 from .. import options
+from ..attention import head_channels, head_count, prunable_attention, projections, set_head_count, value_channels
 from ..errors import FastDFKDError, reason
 from ..hookspecs import hookimpl
 from ..io import atomic_path
@@ -106,16 +108,21 @@ def unsafe_layers(model: nn.Module, example: torch.Tensor, ignored: list[nn.Modu
     treats as an ordinary op) is unsafe; every layer in it is returned, to be passed
     as ``ignored_layers``. Activations should map 0 to 0 (ReLU, GELU, SiLU do);
     otherwise safe groups are reported unsafe too, which costs speed-up, never correctness.
+    An attention's q/k/v group is tried by removing one whole head, against the model with
+    that head's values zeroed (see :mod:`fastdfkd_plugin.attention`).
     """
     original = dict(model.named_modules())
     names = {module: name for name, module in original.items()}
     reference = trainable_copy(model).eval()
     modules = dict(reference.named_modules())
     reference_names = {module: name for name, module in modules.items()}
+    attention_of = {projections(module)[0]: name for name, module in prunable_attention(reference).items()}
     graph = trace(reference, example)
     unsafe: list[str] = []
     for group in graph.get_all_groups(ignored_layers=[modules[names[m]] for m in ignored or []], root_module_types=PRUNABLE):
-        problem = _pruning_problem(reference, example, reference_names[group[0].dep.target.module])
+        attention = next((attention_of[dep.target.module] for dep, _ in group
+                          if dep.target.module in attention_of and graph.is_out_channel_pruning_fn(dep.handler)), None)
+        problem = _pruning_problem(reference, example, reference_names[group[0].dep.target.module], attention)
         if problem:
             members = [reference_names[dep.target.module] for dep, _ in group
                        if isinstance(dep.target.module, PRUNABLE) and graph.is_out_channel_pruning_fn(dep.handler)]
@@ -124,26 +131,33 @@ def unsafe_layers(model: nn.Module, example: torch.Tensor, ignored: list[nn.Modu
     return [original[name] for name in unsafe]
 
 
-def _pruning_problem(reference: nn.Module, example: torch.Tensor, root_name: str) -> str:
-    """What goes wrong when one channel of the group rooted at ``root_name`` is pruned ('' if nothing)."""
+def _pruning_problem(reference: nn.Module, example: torch.Tensor, root_name: str, attention: str | None = None) -> str:
+    """What goes wrong when one channel (one head of ``attention``) of the group rooted at ``root_name`` is pruned ('' if nothing)."""
     tp = _tp()
     trial, masked = trainable_copy(reference), trainable_copy(reference)
-    trial_names = {module: name for name, module in trial.named_modules()}
-    masked_modules = dict(masked.named_modules())
-    root = dict(trial.named_modules())[root_name]
+    trial_modules, masked_modules = dict(trial.named_modules()), dict(masked.named_modules())
+    trial_names = {module: name for name, module in trial_modules.items()}
     graph = trace(trial, example)
-    handler = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else tp.prune_conv_out_channels
-    group = graph.get_pruning_group(root, handler, idxs=[root.weight.shape[0] // 2])
+    if attention:
+        heads = head_count(trial_modules[attention])
+        group = graph.get_pruning_group(projections(trial_modules[attention])[0], tp.prune_linear_out_channels,
+                                        idxs=head_channels(trial_modules[attention], heads // 2))
+        silenced = [value_channels(masked_modules[attention], heads // 2)]
+    else:
+        root = trial_modules[root_name]
+        handler = tp.prune_linear_out_channels if isinstance(root, nn.Linear) else tp.prune_conv_out_channels
+        group = graph.get_pruning_group(root, handler, idxs=[root.weight.shape[0] // 2])
+        silenced = [(masked_modules[trial_names[dep.target.module]], [int(i) for i in idxs]) for dep, idxs in group
+                    if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, (*PRUNABLE, nn.modules.batchnorm._BatchNorm))]
     with torch.no_grad():
-        for dep, idxs in group:
-            if graph.is_out_channel_pruning_fn(dep.handler) and isinstance(dep.target.module, (*PRUNABLE, nn.modules.batchnorm._BatchNorm)):
-                layer = masked_modules[trial_names[dep.target.module]]
-                channels = [int(i) for i in idxs]
-                for tensor in (layer.weight, layer.bias):
-                    if tensor is not None:
-                        tensor[channels] = 0
+        for layer, channels in silenced:
+            for tensor in (layer.weight, layer.bias):
+                if tensor is not None:
+                    tensor[channels] = 0
     try:
         group.prune()
+        if attention:
+            set_head_count(trial_modules[attention], heads - 1)
         with torch.no_grad():
             pruned, expected = pytree.tree_leaves(trial(example)), pytree.tree_leaves(masked(example))
             same = len(pruned) == len(expected) and all(
@@ -265,13 +279,51 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> tuple[float, float]:
         return _tp().utils.count_ops_and_params(model, example)
 
 
+class HeadAwarePruner:
+    """Torch-Pruning's ``BasePruner`` on a copy, removing whole heads from the attention modules named in ``heads``.
+
+    The head count each attention's forward reshapes with is updated after every step;
+    heads go at the same ratio as channels elsewhere, but every attention keeps one.
+    ``options`` override any of this.
+    """
+
+    def __init__(self, model: nn.Module, example: torch.Tensor, importance: Any, ratio: float, ignored: list[str],
+                 heads: list[str], options: dict[str, Any], iterative_steps: int = 1) -> None:
+        modules = dict(model.named_modules())
+        self.attention = {name: modules[name] for name in heads}
+        head_counts = {layer: head_count(module) for module in self.attention.values() for layer in projections(module)}
+        head_ratios = {layer: _head_ratio(ratio, count) for layer, count in head_counts.items()}
+        settings = {"num_heads": head_counts, "prune_num_heads": bool(head_counts), "prune_head_dims": False,
+                    "head_pruning_ratio_dict": head_ratios, **options}
+        self.pruner = _tp().pruner.BasePruner(model, example, importance, pruning_ratio=ratio, iterative_steps=iterative_steps,
+                                             ignored_layers=[modules[name] for name in ignored], **settings)
+
+    def step(self) -> None:
+        self.pruner.step()
+        for module in self.attention.values():
+            set_head_count(module, self.pruner.num_heads[projections(module)[0]])
+
+
+def _head_ratio(ratio: float, heads: int) -> float:
+    """The head pruning ratio that removes floor(ratio × heads) heads but never the last one.
+
+    Rounding down lets channel pruning elsewhere make up the rest, so a target speed-up
+    is met closely rather than overshot by a whole head in every block. Torch-Pruning
+    removes ceil(head ratio × heads), hence a ratio just under the wanted fraction.
+    """
+    removed = min(math.floor(ratio * heads + 1e-9), heads - 1)
+    return max(removed / heads - 1e-6, 0.0)
+
+
 def ratio_for_speed_up(
-    model: nn.Module, example: torch.Tensor, speed_up: float, ignored: list[nn.Module], pruner_options: dict[str, Any]
+    model: nn.Module, example: torch.Tensor, speed_up: float, ignored: list[nn.Module], pruner_options: dict[str, Any],
+    heads: list[str] | None = None,
 ) -> float:
     """The per-layer pruning ratio that gives ``speed_up`` × fewer MACs (bisection on copies).
 
     With local pruning the MACs depend on how many channels go, not which, so a
     data-free importance finds the ratio. Refuses a speed-up the allowed layers cannot reach.
+    ``heads`` names the attention modules that lose whole heads (see :class:`HeadAwarePruner`).
     """
     tp = _tp()
     names = {module: name for name, module in model.named_modules()}
@@ -279,12 +331,8 @@ def ratio_for_speed_up(
 
     def speed_up_at(ratio: float) -> float:
         trial = trainable_copy(model)
-        modules = dict(trial.named_modules())
-        pruner = tp.pruner.BasePruner(
-            trial, example, tp.importance.GroupMagnitudeImportance(p=2), pruning_ratio=ratio,
-            ignored_layers=[modules[names[m]] for m in ignored], **pruner_options,
-        )
-        pruner.step()
+        HeadAwarePruner(trial, example, tp.importance.GroupMagnitudeImportance(p=2), ratio, [names[m] for m in ignored],
+                        heads or [], pruner_options).step()
         return base_macs / count_macs(trial, example)[0]
 
     best = speed_up_at(MAX_PRUNING_RATIO)
@@ -399,15 +447,15 @@ def prune_datafree(
     """Prune a copy of the teacher to ``speed_up``× fewer MACs and recover it from ``source``; the teacher is untouched.
 
     Layers the dependency graph cannot follow are found and left unpruned (see
-    :func:`unsafe_layers`); the classifier keeps its outputs. ``importance`` is a name
-    or any Torch-Pruning importance; data-driven ones are fed synthetic batches.
-    ``pruner_options`` go to ``BasePruner`` (``round_to``, ``global_pruning``, ...).
-    With ``rounds`` > 1, pruning is iterative, with a short recovery
+    :func:`unsafe_layers`); the classifier keeps its outputs. Attention modules with a
+    head count and Linear q/k/v projections (timm, Hugging Face) lose whole heads.
+    ``importance`` is a name or any Torch-Pruning importance; data-driven ones are fed
+    synthetic batches. ``pruner_options`` go to ``BasePruner`` (``round_to``,
+    ``global_pruning``, ``prune_num_heads``, ...). With ``rounds`` > 1, pruning is iterative, with a short recovery
     (``recovery.steps // rounds`` KD steps) after every round but the last.
     Recovery is BN re-estimation, then ``recovery.steps`` KD steps (0: BN only).
     With ``checkpoint``, the final recovery checkpoints there; ``resume`` continues it.
     """
-    tp = _tp()
     teacher, _ = as_teacher(teacher, source)
     if teacher.device != source.device:
         raise FastDFKDError(f"the model is on {teacher.device} but the source on {source.device}; build the source on the model's device")
@@ -429,19 +477,17 @@ def prune_datafree(
     ignored = list(ignored_layers or []) + output_layers(model, example, teacher.output_transform)
     unsafe = unsafe_layers(model, example, ignored)
     names = {module: name for name, module in model.named_modules()}
+    heads = [name for name, module in prunable_attention(model).items() if projections(module)[0] not in ignored + unsafe]
     macs_before, params_before = count_macs(model, example)
-    ratio = ratio_for_speed_up(model, example, speed_up, ignored + unsafe, pruner_options)
+    ratio = ratio_for_speed_up(model, example, speed_up, ignored + unsafe, pruner_options, heads)
     student = trainable_copy(model)
     report = PruneReport(macs_before, 0.0, params_before, 0.0, ratio, importance_name, [names[m] for m in unsafe])
     if saved is not None:
         fit_layers_to_state_dict(student, saved["student"])
     else:
-        copies = dict(student.named_modules())
         criterion = make_importance(importance, teacher.info.num_classes) if isinstance(importance, str) else importance
-        pruner = tp.pruner.BasePruner(
-            student, example, criterion, pruning_ratio=ratio, iterative_steps=rounds,
-            ignored_layers=[copies[names[m]] for m in ignored + unsafe], **pruner_options,
-        )
+        pruner = HeadAwarePruner(student, example, criterion, ratio, [names[m] for m in ignored + unsafe], heads,
+                                 pruner_options, iterative_steps=rounds)
         for round_ in range(rounds):
             batches = [source.next_batch(batch_size).inputs for _ in range(importance_batches)]
             accumulate_importance(student, criterion, batches, teacher)

@@ -38,8 +38,15 @@ def default_data_dir() -> Path:
     return Path(os.environ.get("FASTDFKD_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
-def load_teacher(name: str, data_dir: Path | None = None) -> CifarResNet:
-    """A pretrained teacher from ``data_dir/teachers`` (weights_only load)."""
+def load_teacher(name: str, data_dir: Path | None = None) -> nn.Module:
+    """A CIFAR-10 teacher by name: a shared ResNet from ``data_dir/teachers`` (weights_only load), or ``vit``.
+
+    ``vit`` is the ViT of :mod:`benchmarks.vit_teacher`, trained once and cached.
+    """
+    if name == "vit":
+        from .vit_teacher import load_vit_teacher  # imported here: it trains with this module's data loading
+
+        return load_vit_teacher(data_dir=data_dir)
     model = CifarResNet(int(name.removeprefix("resnet")))
     load_weights(model, (data_dir or default_data_dir()) / "teachers" / TEACHER_FILES[name])
     return model.eval()

@@ -1,6 +1,10 @@
-"""Data-free distillation of a random-init ResNet-20 from the real CIFAR-10 ResNet-56, per data source.
+"""Data-free distillation of a random-init ResNet-20 from a real CIFAR-10 teacher, per data source.
 
-    python -m benchmarks.distillation [--budget 600] [--sources fastdfkd-k5,fastdfkd-k2,deepinversion,gaussian,real]
+    python -m benchmarks.distillation [--teacher resnet56|vit] [--budget 600] [--sources fastdfkd-k5,fastdfkd-k2,deepinversion,gaussian,real]
+
+Teachers: the shared ResNet-56 (BatchNorm prior) or the trained ViT of
+:mod:`benchmarks.vit_teacher` (no BatchNorm; ``auto`` picks the transformer prior,
+``fastdfkd-k5-generic`` is the generic-prior ablation).
 
 Every source gets the same wall-clock budget (synthesis included; fastdfkd's warm-up
 too) and the same KD recipe (the paper's: SGD lr 0.2, momentum 0.9, weight decay 1e-4,
@@ -31,14 +35,14 @@ RECIPE = dict(batch_size=128, synthesis_batch_size=64, steps_per_batch=10, bank_
 SOURCES = {
     "fastdfkd-k5": ("fastdfkd", {"steps": 5}),
     "fastdfkd-k2": ("fastdfkd", {"steps": 2}),
+    "fastdfkd-k5-generic": ("fastdfkd", {"steps": 5, "prior": "generic"}),
     "deepinversion": ("deepinversion", {"steps": 200}),
     "gaussian": ("gaussian", {}),
     "real": (None, {}),
 }
-
-
-
-
+DEFAULT_SOURCES = {"resnet56": "fastdfkd-k5,fastdfkd-k2,deepinversion,gaussian,real",
+                   "vit": "fastdfkd-k5,fastdfkd-k5-generic,gaussian,real"}
+TEACHER_NAMES = {"resnet56": "ResNet-56", "vit": "ViT (1 M parameters)"}
 
 
 def run_source(label: str, teacher, args, eval_x, eval_y, real_x) -> dict:
@@ -69,28 +73,31 @@ def run_source(label: str, teacher, args, eval_x, eval_y, real_x) -> dict:
 def main() -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds per source")
-    parser.add_argument("--sources", default=",".join(SOURCES))
+    parser.add_argument("--teacher", choices=sorted(TEACHER_NAMES), default="resnet56")
+    parser.add_argument("--sources", help=f"comma-separated, from {', '.join(SOURCES)} (default per teacher: {DEFAULT_SOURCES})")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args()
-    teacher = load_teacher("resnet56", args.data_dir)
+    teacher = load_teacher(args.teacher, args.data_dir)
     eval_x, eval_y = load_images("test_a", args.data_dir)
     real_x, _ = load_images("train_10k", args.data_dir, seed=args.seed)
-    results = {"teacher": "resnet56", "student": "resnet20 (random init)", "teacher_accuracy": accuracy(teacher, eval_x, eval_y),
+    results = {"teacher": args.teacher, "student": "resnet20 (random init)", "teacher_accuracy": accuracy(teacher, eval_x, eval_y),
                "budget_seconds": args.budget, "recipe": RECIPE, "sources": {k: SOURCES[k][1] for k in SOURCES},
                "environment": environment(), "runs": []}
-    print(f"teacher resnet56: {results['teacher_accuracy']:.2f} % on test_a", flush=True)
-    for label in args.sources.split(","):
+    print(f"teacher {args.teacher}: {results['teacher_accuracy']:.2f} % on test_a", flush=True)
+    for label in (args.sources or DEFAULT_SOURCES[args.teacher]).split(","):
         results["runs"].append(run_source(label, teacher, args, eval_x, eval_y, real_x))
-    write_results(args.out / "distillation.json", args.out / "distillation.md", results, markdown(results))
-    plot(results, args.out / "distillation.png")
+    stem = "distillation" if args.teacher == "resnet56" else f"distillation_{args.teacher}"
+    write_results(args.out / f"{stem}.json", args.out / f"{stem}.md", results, markdown(results))
+    plot(results, args.out / f"{stem}.png")
     print(markdown(results))
 
 
 def markdown(results: dict) -> str:
     lines = [
-        "# Data-free distillation: ResNet-56 → ResNet-20 (random init), equal wall-clock per source",
+        f"# Data-free distillation: {TEACHER_NAMES[results['teacher']]} → ResNet-20 (random init), equal wall-clock per source",
         "",
-        "Command: `OMP_NUM_THREADS=1 taskset -c 0 python -m benchmarks.distillation --budget 720` (one CPU core).",
+        "Command: `OMP_NUM_THREADS=1 taskset -c 0 python -m benchmarks.distillation "
+        f"--teacher {results['teacher']} --budget {results['budget_seconds']:g}` (one CPU core).",
         f"Teacher {results['teacher_accuracy']:.2f} % on test_a (5,000 images). Budget {results['budget_seconds']:.0f} s "
         "of training time per source (synthesis, warm-up included, plus KD; evaluation not counted).",
         "",
@@ -121,9 +128,10 @@ def plot(results: dict, path: Path) -> None:
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for run in results["runs"]:
         axis.plot([e["seconds"] / 60 for e in run["curve"]], [e["accuracy"] for e in run["curve"]], marker="o", label=run["source"])
-    axis.axhline(results["teacher_accuracy"], color="grey", linestyle="--", label="teacher (ResNet-56)")
+    teacher = TEACHER_NAMES[results["teacher"]]
+    axis.axhline(results["teacher_accuracy"], color="grey", linestyle="--", label=f"teacher ({teacher})")
     axis.set(xlabel="training time (min, one CPU core)", ylabel="student accuracy on test_a (%)",
-             title="ResNet-56 → ResNet-20, equal wall-clock per source")
+             title=f"{teacher} → ResNet-20, equal wall-clock per source")
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)

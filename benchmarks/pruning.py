@@ -1,7 +1,11 @@
-"""Prune a real CIFAR-10 ResNet-56 with Torch-Pruning, then recover it without its training data.
+"""Prune a real CIFAR-10 ResNet-56 (or ResNet-20, or the ViT) with Torch-Pruning, then recover it without its training data.
 
-    python -m benchmarks.pruning [--teacher resnet56|resnet20] [--speed-ups 2.0,2.6] [--recover-at 2.6] [--budget 600]
-                                 [--sources ...] [--eval test_a|heldout]
+    python -m benchmarks.pruning [--teacher resnet56|resnet20|vit] [--speed-ups 2.0,2.6] [--recover-at 2.6] [--budget 600]
+                                 [--sources ...] [--eval test_a|heldout] [--keep-heads]
+
+The ViT loses whole attention heads as well as MLP channels (``--keep-heads``: MLP
+channels only, the ablation); it has no BatchNorm, so its BN re-estimation columns
+equal the pruned model's.
 
 For each target speed-up (MACs before / after): accuracy of the unpruned model, right
 after pruning (magnitude importance, only the layers the dependency graph can follow;
@@ -36,6 +40,7 @@ from torch.utils.data import DataLoader
 
 from fastdfkd_plugin import get_source, kd_loader, kd_loss
 from fastdfkd_plugin.adapters.torch_pruning import prune_datafree, recover
+from fastdfkd_plugin.attention import head_count, prunable_attention
 from fastdfkd_plugin.batchnorm import reestimate_batchnorm
 from fastdfkd_plugin.distillation import DistillConfig
 
@@ -141,6 +146,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds per recovery source")
     parser.add_argument("--sources", default=",".join(RECOVERY_SOURCES + SCRIPT_LOOPS),
                         help="recovery sources to run, comma-separated (script loops need fastdfkd)")
+    parser.add_argument("--keep-heads", action="store_true", help="ablation: prune no attention heads (vit)")
     parser.add_argument("--eval", choices=("test_a", "heldout"), default="test_a")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args()
@@ -159,20 +165,21 @@ def main() -> None:
     def score(model: torch.nn.Module) -> float:
         return accuracy(model, eval_x, eval_y)
 
-    results = {"teacher": args.teacher, "eval": args.eval, "eval_images": len(eval_y), "budget_seconds": args.budget,
+    results = {"teacher": args.teacher, "keep_heads": args.keep_heads, "eval": args.eval, "eval_images": len(eval_y), "budget_seconds": args.budget,
                "recovery_config": RECOVERY, "environment": environment(),
                "unpruned": score(teacher), "targets": []}
     print(f"{args.teacher} unpruned: {results['unpruned']:.2f} % on {args.eval}", flush=True)
     recover_at = {float(s) for s in args.recover_at.split(",") if s}
     for speed_up in (float(s) for s in args.speed_ups.split(",")):
         print(f"  target {speed_up}× fewer MACs", flush=True)
-        pruned, report = prune_datafree(teacher, source("fastdfkd", teacher, args), speed_up, "magnitude", bn_samples=0)
+        pruned, report = prune_datafree(teacher, source("fastdfkd", teacher, args), speed_up, "magnitude", bn_samples=0,
+                                        pruner_options={"prune_num_heads": False} if args.keep_heads else None)
         row = {"target": speed_up, "speed_up": round(report.speed_up, 3), "macs_before": report.macs_before,
                "macs_after": report.macs_after, "params_before": report.params_before, "params_after": report.params_after,
                "pruning_ratio": round(report.pruning_ratio, 4), "unpruned_layers": report.unsafe_layers,
-               "pruned": score(pruned)}
+               "pruned": score(pruned), "heads": [head_count(m) for m in prunable_attention(pruned).values()]}
         print(f"    {report.speed_up:.2f}× at ratio {report.pruning_ratio:.3f}, {len(report.unsafe_layers)} layers left "
-              f"unpruned; right after pruning {row['pruned']:.2f} %", flush=True)
+              f"unpruned, attention heads {row['heads']}; right after pruning {row['pruned']:.2f} %", flush=True)
         row["bn_reestimation"] = bn_reestimation(pruned, teacher, real_x, args, score)
         if speed_up in recover_at:
             steps = deepinversion_steps_for(teacher, args) if "deepinversion" in sources else 0
@@ -183,7 +190,8 @@ def main() -> None:
             row["script_loops"] = [script_loop_run(name, pruned, teacher, (real_x, real_y), args, score, fastdfkd_steps)
                                    for name in SCRIPT_LOOPS if name in sources]
         results["targets"].append(row)
-    name = ("pruning" if args.eval == "test_a" else "pruning_heldout") + ("" if args.teacher == "resnet56" else f"_{args.teacher}")
+    name = (("pruning" if args.eval == "test_a" else "pruning_heldout") + ("" if args.teacher == "resnet56" else f"_{args.teacher}")
+            + ("_keep_heads" if args.keep_heads else ""))
     write_results(args.out / f"{name}.json", args.out / f"{name}.md", results, markdown(results))
     plot(results, args.out / f"{name}.png")
     print(markdown(results))
@@ -203,6 +211,7 @@ def markdown(results: dict) -> str:
         bn = row["bn_reestimation"]
         lines.append(f"| {row['target']}× | {row['speed_up']:.2f}× | {row['pruned']:.2f} | {bn['fastdfkd']['accuracy']:.2f} | "
                      f"{bn['gaussian']['accuracy']:.2f} | {bn['real train_10k']['accuracy']:.2f} |")
+    lines += [f"\nAttention heads left per block at {row['speed_up']:.2f}×: {row['heads']}" for row in results["targets"] if row.get("heads")]
     for row in results["targets"]:
         if "recovery" not in row:
             continue

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .attention import head_width, prunable_attention, restore_head_counts
 from .errors import FastDFKDError, reason
 from .io import load_torch
 
@@ -142,9 +143,10 @@ def _mismatch(model: nn.Module, state: dict[str, Any]) -> str:
 def fit_layers_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
     """Resize Conv/Linear/BatchNorm layers to the tensor shapes in ``state`` (a pruned model's weights).
 
-    Structured pruning only removes channels, so shapes are all a pruned model needs;
-    no pickled module (which would run code on loading) has to be stored.
+    Structured pruning only removes channels (attention: whole heads), so shapes are all a
+    pruned model needs; no pickled module (which would run code on loading) has to be stored.
     """
+    head_widths = {name: head_width(module) for name, module in prunable_attention(model).items()}
     for name, module in model.named_modules():
         prefix = f"{name}." if name else ""
         tensors = [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]
@@ -161,6 +163,7 @@ def fit_layers_to_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -
             else:
                 module.register_buffer(key, fresh)
         _update_layer_sizes(module)
+    restore_head_counts(model, head_widths)
     return model
 
 

@@ -174,3 +174,66 @@ def tiny_vit() -> nn.Module:
 
     torch.manual_seed(0)
     return CifarViT(dim=16, depth=1, num_heads=2, mlp_ratio=2, patch=8).eval()
+
+
+class SeparateProjectionAttention(nn.Module):
+    """Hugging Face's attention layout: separate ``query``/``key``/``value`` layers, ``num_attention_heads``, ``all_head_size``."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.num_attention_heads, self.attention_head_size, self.all_head_size = heads, dim // heads, dim
+        self.query, self.key, self.value = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
+        self.output = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+        q, k, v = (layer(x).view(batch, tokens, self.num_attention_heads, self.attention_head_size).transpose(1, 2)
+                   for layer in (self.query, self.key, self.value))
+        weights = (q @ k.transpose(-2, -1) / self.attention_head_size ** 0.5).softmax(-1)
+        return self.output((weights @ v).transpose(1, 2).reshape(batch, tokens, self.all_head_size))
+
+
+class TokenNet(nn.Module):
+    """Patches → one pre-norm attention block → mean pool → classifier, with the attention class given."""
+
+    def __init__(self, attention: nn.Module, dim: int = 16) -> None:
+        super().__init__()
+        self.embed = nn.Conv2d(3, dim, 8, 8)
+        self.norm = nn.LayerNorm(dim)
+        self.attention = attention
+        self.head = nn.Linear(dim, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(x).flatten(2).transpose(1, 2)
+        return self.head((tokens + self.attention(self.norm(tokens))).mean(1))
+
+
+def separate_projections() -> TokenNet:
+    torch.manual_seed(0)
+    return TokenNet(SeparateProjectionAttention(16, 4)).eval()
+
+
+def four_head_vit() -> nn.Module:
+    """Two blocks of four 8-wide heads: room to remove whole heads."""
+    from examples.cifar_vit import CifarViT
+
+    torch.manual_seed(0)
+    return CifarViT(dim=32, depth=2, num_heads=4, mlp_ratio=2, patch=8).eval()
+
+
+def hard_coded_heads() -> nn.Module:
+    """A ViT whose attention reshapes with a literal 4 although it says ``num_heads``: removing a head must be refused."""
+    from examples.cifar_vit import Attention
+
+    class LiteralHeads(Attention):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            batch, tokens, _ = x.shape
+            q, k, v = self.qkv(x).reshape(batch, tokens, 3, 4, -1).permute(2, 0, 3, 1, 4).unbind(0)
+            return self.proj(((q @ k.transpose(-2, -1)).softmax(-1) @ v).transpose(1, 2).reshape(batch, tokens, -1))
+
+    model = four_head_vit()
+    for block in model.blocks:
+        literal = LiteralHeads(32, 4)
+        literal.load_state_dict(block.attn.state_dict())
+        block.attn = literal
+    return model.eval()

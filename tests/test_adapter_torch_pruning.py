@@ -17,17 +17,19 @@ from fastdfkd_plugin.adapters.torch_pruning import (
     output_layers,
     prune_datafree,
     recover,
+    save_pruned,
     trainable_copy,
     unsafe_layers,
 )
-from models import ResidualNet
+from models import ResidualNet, four_head_vit, hard_coded_heads, separate_projections
 
-from fastdfkd_plugin import FastDFKDError, get_source
+from fastdfkd_plugin import FastDFKDError, Teacher, get_source
+from fastdfkd_plugin.attention import head_count, head_width, prunable_attention, projections
 from fastdfkd_plugin.cli import main
 from digits import train_on_digits
 from fastdfkd_plugin.demo import INPUT_SHAPE, accuracy
 from fastdfkd_plugin.distillation import DistillConfig, Distiller
-from fastdfkd_plugin.loading import load_model
+from fastdfkd_plugin.loading import load_model, load_weights
 
 RECOVERY = DistillConfig(steps=80, batch_size=32, steps_per_batch=5, bank_size=512, lr=0.05, temperature=4)
 
@@ -175,3 +177,33 @@ def test_iterative_pruning_recovers_between_rounds_and_reaches_the_speed_up():
                                    bn_samples=32, batch_size=16, eval_samples=32)
     assert calls == [10, 20], "one short recovery between the two rounds, then the full one"
     assert report.speed_up >= 1.8
+
+
+@pytest.mark.parametrize("make_model, speed_up", [(four_head_vit, 1.5), (separate_projections, 1.15)])
+def test_attention_loses_whole_heads_and_the_pruned_file_loads_back(make_model, speed_up, tmp_path):
+    model = make_model()
+    before = state_hash(model)
+    teacher = Teacher(model, (3, 32, 32), device="cpu")
+    pruned, report = prune_datafree(teacher, get_source("gaussian", teacher, seed=0), speed_up, bn_samples=0, eval_samples=8)
+    assert state_hash(model) == before and report.speed_up >= speed_up
+    assert not names(model, [layer for a in prunable_attention(model).values() for layer in projections(a)]) & set(report.unsafe_layers)
+    for name, original in prunable_attention(model).items():
+        attention = dict(pruned.named_modules())[name]
+        assert 1 <= head_count(attention) < head_count(original)
+        assert head_width(attention) == head_width(original)  # whole heads went, each head kept its width
+    save_pruned(pruned, tmp_path / "pruned.pt", None, report)
+    reloaded = make_model()
+    load_weights(reloaded, tmp_path / "pruned.pt")
+    images = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(reloaded(images), pruned(images))
+
+
+def test_an_attention_that_ignores_its_head_count_is_left_unpruned():
+    example = torch.randn(1, 3, 32, 32)
+    literal, honest = hard_coded_heads(), four_head_vit()
+    projections_ = {"blocks.0.attn.qkv", "blocks.1.attn.qkv"}
+    assert projections_ <= names(literal, unsafe_layers(literal, example, output_layers(literal, example)))
+    honest_unsafe = names(honest, unsafe_layers(honest, example, output_layers(honest, example)))
+    assert not projections_ & honest_unsafe
+    assert "patch_embed" in honest_unsafe  # the residual stream: LayerNorm makes a removed channel change the function

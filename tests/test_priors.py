@@ -13,9 +13,9 @@ from fastdfkd_plugin import FastDFKDError, Teacher, get_source, hookimpl
 from fastdfkd_plugin.batchnorm import reestimate_batchnorm
 from fastdfkd_plugin.plugins import prior_registry
 from fastdfkd_plugin.quality import set_quality
+from fastdfkd_plugin.attention import attention_modules
 from fastdfkd_plugin.synthesis.priors import (
     GenericPrior,
-    attention_modules,
     input_statistics_loss,
     patch_similarity_entropy,
     total_variation,
@@ -85,7 +85,7 @@ def test_two_priors_with_one_name_are_refused(prior_plugin):
 def test_patch_similarity_entropy_is_low_for_identical_patches_and_differentiable():
     same = torch.ones(2, 16, 8).requires_grad_()
     varied = torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(0)).requires_grad_()
-    assert patch_similarity_entropy(same).item() < 1.0 < 3.0 < patch_similarity_entropy(varied).item()  # log 32 = 3.47 at most
+    assert patch_similarity_entropy(same).item() < 0.1 < 2.5 < patch_similarity_entropy(varied).item()  # log 32 = 3.47 at most
     patch_similarity_entropy(varied).backward()
     assert varied.grad.abs().sum() > 0
 
@@ -96,14 +96,6 @@ def test_image_priors_are_zero_exactly_where_they_should_be():
     standard = torch.randn(4096, 3, 4, 4, generator=torch.Generator().manual_seed(0))
     assert input_statistics_loss(standard).item() < 0.02
     assert input_statistics_loss(standard + 1).item() == pytest.approx(3**0.5, rel=0.02)
-
-
-def test_attention_modules_are_the_outermost_ones():
-    model = tiny_vit()
-    found = attention_modules(model)
-    assert [type(m).__name__ for m in found] == ["Attention"]
-    mha = torch.nn.Sequential(torch.nn.LayerNorm(4), torch.nn.MultiheadAttention(4, 2))
-    assert attention_modules(mha) == [mha[1]]
 
 
 def test_the_transformer_prior_pushes_patch_diversity_up():

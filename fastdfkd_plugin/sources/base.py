@@ -217,15 +217,18 @@ class DataSource(ABC):
         return num_samples * per_sample
 
     # -- helpers ------------------------------------------------------------------------
-    def inversion_objective(
-        self, weights: LossWeights | None, bn_momentum: float, flip: bool = True, prior: str = "auto", shift: int | None = None
-    ) -> InversionObjective:
-        """The prior + CE (+ adversarial) loss on batches shifted by up to ``shift`` pixels (default an eighth of
-        the side) and, with ``flip``, mirrored: for sources that invert the teacher."""
+    def pixel_shift(self, shift: int | None) -> int:
+        """``shift`` checked, or the default for these inputs (an eighth of the side)."""
         if shift is not None and shift < 0:
             raise FastDFKDError(f"shift must be 0 (no shifts) or more pixels, got {shift}")
-        self.shift = default_shift(self.input_shape[1]) if shift is None else shift
-        augment = functools.partial(crop_flip, padding=self.shift, flip=flip)
+        return default_shift(self.input_shape[1]) if shift is None else shift
+
+    def inversion_objective(
+        self, weights: LossWeights | None, bn_momentum: float, flip: bool, prior: str, shift: int
+    ) -> InversionObjective:
+        """The prior + CE (+ adversarial) loss on batches shifted by up to ``shift`` pixels and, with ``flip``,
+        mirrored: for sources that invert the teacher."""
+        augment = functools.partial(crop_flip, padding=shift, flip=flip)
         return InversionObjective(self.teacher, self.rng, weights, bn_momentum, augment, self.autocast_dtype, prior)
 
     def balanced_labels(self, batch_size: int, offset: int) -> torch.Tensor:

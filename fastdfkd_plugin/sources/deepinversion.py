@@ -42,7 +42,8 @@ class DeepInversionSource(DataSource):
         if steps < 1:
             raise FastDFKDError(f"steps must be ≥ 1, got {steps}")
         self.steps, self.lr, self.bn_momentum, self.flip = steps, lr, bn_momentum, flip
-        self.objective = self.inversion_objective(loss_weights, bn_momentum, flip, prior, shift)
+        self.shift = self.pixel_shift(shift)
+        self.objective = self.inversion_objective(loss_weights, bn_momentum, flip, prior, self.shift)
 
     def synthesize_pixels(self, labels: torch.Tensor) -> torch.Tensor:
         shape = (len(labels), *self.input_shape)

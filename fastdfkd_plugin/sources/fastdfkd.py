@@ -72,8 +72,9 @@ class FastDFKDSource(DataSource):
             raise FastDFKDError(f"steps must be ≥ 1 and warmup_tasks ≥ 0, got steps={steps}, warmup_tasks={warmup_tasks}")
         self.warmup_tasks, self.warmup_batch_size = warmup_tasks, warmup_batch_size
         self.bn_momentum, self.flip = bn_momentum, flip
+        self.shift = self.pixel_shift(shift)
         self.cache = cache
-        self.objective = self.inversion_objective(loss_weights, bn_momentum, flip, prior, shift)
+        self.objective = self.inversion_objective(loss_weights, bn_momentum, flip, prior, self.shift)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed)
             network = plugins.make_generator(generator, self.input_shape, self.teacher.macs_per_image, latent_dim).to(self.device)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attention import attention_modules
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
 from ..teacher import Teacher
@@ -209,31 +210,23 @@ class GenericPrior(Prior):
 
 # -- transformer -------------------------------------------------------------------------------
 
-def attention_modules(model: nn.Module) -> list[nn.Module]:
-    """The outermost attention modules: ``nn.MultiheadAttention`` or any class named ``…Attention`` (timm, Hugging Face)."""
-    found: list[nn.Module] = []
-    inside: set[int] = set()
-    for module in model.modules():
-        if id(module) in inside:
-            continue
-        if isinstance(module, nn.MultiheadAttention) or type(module).__name__.lower().endswith("attention"):
-            found.append(module)
-            inside.update(id(sub) for sub in module.modules())
-    return found
-
-
 def patch_similarity_entropy(tokens: torch.Tensor, bins: int = 32) -> torch.Tensor:
-    """Mean over images of the entropy of the cosine similarities between all token pairs (N×T×D in).
+    """Mean over images of the entropy of the cosine similarities between distinct token pairs (N×T×D in).
 
-    The density is a Gaussian-kernel soft histogram over [−1, 1], so the entropy is
-    differentiable in the tokens.
+    The density is a linearly interpolated histogram over [−1, 1]: each similarity is
+    split between its two nearest bins, so the entropy is differentiable in the tokens.
+    PSAQ-ViT's Gaussian kernel touches every bin with every pair; on a 65-token ViT block
+    that cost 30× as much (0.38 s against 0.013 s forward and backward for 64 images, one
+    core), more than the teacher's own pass.
     """
     unit = F.normalize(tokens.float(), dim=-1)
-    similarity = (unit @ unit.transpose(1, 2)).flatten(1)  # N × T²
-    centres = torch.linspace(-1, 1, bins, device=tokens.device)
-    width = 2 / (bins - 1)
-    kernel = torch.exp(-0.5 * ((similarity.unsqueeze(-1) - centres) / width) ** 2)  # N × T² × bins
-    density = kernel.sum(1)
+    first, second = torch.triu_indices(tokens.shape[1], tokens.shape[1], 1, device=tokens.device)
+    similarity = (unit @ unit.transpose(1, 2))[:, first, second]  # N × pairs; the diagonal is always 1
+    position = (similarity.clamp(-1, 1) + 1) / 2 * (bins - 1)
+    lower = position.detach().floor().clamp(max=bins - 2)
+    upper_share = position - lower
+    index = lower.long()
+    density = similarity.new_zeros(len(tokens), bins).scatter_add(1, index, 1 - upper_share).scatter_add(1, index + 1, upper_share)
     density = density / density.sum(1, keepdim=True)
     return -(density * torch.log(density + 1e-8)).sum(1).mean()
 
