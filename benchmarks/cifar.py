@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
 from examples.cifar_resnet import CifarResNet
+from fastdfkd_plugin import DataSource, get_source
 from fastdfkd_plugin.loading import load_weights
 
 MEAN = (0.485, 0.456, 0.406)
@@ -31,6 +32,17 @@ def benchmark_parser(description: str | None) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda")
     return parser
+
+
+def cold_source(name: str, teacher: nn.Module, **options: Any) -> DataSource:
+    """``get_source`` at the CIFAR normalisation, never from the warm-state cache.
+
+    A benchmark times every ``fastdfkd`` set from cold (warm-up counted); a warm state cached
+    by an earlier run or an earlier source in the same run would skip it.
+    """
+    if name == "fastdfkd":
+        options = {"cache": False, **options}
+    return get_source(name, teacher, INPUT_SHAPE, mean=MEAN, std=STD, **options)
 
 
 def default_data_dir() -> Path:

@@ -23,12 +23,11 @@ from pathlib import Path
 
 import torch
 
-from fastdfkd_plugin import get_source
 from fastdfkd_plugin.distillation import DistillConfig, Distiller
 
 from examples.cifar_resnet import resnet20
 
-from .cifar import INPUT_SHAPE, MEAN, STD, accuracy, benchmark_parser, endless, load_images, load_teacher
+from .cifar import accuracy, benchmark_parser, cold_source, endless, load_images, load_teacher
 from .report import environment, write_results
 
 RECIPE = dict(batch_size=128, synthesis_batch_size=64, steps_per_batch=10, bank_size=50_000, lr=0.2, temperature=20.0)
@@ -47,8 +46,8 @@ TEACHER_NAMES = {"resnet56": "ResNet-56", "vit": "ViT (1 M parameters)"}
 
 def run_source(label: str, teacher, args, eval_x, eval_y, real_x) -> dict:
     name, options = SOURCES[label]
-    batches = endless(real_x, RECIPE["synthesis_batch_size"], args.seed) if name is None else get_source(
-        name, teacher, INPUT_SHAPE, mean=MEAN, std=STD, seed=args.seed, device="cpu", **options
+    batches = endless(real_x, RECIPE["synthesis_batch_size"], args.seed) if name is None else cold_source(
+        name, teacher, seed=args.seed, device="cpu", **options
     )
     torch.manual_seed(args.seed)
     student = resnet20()  # random init, the same for every source
@@ -114,7 +113,9 @@ def markdown(results: dict) -> str:
               "and the final one:", "",
               "| source | " + " | ".join(f"{f:.3g}" for f in fractions) + " | final |", "| --- |" + " --- |" * (len(fractions) + 1)]
     for run in results["runs"]:
-        cells = [f"{[e for e in run['curve'] if e['seconds'] <= f * budget + 1e-6][-1]['accuracy']:.1f}" for f in fractions]
+        # the first evaluation comes after a cold source's first batch, so early fractions may have none
+        cells = [next((f"{e['accuracy']:.1f}" for e in reversed(run["curve"]) if e["seconds"] <= f * budget + 1e-6), "–")
+                 for f in fractions]
         lines.append(f"| {run['source']} | " + " | ".join(cells) + f" | {run['final_accuracy']:.1f} |")
     return "\n".join(lines) + "\n"
 

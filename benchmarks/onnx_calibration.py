@@ -25,7 +25,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from fastdfkd_plugin import get_source
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, export_onnx, onnx_accuracy, quiet_root_logger
 
-from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_images, load_teacher
+from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, cold_source, load_images, load_teacher
 from .report import environment, source_tables, write_results
 
 CONFIGS = {"W8A8": (QuantType.QInt8, QuantType.QUInt8), "W4A8": (QuantType.QInt4, QuantType.QUInt8),
@@ -40,7 +40,7 @@ def calibration_sets(teacher, args) -> dict[str, tuple[np.ndarray, float]]:
     sets = {"real train_10k": (real_x.numpy(), 0.0)}
 
     def synthesise(name: str, **options) -> tuple[np.ndarray, float]:
-        source = get_source(name, teacher, INPUT_SHAPE, mean=MEAN, std=STD, seed=args.seed, device=args.device, **options)
+        source = cold_source(name, teacher, seed=args.seed, device=args.device, **options)
         started = time.perf_counter()
         inputs = source.synthetic_set(args.samples, args.batch_size).inputs.cpu().numpy()
         return inputs, time.perf_counter() - started

@@ -38,13 +38,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from fastdfkd_plugin import get_source, kd_loader, kd_loss
+from fastdfkd_plugin import kd_loader, kd_loss
 from fastdfkd_plugin.adapters.torch_pruning import prune_datafree, recover
 from fastdfkd_plugin.attention import head_count, prunable_attention
 from fastdfkd_plugin.batchnorm import reestimate_batchnorm
 from fastdfkd_plugin.distillation import DistillConfig
 
-from .cifar import INPUT_SHAPE, MEAN, STD, accuracy, benchmark_parser, endless, load_images, load_teacher
+from .cifar import accuracy, benchmark_parser, cold_source, endless, load_images, load_teacher
 from .report import environment, write_results
 
 HELDOUT = 2000
@@ -60,7 +60,7 @@ SCRIPT_LOOPS = ("fastdfkd kd_loader + kd_loss", "fastdfkd fixed set + cross-entr
 
 
 def source(name: str, teacher: torch.nn.Module, args, **options):
-    return get_source(name, teacher, INPUT_SHAPE, mean=MEAN, std=STD, seed=args.seed, device="cpu", **options)
+    return cold_source(name, teacher, seed=args.seed, device="cpu", **options)
 
 
 def bn_reestimation(pruned, teacher, real_x, args, score) -> dict[str, dict[str, float]]:

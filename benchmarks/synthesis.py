@@ -20,12 +20,11 @@ from pathlib import Path
 
 import torch
 
-from fastdfkd_plugin import get_source
 from fastdfkd_plugin.devices import resolve_device
 from fastdfkd_plugin.quality import set_quality
 from fastdfkd_plugin.teacher import frozen
 
-from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_images, load_teacher
+from .cifar import INPUT_SHAPE, benchmark_parser, cold_source, load_images, load_teacher
 from .report import environment, write_results
 
 DI_FULL_STEPS = 2000
@@ -78,7 +77,7 @@ def generator_seconds_per_task(source, batch_size: int, tasks: int = 2) -> float
 
 
 def run_source(name: str, teacher, args, **options) -> dict:
-    source = get_source(name, teacher, INPUT_SHAPE, mean=MEAN, std=STD, device=args.device, seed=args.seed, **options)
+    source = cold_source(name, teacher, device=args.device, seed=args.seed, **options)
     warmup = 0.0
     if name == "fastdfkd":
         started = time.perf_counter()

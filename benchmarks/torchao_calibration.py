@@ -24,10 +24,9 @@ from fastdfkd_plugin.adapters.generic import calibration_data
 from fastdfkd_plugin.adapters.torchao import default_quantizer, quantize_pt2e_datafree
 from torch import nn
 
-from fastdfkd_plugin import get_source
 from fastdfkd_plugin.batchnorm import reestimate_batchnorm
 
-from .cifar import INPUT_SHAPE, MEAN, STD, accuracy, benchmark_parser, load_images, load_teacher
+from .cifar import accuracy, benchmark_parser, cold_source, load_images, load_teacher
 from .report import environment, source_tables, write_results
 
 CONFIGS = {"W8A8 per-channel": {}, "W8A8 per-tensor": {"per_channel": False}, "W8A7 per-channel": {"reduce_range": True}}
@@ -38,7 +37,7 @@ def calibration_sets(teacher: nn.Module, args) -> dict[str, tuple[torch.Tensor, 
     """name → (normalised inputs on the CPU, synthesis seconds)."""
     sets = {"real train_10k": (load_images("train_10k", args.data_dir, limit=args.samples, seed=args.seed)[0], 0.0)}
     for label, name, options in (("gaussian", "gaussian", {"clip": False}), ("uniform", "uniform", {}), ("fastdfkd", "fastdfkd", {})):
-        source = get_source(name, teacher, INPUT_SHAPE, mean=MEAN, std=STD, seed=args.seed, device=args.device, **options)
+        source = cold_source(name, teacher, seed=args.seed, device=args.device, **options)
         started = time.perf_counter()
         inputs = source.synthetic_set(args.samples, args.batch_size).inputs.cpu()
         sets[label] = (inputs, time.perf_counter() - started)
