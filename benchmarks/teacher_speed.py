@@ -6,11 +6,13 @@ The teacher's forward+backward (gradient to the inputs) is the floor of every sy
 step, so a layout or compiler that makes it cheaper would make every source cheaper. Per
 teacher: milliseconds per batch eager, with the model and inputs in channels_last, and
 through ``torch.compile`` (default mode), plus the one-off compile time, which a cold
-512-image set would pay. The synthesizer keeps neither unless it wins here everywhere.
+512-image set would pay (Inductor's cache is pointed at a fresh folder, so nothing is reused). The synthesizer keeps neither unless it wins here everywhere.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,6 +68,7 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/teacher_speed"))
     args = parser.parse_args()
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="teacher-speed-inductor-")  # compile from cold
     device = resolve_device(args.device)
     results = {"device": str(device), "bf16": args.bf16, "environment": environment(),
                "rows": [measure(name, device, args.bf16) for name in args.teachers.split(",")]}
