@@ -197,6 +197,11 @@ def main() -> None:
     print(markdown(results))
 
 
+def share(accuracy: float, real: float) -> str:
+    """``accuracy`` as a share of real-image recovery ('–' when real images were not run)."""
+    return "–" if math.isnan(real) else f"{100 * accuracy / real:.1f} %"
+
+
 def markdown(results: dict) -> str:
     lines = [
         f"# Pruning {results['teacher']} without data, then recovering it",
@@ -222,7 +227,7 @@ def markdown(results: dict) -> str:
                   + "):", "",
                   "| source | final accuracy | of real-image recovery | KD steps | synthesis s |", "| --- | --- | --- | --- | --- |"]
         for run in row["recovery"]:
-            lines.append(f"| {run['source']} | {run['final_accuracy']:.2f} | {100 * run['final_accuracy'] / real:.1f} % | "
+            lines.append(f"| {run['source']} | {run['final_accuracy']:.2f} | {share(run['final_accuracy'], real)} | "
                          f"{run['kd_steps']} | {run['synthesis_seconds']:.0f} |")
         if row.get("script_loops"):
             lines += ["", "A pruning script's own fine-tuning loop (SGD, cosine over its steps, no BN re-estimation), "
@@ -230,7 +235,7 @@ def markdown(results: dict) -> str:
                       "| fed by | final accuracy | of real-image recovery | steps | synthesised images | seconds |",
                       "| --- | --- | --- | --- | --- | --- |"]
             for run in row["script_loops"]:
-                lines.append(f"| {run['source']} | {run['final_accuracy']:.2f} | {100 * run['final_accuracy'] / real:.1f} % | "
+                lines.append(f"| {run['source']} | {run['final_accuracy']:.2f} | {share(run['final_accuracy'], real)} | "
                              f"{run['kd_steps']} | {run['synthesised_images']} | {run['seconds']:.0f} |")
     return "\n".join(lines) + "\n"
 
