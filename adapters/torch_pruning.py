@@ -290,8 +290,8 @@ class HeadAwarePruner:
     def __init__(self, model: nn.Module, example: torch.Tensor, importance: Any, ratio: float, ignored: list[str],
                  heads: list[str], options: dict[str, Any], iterative_steps: int = 1) -> None:
         modules = dict(model.named_modules())
-        self.attention = {name: modules[name] for name in heads}
-        head_counts = {layer: head_count(module) for module in self.attention.values() for layer in projections(module)}
+        self.attention = [modules[name] for name in heads]
+        head_counts = {layer: head_count(module) for module in self.attention for layer in projections(module)}
         head_ratios = {layer: _head_ratio(ratio, count) for layer, count in head_counts.items()}
         settings = {"num_heads": head_counts, "prune_num_heads": bool(head_counts), "prune_head_dims": False,
                     "head_pruning_ratio_dict": head_ratios, **options}
@@ -300,7 +300,7 @@ class HeadAwarePruner:
 
     def step(self) -> None:
         self.pruner.step()
-        for module in self.attention.values():
+        for module in self.attention:
             set_head_count(module, self.pruner.num_heads[projections(module)[0]])
 
 

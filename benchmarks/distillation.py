@@ -95,7 +95,7 @@ def markdown(results: dict) -> str:
     lines = [
         f"# Data-free distillation: {TEACHER_NAMES[results['teacher']]} → ResNet-20 (random init), equal wall-clock per source",
         "",
-        f"Command: `OMP_NUM_THREADS=1 taskset -c 0 {results['environment']['command']}` (one CPU core).",
+        f"Command: `OMP_NUM_THREADS=1 {results['environment']['command']}`, pinned to one CPU core with `taskset`.",
         f"Teacher {results['teacher_accuracy']:.2f} % on test_a (5,000 images). Budget {results['budget_seconds']:.0f} s "
         "of training time per source (synthesis, warm-up included, plus KD; evaluation not counted).",
         "",
