@@ -1,6 +1,7 @@
 """Data-free calibration and BN re-estimation on a real teacher above 32 px: MobileNetV1 α 0.5 at 64×64.
 
-    python -m benchmarks.edge_quality [--epochs 10] [--speed-up 2.0]
+    python -m benchmarks.edge_quality [--epochs 10] [--speed-up 2.0] [--generators compact,compact-subpixel,paper]
+                                      [--eval test_a|heldout]
 
 The teacher is :mod:`benchmarks.edge_teacher`'s (trained once on CIFAR-10 upsampled to
 64 px, then cached). Side by side, 512 images each: real ``train_10k`` images
@@ -9,7 +10,9 @@ The teacher is :mod:`benchmarks.edge_teacher`'s (trained once on CIFAR-10 upsamp
 the time to make it, its BN distance and the teacher's confidence, ONNX Runtime
 W8A8/W4A8/W4A4 accuracy (QDQ, per-channel weights, MinMax and Percentile) and the
 accuracy of a copy pruned to ``--speed-up``× fewer MACs (magnitude importance, no data)
-after BatchNorm re-estimation on the set. Accuracy on ``test_a`` upsampled to 64 px.
+after BatchNorm re-estimation on the set. Accuracy on ``test_a`` upsampled to 64 px
+(``--eval heldout``: on 2,000 ``train_10k`` images not used for calibration, for choosing
+a default without looking at the test split).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from fastdfkd_plugin.quality import set_quality
 
 from .cifar import MEAN, STD, accuracy, benchmark_parser, load_images
 from .edge_teacher import INPUT_SHAPE, NAME, load_edge_teacher, upsample
-from .onnx_calibration import CONFIGS, METHODS, prepared_onnx, quantized_accuracy
+from .onnx_calibration import CONFIGS, METHODS, evaluation_split, prepared_onnx, quantized_accuracy
 from .report import environment, source_tables, write_results
 
 SAMPLES = 512
@@ -36,12 +39,11 @@ SAMPLES = 512
 
 def calibration_sets(teacher: Teacher, args) -> dict[str, tuple[torch.Tensor, float]]:
     """name → (normalised 64-px inputs, seconds to make them)."""
-    real_x, _ = load_images("train_10k", args.data_dir, limit=SAMPLES, seed=args.seed)
+    real_x, _ = load_images("train_10k", args.data_dir, limit=SAMPLES, seed=args.seed)  # the first SAMPLES of evaluation_split's
     sets = {"real train_10k": (upsample(real_x), 0.0)}
-    makers = {"gaussian": ("gaussian", dict(clip=False)),
-              "fastdfkd k=5, compact generator": ("fastdfkd", dict(generator="compact", cache=False)),
-              "fastdfkd k=5, compact-subpixel generator": ("fastdfkd", dict(generator="compact-subpixel", cache=False)),
-              "fastdfkd k=5, paper generator": ("fastdfkd", dict(generator="paper", cache=False))}
+    makers = {"gaussian": ("gaussian", dict(clip=False))}
+    for generator in args.generators.split(","):
+        makers[f"fastdfkd k=5, {generator} generator"] = ("fastdfkd", dict(generator=generator, cache=False))
     for label, (name, options) in makers.items():
         source = get_source(name, teacher, seed=args.seed, **options)
         started = time.perf_counter()
@@ -54,12 +56,14 @@ def main() -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=10, help="which cached training run of the teacher")
     parser.add_argument("--speed-up", type=float, default=2.0)
+    parser.add_argument("--generators", default="compact,compact-subpixel,paper", help="fastdfkd generators, one set each")
+    parser.add_argument("--eval", choices=["test_a", "heldout"], default="test_a")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/edge_quality"))
     args = parser.parse_args()
     model = load_edge_teacher(args.epochs, args.data_dir)
     teacher = Teacher(model, INPUT_SHAPE, mean=MEAN, std=STD, device="cpu")
-    test_x, test_y = load_images("test_a", args.data_dir)
-    eval_x, eval_y = upsample(test_x), test_y
+    _, eval_x, eval_y = evaluation_split(args.eval, SAMPLES, args.data_dir, args.seed)
+    eval_x, eval_y = upsample(torch.from_numpy(eval_x)), torch.from_numpy(eval_y)
     fp32_accuracy = accuracy(model, eval_x, eval_y)
     pruned, report = prune_datafree(teacher, get_source("gaussian", teacher), args.speed_up, "magnitude", bn_samples=0)
     pruned_accuracy = accuracy(pruned, eval_x, eval_y)
@@ -84,7 +88,7 @@ def main() -> None:
     columns = [f"{c} {m}" for c in CONFIGS for m in METHODS] + ["pruned + BN re-estimation"]
     lines = ["# A real 64-px MobileNet: calibration and BN re-estimation without data", "",
              f"Command: `{env['command']}`  ",
-             f"{SAMPLES} images per source; ONNX Runtime QDQ, per-channel weights; accuracy (%) on test_a upsampled to "
+             f"{SAMPLES} images per source; ONNX Runtime QDQ, per-channel weights; accuracy (%) on {args.eval} upsampled to "
              f"64 px ({len(eval_y)} images); torch {env['torch']}, {env['threads']} CPU threads.", ""]
     lines += ["| source | BN distance | confidence |", "| --- | --- | --- |"]
     lines += [f"| {r['source']} | {r['bn_distance']:.1f} | {r['confidence']:.2f} |" for r in rows]

@@ -263,3 +263,8 @@ def test_channel_statistics_match_torch_and_their_gradient_is_exact():
     torch.testing.assert_close(var, x.var((0, 2, 3), unbiased=False))
     assert torch.autograd.gradcheck(ChannelStatistics.apply, (torch.randn(4, 3, 5, 5, dtype=torch.double, requires_grad=True),))
     assert ChannelStatistics.apply(torch.randn(4, 3, 5, dtype=torch.bfloat16))[1].dtype == torch.float32
+    for other in (torch.randn(8, 3), x.contiguous(memory_format=torch.channels_last)):  # BatchNorm1d input, NHWC layout
+        mean, var = ChannelStatistics.apply(other)
+        dims = [0, *range(2, other.dim())]
+        torch.testing.assert_close(mean, other.mean(dims))
+        torch.testing.assert_close(var, other.var(dims, unbiased=False))
