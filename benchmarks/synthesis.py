@@ -15,6 +15,7 @@ optimisers and the per-task clone).
 
 from __future__ import annotations
 
+import inspect
 import time
 from pathlib import Path
 
@@ -22,12 +23,14 @@ import torch
 
 from fastdfkd_plugin.devices import resolve_device
 from fastdfkd_plugin.quality import set_quality
+from fastdfkd_plugin.sources.fastdfkd import FastDFKDSource
 from fastdfkd_plugin.teacher import frozen
 
 from .cifar import INPUT_SHAPE, benchmark_parser, cold_source, load_images, load_teacher
 from .report import environment, write_results
 
 DI_FULL_STEPS = 2000
+DEFAULTS = inspect.signature(FastDFKDSource).parameters
 
 
 def seconds_per_call(fn, device: torch.device, repeats: int = 3) -> float:
@@ -132,7 +135,8 @@ def markdown(results: dict) -> str:
     lines = [
         "# Synthesis benchmark (CIFAR-10 ResNet teachers)", "",
         f"Command: `{env['command']}`  ", f"torch {env['torch']}, {env['threads']} CPU threads, CUDA: {env['cuda']}, "
-        f"batch {results['batch_size']}, {results['images']} images per source, fastdfkd warm-up {results['warmup_tasks']} tasks.", "",
+        f"batch {results['batch_size']}, {results['images']} images per source, fastdfkd warm-up {results['warmup_tasks']} tasks "
+        f"of {results.get('warmup_batch_size', 64)} images.", "",
     ]
     for result in results["teachers"]:
         lines += [f"## {result['teacher']}", "",
@@ -160,12 +164,13 @@ def main() -> None:
     parser.add_argument("--ks", default="2,5,10", type=lambda s: [int(v) for v in s.split(",")])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--warmup-tasks", type=int, default=20)
+    parser.add_argument("--warmup-tasks", type=int, default=DEFAULTS["warmup_tasks"].default,
+                        help="fastdfkd warm-up tasks (default: the source's own)")
     parser.add_argument("--di-steps", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/synthesis"))
     args = parser.parse_args()
     results = {"environment": environment(), "batch_size": args.batch_size, "images": args.images,
-               "warmup_tasks": args.warmup_tasks, "teachers": []}
+               "warmup_tasks": args.warmup_tasks, "warmup_batch_size": DEFAULTS["warmup_batch_size"].default, "teachers": []}
     for name in args.teachers.split(","):
         result = benchmark_teacher(name, args)
         result["speedup_over_deepinversion_2000"] = speedups(result)
