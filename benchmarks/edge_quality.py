@@ -39,7 +39,7 @@ SAMPLES = 512
 
 def calibration_sets(teacher: Teacher, args) -> dict[str, tuple[torch.Tensor, float]]:
     """name → (normalised 64-px inputs, seconds to make them)."""
-    real_x, _ = load_images("train_10k", args.data_dir, limit=SAMPLES, seed=args.seed)  # the first SAMPLES of evaluation_split's
+    real_x, _ = load_images("train_10k", args.data_dir, limit=SAMPLES, seed=args.seed)  # evaluation_split's calibration images
     sets = {"real train_10k": (upsample(real_x), 0.0)}
     makers = {"gaussian": ("gaussian", dict(clip=False))}
     for generator in args.generators.split(","):

@@ -136,7 +136,7 @@ def markdown(results: dict) -> str:
         "# Synthesis benchmark (CIFAR-10 ResNet teachers)", "",
         f"Command: `{env['command']}`  ", f"torch {env['torch']}, {env['threads']} CPU threads, CUDA: {env['cuda']}, "
         f"batch {results['batch_size']}, {results['images']} images per source, fastdfkd warm-up {results['warmup_tasks']} tasks "
-        f"of {results.get('warmup_batch_size', 64)} images.", "",
+        f"of {results['warmup_batch_size']} images.", "",
     ]
     for result in results["teachers"]:
         lines += [f"## {result['teacher']}", "",
