@@ -106,18 +106,18 @@ class ChannelStatistics(torch.autograd.Function):
         mean = rows.sum(2, dtype=dtype).sum(0) / count
         squares = torch.linalg.vector_norm(rows, 2, dim=2, dtype=dtype).square().sum(0)
         var = (squares / count - mean * mean).clamp_min(0)
-        ctx.save_for_backward(x, mean)
+        ctx.save_for_backward(rows, mean)
+        ctx.input_shape, ctx.input_dtype = x.shape, x.dtype
         return mean, var
 
     @staticmethod
     def backward(ctx, grad_mean: torch.Tensor, grad_var: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        x, mean = ctx.saved_tensors
-        rows = x.reshape(x.shape[0], x.shape[1], -1)
+        rows, mean = ctx.saved_tensors
         count = rows.shape[0] * rows.shape[2]
         scale = 2 * grad_var / count  # d var / dx = 2 (x − mean) / count
         shift = grad_mean / count - scale * mean
         grad = torch.addcmul(shift.view(1, -1, 1), rows.to(scale.dtype), scale.view(1, -1, 1))
-        return grad.view(x.shape).to(x.dtype)
+        return grad.view(ctx.input_shape).to(ctx.input_dtype)
 
 
 class BatchNormMatcher:
