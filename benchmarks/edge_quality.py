@@ -29,7 +29,7 @@ from fastdfkd_plugin.adapters.torch_pruning import prune_datafree
 from fastdfkd_plugin.batchnorm import reestimate_batchnorm
 from fastdfkd_plugin.quality import set_quality
 
-from .cifar import MEAN, STD, accuracy, benchmark_parser, load_images
+from .cifar import MEAN, STD, accuracy, benchmark_parser
 from .edge_teacher import INPUT_SHAPE, NAME, load_edge_teacher, upsample
 from .onnx_calibration import CONFIGS, METHODS, evaluation_split, prepared_onnx, quantized_accuracy
 from .report import environment, source_tables, write_results
@@ -37,9 +37,8 @@ from .report import environment, source_tables, write_results
 SAMPLES = 512
 
 
-def calibration_sets(teacher: Teacher, args) -> dict[str, tuple[torch.Tensor, float]]:
-    """name → (normalised 64-px inputs, seconds to make them)."""
-    real_x, _ = load_images("train_10k", args.data_dir, limit=SAMPLES, seed=args.seed)  # evaluation_split's calibration images
+def calibration_sets(teacher: Teacher, real_x: torch.Tensor, args) -> dict[str, tuple[torch.Tensor, float]]:
+    """name → (normalised 64-px inputs, seconds to make them); ``real_x``: the real 32-px calibration images."""
     sets = {"real train_10k": (upsample(real_x), 0.0)}
     makers = {"gaussian": ("gaussian", dict(clip=False))}
     for generator in args.generators.split(","):
@@ -62,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     model = load_edge_teacher(args.epochs, args.data_dir)
     teacher = Teacher(model, INPUT_SHAPE, mean=MEAN, std=STD, device="cpu")
-    _, eval_x, eval_y = evaluation_split(args.eval, SAMPLES, args.data_dir, args.seed)
+    real_x, eval_x, eval_y = evaluation_split(args.eval, SAMPLES, args.data_dir, args.seed)
     eval_x, eval_y = upsample(torch.from_numpy(eval_x)), torch.from_numpy(eval_y)
     fp32_accuracy = accuracy(model, eval_x, eval_y)
     pruned, report = prune_datafree(teacher, get_source("gaussian", teacher), args.speed_up, "magnitude", bn_samples=0)
@@ -71,7 +70,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
         _, pre = prepared_onnx(model, Path(workdir), NAME, INPUT_SHAPE)
-        for label, (inputs, seconds) in calibration_sets(teacher, args).items():
+        for label, (inputs, seconds) in calibration_sets(teacher, torch.from_numpy(real_x), args).items():
             row = {"source": label, "synthesis_seconds": seconds, **set_quality(teacher, inputs).as_dict(), "accuracy": {}}
             for config, (wtype, atype) in CONFIGS.items():
                 for method_name, method in METHODS.items():

@@ -17,7 +17,6 @@ derived from the timed tasks.
 from __future__ import annotations
 
 import argparse
-import inspect
 import itertools
 import json
 import math
@@ -31,14 +30,12 @@ import torch
 
 from fastdfkd_plugin import Teacher, get_source
 from fastdfkd_plugin.devices import resolve_device
-from fastdfkd_plugin.sources.fastdfkd import FastDFKDSource
 
 from .cifar import INPUT_SHAPE, MEAN, STD, TEACHER_FILES, benchmark_parser, load_teacher
 from .edge_models import EDGE_TEACHERS, with_batchnorm_statistics
 from .report import environment, write_results
-from .synthesis import floor_seconds_per_image, generator_seconds_per_task, seconds_per_call
+from .synthesis import DEFAULTS, floor_seconds_per_image, generator_seconds_per_task, seconds_per_call
 
-DEFAULTS = inspect.signature(FastDFKDSource).parameters
 WARMUP_TASKS, WARMUP_BATCH = DEFAULTS["warmup_tasks"].default, DEFAULTS["warmup_batch_size"].default  # for the cold estimate
 SET_SIZE = 512
 
