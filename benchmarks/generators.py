@@ -4,7 +4,8 @@
                                     [--seeds 0,1,2] [--eval heldout|test_a]
 
 A variant is ``GENERATOR@TASKSxBATCH``: the generator architecture and the warm-up
-(meta-learning tasks × images per task). For each teacher, variant and synthesis
+(meta-learning tasks × images per task). ``compact:SHARE`` screens the ``compact``
+generator sized to another share of the teacher's cost (``compact`` is ``compact:0.25``). For each teacher, variant and synthesis
 seed: a 512-image ``fastdfkd`` set at k = 5 from cold (warm-up included, no cache),
 its population BN distance and the
 teacher's confidence, and ONNX Runtime W4A4 (QDQ, per-channel weights) accuracy
@@ -16,15 +17,20 @@ scored the same way as references.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
 from fastdfkd_plugin import Teacher, get_source
+from fastdfkd_plugin.hookspecs import hookimpl
+from fastdfkd_plugin.plugins import get_plugin_manager
 from fastdfkd_plugin.quality import set_quality
+from fastdfkd_plugin.synthesis.generator import GeneratorFactory, compact_generator
 
 from .calibration_sweep import w4a4_accuracy
 from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_teacher
@@ -32,6 +38,18 @@ from .onnx_calibration import evaluation_split, prepared_onnx
 from .report import environment, write_results
 
 METRICS = ("seconds", "warmup_seconds", "bn_distance", "confidence", "MinMax", "Percentile")
+
+
+class CostShareScreen:
+    """A plugin registering ``compact:SHARE`` generators, so a screen selects them by name like any other."""
+
+    def __init__(self, generators: list[str]) -> None:
+        self.shares = {g: float(g.split(":")[1]) for g in generators if g.startswith("compact:")}
+
+    @hookimpl
+    def fastdfkd_register_generators(self, register: Callable[[str, GeneratorFactory], None]) -> None:
+        for name, share in self.shares.items():
+            register(name, functools.partial(compact_generator, cost_share=share))
 
 
 def benchmark_teacher(name: str, args, workdir: Path) -> dict:
@@ -100,6 +118,7 @@ def main() -> None:
     parser.add_argument("--eval", choices=["test_a", "heldout"], default="heldout")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/generators"))
     args = parser.parse_args()
+    get_plugin_manager().register(CostShareScreen([v.split("@")[0] for v in args.variants.split(",")]))
     results = {"environment": environment(), "steps": args.steps,
                "samples": args.samples, "eval": args.eval, "seeds": args.seeds, "teachers": []}
     with tempfile.TemporaryDirectory() as workdir:

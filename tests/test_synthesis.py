@@ -13,7 +13,8 @@ from torch import nn
 from conftest import SHAPE
 from fastdfkd_plugin.synthesis.augment import crop_flip
 from fastdfkd_plugin import FastDFKDError, plugins
-from fastdfkd_plugin.synthesis.generator import COMPACT_COST_SHARE, COMPACT_MIN_CHANNELS, COMPACT_WIDTHS, Generator
+from fastdfkd_plugin.synthesis.generator import (COMPACT_COST_SHARE, COMPACT_MIN_CHANNELS, COMPACT_WIDTHS, LATENT_DIM, Generator,
+                                                 compact_generator)
 from fastdfkd_plugin.synthesis.meta import MetaSynthesizer
 from fastdfkd_plugin.synthesis.objective import InversionObjective, LossWeights
 from fastdfkd_plugin.synthesis.priors import BatchNormMatcher, ChannelStatistics
@@ -43,6 +44,14 @@ def test_compact_generator_costs_a_quarter_of_the_teacher_and_widens_with_it(sha
         assert forward_macs(generator.eval(), torch.zeros(1, 256)) <= COMPACT_COST_SHARE * macs
         assert all(a >= b for a, b in zip(generator.channels, generator.channels[1:]))  # halving, never widening
     assert large.channels[0] > small.channels[0]
+
+
+def test_compact_generator_at_a_smaller_cost_share_is_narrower_and_within_it():
+    shape, teacher_macs = (3, 32, 32), 4 * 10**7
+    default = compact_generator(shape, teacher_macs)
+    smaller = compact_generator(shape, teacher_macs, cost_share=COMPACT_COST_SHARE / 4)
+    assert forward_macs(smaller.eval(), torch.zeros(1, LATENT_DIM)) <= COMPACT_COST_SHARE / 4 * teacher_macs
+    assert smaller.channels[0] < default.channels[0]
 
 
 def test_compact_generator_for_a_teacher_cheaper_than_any_width_is_the_narrowest():

@@ -12,12 +12,14 @@ BatchNorm layers normalise each synthesised batch.
 - ``compact`` (the default): channels halve at each upsampling block, and the starting
   width is the largest whose forward costs at most a quarter of the teacher's own per
   image. Every step runs generator and teacher once each, so this keeps synthesis
-  teacher-bound at any resolution, for a MobileNet at 96 px as for a ResNet at 224.
+  teacher-bound at any resolution, for a ResNet at 32 px as for a MobileNetV2 at 224.
+  A teacher cheaper than the narrowest generator (MobileNetV1 α 0.25 at 96 px) gets
+  that one and stays about half generator-bound.
 - ``compact-subpixel``: ``compact`` whose last doubling is a convolution to 4·C channels
   at half resolution followed by a pixel shuffle, so nothing but the shuffle runs at full
   resolution. Cheaper where the teacher is small and the input large (MobileNetV1 α 0.25
-  at 96 px, k = 5: 11.6× instead of 20.0× the teacher-bound floor, docs/benchmarks/
-  resolution*.md), but its batches fit the teacher's BatchNorm statistics less well
+  at 96 px, k = 5: 11.6× the teacher-bound floor against 18–20× for ``compact``,
+  docs/benchmarks/resolution*.md), but its batches fit the teacher's BatchNorm statistics less well
   (ResNet-56: BN distance 224 against 166), so it is not the default.
 """
 
@@ -91,14 +93,14 @@ def paper_generator(input_shape: tuple[int, int, int], teacher_macs: int, latent
 
 
 def compact_generator(input_shape: tuple[int, int, int], teacher_macs: int, latent_dim: int = LATENT_DIM,
-                      subpixel: bool = False) -> Generator:
-    """Channels halving per block (≥ 8), from the widest start whose forward costs ≤ a quarter of the teacher's."""
+                      subpixel: bool = False, cost_share: float = COMPACT_COST_SHARE) -> Generator:
+    """Channels halving per block (≥ 8), from the widest start whose forward costs ≤ ``cost_share`` of the teacher's."""
     blocks = max(upsampling_stages(input_shape) - subpixel, 1)
     for width in COMPACT_WIDTHS:
         channels = [max(width // 2**block, COMPACT_MIN_CHANNELS) for block in range(blocks + 1)]
         with torch.device("meta"):  # sized without allocating or drawing random weights
             macs = forward_macs(Generator(input_shape, channels, latent_dim, subpixel).eval(), torch.zeros(1, latent_dim))
-        if macs <= COMPACT_COST_SHARE * teacher_macs:
+        if macs <= cost_share * teacher_macs:
             break
     return Generator(input_shape, channels, latent_dim, subpixel)
 
