@@ -17,39 +17,30 @@ scored the same way as references.
 
 from __future__ import annotations
 
-import functools
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from fastdfkd_plugin import Teacher, get_source
-from fastdfkd_plugin.hookspecs import hookimpl
-from fastdfkd_plugin.plugins import get_plugin_manager
 from fastdfkd_plugin.quality import set_quality
-from fastdfkd_plugin.synthesis.generator import GeneratorFactory, compact_generator
 
 from .calibration_sweep import w4a4_accuracy
 from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_teacher
 from .onnx_calibration import evaluation_split, prepared_onnx
 from .report import environment, write_results
+from .screening import register_screened_generators
 
 METRICS = ("seconds", "warmup_seconds", "bn_distance", "confidence", "MinMax", "Percentile")
 
 
-class CostShareScreen:
-    """A plugin registering ``compact:SHARE`` generators, so a screen selects them by name like any other."""
-
-    def __init__(self, generators: list[str]) -> None:
-        self.shares = {g: float(g.split(":")[1]) for g in generators if g.startswith("compact:")}
-
-    @hookimpl
-    def fastdfkd_register_generators(self, register: Callable[[str, GeneratorFactory], None]) -> None:
-        for name, share in self.shares.items():
-            register(name, functools.partial(compact_generator, cost_share=share))
+def split_variant(variant: str) -> tuple[str, int, int]:
+    """``GENERATOR@TASKSxBATCH`` → (generator, warm-up tasks, warm-up batch size)."""
+    generator, warmup = variant.split("@")
+    tasks, batch = (int(v) for v in warmup.split("x"))
+    return generator, tasks, batch
 
 
 def benchmark_teacher(name: str, args, workdir: Path) -> dict:
@@ -63,8 +54,7 @@ def benchmark_teacher(name: str, args, workdir: Path) -> dict:
         references[label] = {**set_quality(teacher, inputs).as_dict(), **w4a4_accuracy(pre, inputs.numpy(), eval_x, eval_y, workdir)}
     runs = []
     for variant in args.variants.split(","):
-        generator, warmup = variant.split("@")
-        tasks, batch = (int(v) for v in warmup.split("x"))
+        generator, tasks, batch = split_variant(variant)
         for seed in args.seeds:
             source = get_source("fastdfkd", teacher, generator=generator, seed=seed, steps=args.steps,
                                 warmup_tasks=tasks, warmup_batch_size=batch, cache=False)
@@ -101,8 +91,8 @@ def markdown(results: dict) -> str:
             cells = [f"{stats[m][0]:.{2 if m in ('confidence',) else 1}f} ± {stats[m][1]:.{2 if m == 'confidence' else 1}f}"
                      for m in METRICS]
             channels = next(r["channels"] for r in result["runs"] if r["variant"] == variant)
-            generator, warmup = variant.split("@")
-            lines.append(f"| fastdfkd, `{generator}` generator {channels}, warm-up {warmup.replace('x', ' × ')} | "
+            generator, tasks, batch = split_variant(variant)
+            lines.append(f"| fastdfkd, `{generator}` generator {channels}, warm-up {tasks} × {batch} | "
                          + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -118,7 +108,7 @@ def main() -> None:
     parser.add_argument("--eval", choices=["test_a", "heldout"], default="heldout")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/generators"))
     args = parser.parse_args()
-    get_plugin_manager().register(CostShareScreen([v.split("@")[0] for v in args.variants.split(",")]))
+    register_screened_generators(split_variant(v)[0] for v in args.variants.split(","))
     results = {"environment": environment(), "steps": args.steps,
                "samples": args.samples, "eval": args.eval, "seeds": args.seeds, "teachers": []}
     with tempfile.TemporaryDirectory() as workdir:

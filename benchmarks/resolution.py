@@ -34,6 +34,7 @@ from fastdfkd_plugin.devices import resolve_device
 from .cifar import INPUT_SHAPE, MEAN, STD, TEACHER_FILES, benchmark_parser, load_teacher
 from .edge_models import EDGE_TEACHERS, with_batchnorm_statistics
 from .report import environment, write_results
+from .screening import register_screened_generators
 from .synthesis import DEFAULTS, floor_seconds_per_image, generator_seconds_per_task, seconds_per_call
 
 WARMUP_TASKS, WARMUP_BATCH = DEFAULTS["warmup_tasks"].default, DEFAULTS["warmup_batch_size"].default  # for the cold estimate
@@ -52,6 +53,7 @@ def benchmark_teacher(name: str, device: torch.device) -> Teacher:
 def measure(name: str, k: int, generator: str, batch_size: int, device_name: str, bf16: bool = False) -> dict:
     """One teacher at one k with one generator, in this process (``bf16``: autocast for teacher and generator)."""
     device = resolve_device(device_name)
+    register_screened_generators([generator])
     teacher = benchmark_teacher(name, device)
     shape = teacher.input_shape
     floor = floor_seconds_per_image(teacher.model, batch_size, device, shape)
@@ -96,7 +98,7 @@ def main() -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--teachers", default=",".join([*TEACHER_FILES, *EDGE_TEACHERS]))
     parser.add_argument("--ks", default="2,5,10")
-    parser.add_argument("--generators", default="compact", help="comma-separated generator names (paper, compact)")
+    parser.add_argument("--generators", default="compact", help="comma-separated generator names (paper, compact, compact:SHARE)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for teacher and generator (CUDA)")
     parser.add_argument("--one", nargs=3, metavar=("TEACHER", "K", "GENERATOR"), help=argparse.SUPPRESS)  # the per-configuration child

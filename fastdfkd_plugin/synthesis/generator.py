@@ -18,9 +18,9 @@ BatchNorm layers normalise each synthesised batch.
 - ``compact-subpixel``: ``compact`` whose last doubling is a convolution to 4·C channels
   at half resolution followed by a pixel shuffle, so nothing but the shuffle runs at full
   resolution. Cheaper where the teacher is small and the input large (MobileNetV1 α 0.25
-  at 96 px, k = 5: 11.6× the teacher-bound floor against 18–20× for ``compact``,
-  docs/benchmarks/resolution*.md), but its batches fit the teacher's BatchNorm statistics less well
-  (ResNet-56: BN distance 224 against 166), so it is not the default.
+  at 96 px, k = 5: 11.6× the teacher-bound floor against 15–18× for ``compact``,
+  docs/benchmarks/resolution*.md), but its batches fit the teacher's BatchNorm
+  statistics less well (ResNet-56: BN distance 224 against 166), so it is not the default.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ class Generator(nn.Module):
     input size, where they cost the most.
 
     The activations run in place (same values and gradients): one full-size tensor less
-    per block, 7–13 % of the generator's forward+backward at 96 px on CPU.
+    per block, which counts where the blocks run at 96 px and more.
     """
 
     def __init__(self, input_shape: tuple[int, int, int], channels: list[int], latent_dim: int = LATENT_DIM,
