@@ -8,6 +8,7 @@ across processes before it is applied. NCCL on GPUs, gloo on CPU.
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -48,7 +49,18 @@ def setup(device: str = "auto") -> Context:
         torch.cuda.set_device(wanted)
     if not dist.is_initialized():
         dist.init_process_group(backend="nccl" if wanted.type == "cuda" else "gloo")
+        atexit.register(teardown)
     return Context(dist.get_rank(), dist.get_world_size(), wanted)
+
+
+def teardown() -> None:
+    """Leave the process group; :func:`setup` arranges it at exit.
+
+    Without it, gloo's worker threads outlive the interpreter and the process can die
+    with SIGABRT ("terminate called without an active exception") after the run succeeded.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def active() -> bool:

@@ -5,13 +5,16 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import torch.distributed as dist  # noqa: E402
 from models import make_teacher, student  # noqa: E402
 
 from fastdfkd_plugin import distributed, get_source  # noqa: E402
@@ -28,7 +31,13 @@ def digest(module, buffers: bool = True) -> str:
     return h.hexdigest()
 
 
+def record_teardown(path: Path) -> None:
+    """Registered before setup(), so it runs after setup()'s own exit handler (atexit is last-in, first-out)."""
+    path.write_text(json.dumps({"left_process_group": not dist.is_initialized()}))
+
+
 def main(mode: str, out: Path) -> None:
+    atexit.register(record_teardown, out / f"{mode}-exit-rank{os.environ.get('RANK', '0')}.json")
     context = distributed.setup("cpu")
     teacher = make_teacher()
     source = get_source("fastdfkd", teacher, (3, 32, 32), seed=context.rank, steps=2, warmup_tasks=1, latent_dim=32, device="cpu")
