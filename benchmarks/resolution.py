@@ -8,7 +8,9 @@ Teachers: the real CIFAR-10 ResNets, and the architectures of :mod:`benchmarks.e
 learned). For each teacher, k and generator, in a fresh process (so peak memory is
 that configuration's own): the floor (one teacher
 forward+backward per image), seconds per warm task of ``--batch-size`` images, × floor
-(the limit of a k-step synthesizer is k × floor), the generator's share of a task, one
+(the limit of a k-step synthesizer is k × floor; floor and task are timed in alternation,
+``--rounds`` times, and the median of the per-round ratios is reported, so that a
+machine whose speed drifts over minutes moves both alike), the generator's share of a task, one
 warm-up task (of the default warm-up batch size) timed, and peak memory (resident set on CPU, allocated on CUDA). A 512-image
 set costs 512 / batch tasks when warm and ``warmup_tasks`` more from cold; both are
 derived from the timed tasks.
@@ -21,6 +23,7 @@ import itertools
 import json
 import math
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -50,31 +53,36 @@ def benchmark_teacher(name: str, device: torch.device) -> Teacher:
     return Teacher(with_batchnorm_statistics(make(), shape), shape, device=device)
 
 
-def measure(name: str, k: int, generator: str, batch_size: int, device_name: str, bf16: bool = False) -> dict:
+def measure(name: str, k: int, generator: str, batch_size: int, device_name: str, bf16: bool = False, rounds: int = 3) -> dict:
     """One teacher at one k with one generator, in this process (``bf16``: autocast for teacher and generator)."""
     device = resolve_device(device_name)
     register_screened_generators([generator])
     teacher = benchmark_teacher(name, device)
     shape = teacher.input_shape
-    floor = floor_seconds_per_image(teacher.model, batch_size, device, shape)
     source = get_source("fastdfkd", teacher, steps=k, generator=generator, warmup_tasks=1, warmup_batch_size=WARMUP_BATCH,
                         cache=False, autocast_dtype=torch.bfloat16 if bf16 else None)
     started = time.perf_counter()
     source.warm_up()
     warmup_task = time.perf_counter() - started
-    task = seconds_per_call(lambda: source.next_batch(batch_size), device, repeats=2)
+    source.next_batch(batch_size)  # warms the allocator at this batch size
+    floors, tasks = [], []
+    for _ in range(rounds):
+        floors.append(floor_seconds_per_image(teacher.model, batch_size, device, shape))
+        tasks.append(seconds_per_call(lambda: source.next_batch(batch_size), device, repeats=1, warm=False))
+    floor, task = statistics.median(floors), statistics.median(tasks)
     generator_seconds = generator_seconds_per_task(source, batch_size, tasks=1)
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device)
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    tasks = math.ceil(SET_SIZE / batch_size)
+    per_set = math.ceil(SET_SIZE / batch_size)
     return {"teacher": name, "input_shape": list(shape), "k": k, "generator": generator, "bf16": bf16,
             "generator_channels": source.synthesizer.generator.channels, "batch_size": batch_size,
             "floor_ms_per_image": 1e3 * floor, "task_seconds": task, "warmup_task_seconds": warmup_task,
-            "times_floor": task / batch_size / floor, "generator_share": generator_seconds / task,
-            "images_per_second_warm": batch_size / task,
-            "set_512_seconds_warm": tasks * task, "set_512_seconds_cold": tasks * task + WARMUP_TASKS * warmup_task,
+            "times_floor": statistics.median(t / batch_size / f for t, f in zip(tasks, floors)),
+            "floor_ms_per_image_rounds": [1e3 * f for f in floors], "task_seconds_rounds": tasks,
+            "generator_share": generator_seconds / task, "images_per_second_warm": batch_size / task,
+            "set_512_seconds_warm": per_set * task, "set_512_seconds_cold": per_set * task + WARMUP_TASKS * warmup_task,
             "peak_memory_gib": peak / 2**30, "peak_memory_kind": "allocated (CUDA)" if device.type == "cuda" else "resident (CPU)"}
 
 
@@ -100,18 +108,20 @@ def main() -> None:
     parser.add_argument("--ks", default="2,5,10")
     parser.add_argument("--generators", default="compact", help="comma-separated generator names (paper, compact, compact:SHARE)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating floor/task timings per configuration (medians)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for teacher and generator (CUDA)")
     parser.add_argument("--one", nargs=3, metavar=("TEACHER", "K", "GENERATOR"), help=argparse.SUPPRESS)  # the per-configuration child
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/resolution"))
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one[0], int(args.one[1]), args.one[2], args.batch_size, args.device, args.bf16)))
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.one[2], args.batch_size, args.device, args.bf16, args.rounds)))
         return
     results = {"environment": environment(), "bf16": args.bf16, "rows": []}
     for name in args.teachers.split(","):
         for k, generator in itertools.product((int(v) for v in args.ks.split(",")), args.generators.split(",")):
             done = subprocess.run([sys.executable, "-m", "benchmarks.resolution", "--one", name, str(k), generator, "--batch-size",
-                                   str(args.batch_size), "--device", args.device, *(["--bf16"] if args.bf16 else [])],
+                                   str(args.batch_size), "--rounds", str(args.rounds), "--device", args.device,
+                                   *(["--bf16"] if args.bf16 else [])],
                                   capture_output=True, text=True, check=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
             results["rows"].append(row)

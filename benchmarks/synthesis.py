@@ -33,8 +33,9 @@ DI_FULL_STEPS = 2000
 DEFAULTS = inspect.signature(FastDFKDSource).parameters
 
 
-def seconds_per_call(fn, device: torch.device, repeats: int = 3) -> float:
-    fn()  # warm the allocator and kernels
+def seconds_per_call(fn, device: torch.device, repeats: int = 3, warm: bool = True) -> float:
+    if warm:
+        fn()  # warm the allocator and kernels
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     started = time.perf_counter()

@@ -18,7 +18,7 @@ BatchNorm layers normalise each synthesised batch.
 - ``compact-subpixel``: ``compact`` whose last doubling is a convolution to 4·C channels
   at half resolution followed by a pixel shuffle, so nothing but the shuffle runs at full
   resolution. Cheaper where the teacher is small and the input large (MobileNetV1 α 0.25
-  at 96 px, k = 5: 11.6× the teacher-bound floor against 15–18× for ``compact``,
+  at 96 px, k = 5: 11.2× the teacher-bound floor against 17.9× for ``compact``,
   docs/benchmarks/resolution*.md), but its batches fit the teacher's BatchNorm
   statistics less well (ResNet-56: BN distance 224 against 166), so it is not the default.
 """
