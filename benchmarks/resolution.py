@@ -5,7 +5,7 @@
 
 Teachers: the real CIFAR-10 ResNets, and the architectures of :mod:`benchmarks.edge_models`
 (random weights with BatchNorm statistics: cost does not depend on what the weights
-learned). For each teacher, k and generator, in a fresh process (so peak memory is
+learned). For each teacher, k, generator and way of freeing memory, in a fresh process (so peak memory is
 that configuration's own): the floor (one teacher
 forward+backward per image), seconds per warm task of ``--batch-size`` images, × floor
 (the limit of a k-step synthesizer is k × floor; floor and task are timed in alternation,
@@ -33,6 +33,7 @@ import torch
 
 from fastdfkd_plugin import Teacher, get_source
 from fastdfkd_plugin.devices import resolve_device
+from fastdfkd_plugin.memory import keep_freed_memory
 
 from .cifar import INPUT_SHAPE, MEAN, STD, TEACHER_FILES, benchmark_parser, load_teacher
 from .edge_models import EDGE_TEACHERS, with_batchnorm_statistics
@@ -53,8 +54,15 @@ def benchmark_teacher(name: str, device: torch.device) -> Teacher:
     return Teacher(with_batchnorm_statistics(make(), shape), shape, device=device)
 
 
-def measure(name: str, k: int, generator: str, batch_size: int, device_name: str, bf16: bool = False, rounds: int = 3) -> dict:
-    """One teacher at one k with one generator, in this process (``bf16``: autocast for teacher and generator)."""
+def measure(name: str, k: int, generator: str, batch_size: int, device_name: str, bf16: bool = False, rounds: int = 3,
+            memory: str = "kept") -> dict:
+    """One teacher at one k with one generator, in this process (``bf16``: autocast for teacher and generator).
+
+    ``memory`` "kept" measures what the ``fastdfkd`` command runs with (freed memory kept
+    in the process, :mod:`fastdfkd_plugin.memory`), "returned" glibc's default.
+    """
+    if memory == "kept":
+        keep_freed_memory()
     device = resolve_device(device_name)
     register_screened_generators([generator])
     teacher = benchmark_teacher(name, device)
@@ -76,7 +84,7 @@ def measure(name: str, k: int, generator: str, batch_size: int, device_name: str
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     per_set = math.ceil(SET_SIZE / batch_size)
-    return {"teacher": name, "input_shape": list(shape), "k": k, "generator": generator, "bf16": bf16,
+    return {"teacher": name, "input_shape": list(shape), "k": k, "generator": generator, "bf16": bf16, "freed_memory": memory,
             "generator_channels": source.synthesizer.generator.channels, "batch_size": batch_size,
             "floor_ms_per_image": 1e3 * floor, "task_seconds": task, "warmup_task_seconds": warmup_task,
             "times_floor": statistics.median(t / batch_size / f for t, f in zip(tasks, floors)),
@@ -91,11 +99,11 @@ def markdown(results: dict) -> str:
     lines = ["# Synthesis cost against the teacher-bound floor, 32–224 px (fastdfkd)", "",
              f"Command: `{env['command']}`  ",
              f"torch {env['torch']}, {env['threads']} threads, CUDA: {env['cuda']}, bf16 autocast: {results['bf16']}.", "",
-             "| teacher | input | k | generator | floor ms/img | task s | images/s warm | × floor (limit k) | generator share | "
-             "512 warm s | 512 cold s | peak memory GiB |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| teacher | input | k | generator | freed memory | floor ms/img | task s | images/s warm | × floor (limit k) | generator share | "
+             "512 warm s | 512 cold s | peak memory GiB |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results["rows"]:
         lines.append(f"| {r['teacher']} | {'×'.join(map(str, r['input_shape'][1:]))} | {r['k']} | "
-                     f"`{r['generator']}` {r['generator_channels']} | {r['floor_ms_per_image']:.2f} | "
+                     f"`{r['generator']}` {r['generator_channels']} | {r['freed_memory']} | {r['floor_ms_per_image']:.2f} | "
                      f"{r['task_seconds']:.1f} | {r['images_per_second_warm']:.1f} | {r['times_floor']:.1f} | "
                      f"{100 * r['generator_share']:.0f} % | {r['set_512_seconds_warm']:.0f} | {r['set_512_seconds_cold']:.0f} | "
                      f"{r['peak_memory_gib']:.2f} ({r['peak_memory_kind']}) |")
@@ -109,23 +117,26 @@ def main() -> None:
     parser.add_argument("--generators", default="compact", help="comma-separated generator names (paper, compact, compact:SHARE)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=3, help="alternating floor/task timings per configuration (medians)")
+    parser.add_argument("--memory", default="kept", help="comma-separated: kept (as the fastdfkd command runs), returned (glibc's default)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for teacher and generator (CUDA)")
-    parser.add_argument("--one", nargs=3, metavar=("TEACHER", "K", "GENERATOR"), help=argparse.SUPPRESS)  # the per-configuration child
+    parser.add_argument("--one", nargs=4, metavar=("TEACHER", "K", "GENERATOR", "MEMORY"), help=argparse.SUPPRESS)  # the per-configuration child
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/resolution"))
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one[0], int(args.one[1]), args.one[2], args.batch_size, args.device, args.bf16, args.rounds)))
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.one[2], args.batch_size, args.device, args.bf16, args.rounds,
+                                 args.one[3])))
         return
     results = {"environment": environment(), "bf16": args.bf16, "rows": []}
     for name in args.teachers.split(","):
-        for k, generator in itertools.product((int(v) for v in args.ks.split(",")), args.generators.split(",")):
-            done = subprocess.run([sys.executable, "-m", "benchmarks.resolution", "--one", name, str(k), generator, "--batch-size",
+        for k, generator, memory in itertools.product((int(v) for v in args.ks.split(",")), args.generators.split(","),
+                                                      args.memory.split(",")):
+            done = subprocess.run([sys.executable, "-m", "benchmarks.resolution", "--one", name, str(k), generator, memory, "--batch-size",
                                    str(args.batch_size), "--rounds", str(args.rounds), "--device", args.device,
                                    *(["--bf16"] if args.bf16 else [])],
                                   capture_output=True, text=True, check=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
             results["rows"].append(row)
-            print(f"{name} k={k} {generator}: {row['images_per_second_warm']:.1f} images/s warm, {row['times_floor']:.1f}× floor, "
+            print(f"{name} k={k} {generator} memory {memory}: {row['images_per_second_warm']:.1f} images/s warm, {row['times_floor']:.1f}× floor, "
                   f"generator {100 * row['generator_share']:.0f} %, peak {row['peak_memory_gib']:.2f} GiB", flush=True)
     write_results(args.out.with_suffix(".json"), args.out.with_suffix(".md"), results, markdown(results))
     print(markdown(results))

@@ -24,6 +24,7 @@ from .distillation import distill_datafree
 from .errors import FastDFKDError
 from .io import atomic_path, check_disk_space, check_output_path, load_labelled
 from .loading import load_model
+from .memory import keep_freed_memory_unless_opted_out
 from .options import (
     add_kd_arguments,
     add_model_arguments,
@@ -213,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with sigterm_interrupts():
             args = build_parser().parse_args(argv)
+            keep_freed_memory_unless_opted_out()
             logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                                 format="%(levelname)s %(name)s: %(message)s")
             given = vars(args)
