@@ -122,6 +122,8 @@ def main() -> None:
     parser.add_argument("--one", nargs=4, metavar=("TEACHER", "K", "GENERATOR", "MEMORY"), help=argparse.SUPPRESS)  # the per-configuration child
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/resolution"))
     args = parser.parse_args()
+    if not set(args.memory.split(",")) <= {"kept", "returned"}:
+        parser.error(f"--memory takes kept and/or returned, got {args.memory}")
     if args.one:
         print(json.dumps(measure(args.one[0], int(args.one[1]), args.one[2], args.batch_size, args.device, args.bf16, args.rounds,
                                  args.one[3])))

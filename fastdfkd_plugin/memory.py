@@ -5,9 +5,10 @@ activation of a batch at 96–224 px) with fresh pages from the kernel and hands
 back on free. Every synthesis step then has the kernel fault in and zero its activations
 again. With mmap and trimming off, freed memory is reused instead (no page faults once
 warm): 1.3–1.4× the images/s at 224 px (docs/benchmarks/resolution_memory.md). The
-price is a resident set that stays near the run's peak (about 1 GiB more there). The ``fastdfkd`` command turns this on for its own process
-(``FASTDFKD_KEEP_FREED_MEMORY=0`` opts out); a library user opts in by calling
-:func:`keep_freed_memory`, because it changes the whole process.
+price is a resident set that stays near the run's peak (about 1 GiB more there). The
+``fastdfkd`` command turns this on for its own process (``FASTDFKD_KEEP_FREED_MEMORY=0``
+opts out); a library user opts in by calling :func:`keep_freed_memory`, because it
+changes the whole process.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ M_MMAP_MAX = -4
 OPT_OUT = "FASTDFKD_KEEP_FREED_MEMORY"
 
 
+def glibc_malloc() -> bool:
+    """Whether this process allocates through glibc (Linux with glibc, not musl, macOS or Windows)."""
+    return platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+
+
 def keep_freed_memory() -> bool:
     """Make glibc's malloc keep freed memory for reuse (no mmap, no trimming); False where the C library is not glibc."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    if not glibc_malloc():
         return False
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

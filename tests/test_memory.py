@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+from fastdfkd_plugin.memory import glibc_malloc
+
+pytestmark = pytest.mark.skipif(not glibc_malloc(), reason="glibc's malloc only")
 
 # Each case runs in its own process: the setting is process-wide and cannot be undone.
 PROBE = """
