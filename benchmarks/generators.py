@@ -3,8 +3,8 @@
     python -m benchmarks.generators [--teachers resnet20,resnet56] [--variants paper@20x64,compact@40x16]
                                     [--seeds 0,1,2] [--eval heldout|test_a]
 
-A variant is ``GENERATOR@TASKSxBATCH``: the generator architecture and the warm-up
-(meta-learning tasks × images per task). ``compact:SHARE`` screens the ``compact``
+A variant is ``GENERATOR@TASKSxBATCH[/K]``: the generator architecture and the warm-up
+(meta-learning tasks × images per task, and K inner steps per warm-up task if not k). ``compact:SHARE`` screens the ``compact``
 generator sized to another share of the teacher's cost (``compact`` is ``compact:0.25``). For each teacher, variant and synthesis
 seed: a 512-image ``fastdfkd`` set at k = 5 from cold (warm-up included, no cache),
 its population BN distance and the
@@ -36,11 +36,12 @@ from .screening import register_screened_generators
 METRICS = ("seconds", "warmup_seconds", "bn_distance", "confidence", "MinMax", "Percentile")
 
 
-def split_variant(variant: str) -> tuple[str, int, int]:
-    """``GENERATOR@TASKSxBATCH`` → (generator, warm-up tasks, warm-up batch size)."""
+def split_variant(variant: str) -> tuple[str, int, int, int | None]:
+    """``GENERATOR@TASKSxBATCH[/K]`` → (generator, warm-up tasks, warm-up batch size, warm-up steps per task or None for k)."""
     generator, warmup = variant.split("@")
+    warmup, _, steps = warmup.partition("/")
     tasks, batch = (int(v) for v in warmup.split("x"))
-    return generator, tasks, batch
+    return generator, tasks, batch, int(steps) if steps else None
 
 
 def benchmark_teacher(name: str, args, workdir: Path) -> dict:
@@ -54,10 +55,10 @@ def benchmark_teacher(name: str, args, workdir: Path) -> dict:
         references[label] = {**set_quality(teacher, inputs).as_dict(), **w4a4_accuracy(pre, inputs.numpy(), eval_x, eval_y, workdir)}
     runs = []
     for variant in args.variants.split(","):
-        generator, tasks, batch = split_variant(variant)
+        generator, tasks, batch, warmup_steps = split_variant(variant)
         for seed in args.seeds:
             source = get_source("fastdfkd", teacher, generator=generator, seed=seed, steps=args.steps,
-                                warmup_tasks=tasks, warmup_batch_size=batch, cache=False)
+                                warmup_tasks=tasks, warmup_batch_size=batch, warmup_steps=warmup_steps, cache=False)
             started = time.perf_counter()
             synthetic = source.synthetic_set(args.samples, 64)
             run = {"variant": variant, "seed": seed, "channels": source.synthesizer.generator.channels,
@@ -91,8 +92,9 @@ def markdown(results: dict) -> str:
             cells = [f"{stats[m][0]:.{2 if m in ('confidence',) else 1}f} ± {stats[m][1]:.{2 if m == 'confidence' else 1}f}"
                      for m in METRICS]
             channels = next(r["channels"] for r in result["runs"] if r["variant"] == variant)
-            generator, tasks, batch = split_variant(variant)
-            lines.append(f"| fastdfkd, `{generator}` generator {channels}, warm-up {tasks} × {batch} | "
+            generator, tasks, batch, warmup_steps = split_variant(variant)
+            per_task = f" at k = {warmup_steps}" if warmup_steps else ""
+            lines.append(f"| fastdfkd, `{generator}` generator {channels}, warm-up {tasks} × {batch}{per_task} | "
                          + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
@@ -101,7 +103,7 @@ def markdown(results: dict) -> str:
 def main() -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--teachers", default="resnet20,resnet56")
-    parser.add_argument("--variants", default="paper@20x64,compact@40x16", help="GENERATOR@TASKSxBATCH, comma-separated")
+    parser.add_argument("--variants", default="paper@20x64,compact@40x16", help="GENERATOR@TASKSxBATCH[/K] (K: steps per warm-up task, default --steps), comma-separated")
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(v) for v in s.split(",")])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--samples", type=int, default=512)

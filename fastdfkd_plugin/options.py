@@ -113,7 +113,7 @@ def load_teacher(
 # -- the source ---------------------------------------------------------------------------------
 
 def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int | None = None, with_samples: bool = True) -> None:
-    """``[--source NAME] [--steps K] [--warmup-tasks N] [--generator-state PATH] --num-samples N ...``.
+    """``[--source NAME] [--steps K] [--warmup-tasks N] [--warmup-steps K] [--generator-state PATH] --num-samples N ...``.
 
     ``with_samples=False`` leaves out ``--num-samples`` for commands that draw batches as they go.
     """
@@ -121,6 +121,8 @@ def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int |
     parser.add_argument("--synthesis-steps", "--steps", dest="steps", type=positive,
                         help="optimisation steps per synthetic batch (fastdfkd's k, default 5; deepinversion default 2000)")
     parser.add_argument("--warmup-tasks", type=int, help="fastdfkd meta-learning tasks before the first batch (default 40)")
+    parser.add_argument("--warmup-steps", type=positive, help="fastdfkd optimisation steps per warm-up task (default: k); fewer "
+                                                               "make the first batch cheaper and fit the BN statistics less well")
     parser.add_argument("--generator", help="fastdfkd generator architecture: compact (default, sized to the teacher) or "
                                             "paper (the paper's CIFAR network), or one a plugin registers")
     parser.add_argument("--prior", help="fastdfkd/deepinversion inversion prior: auto (default: batchnorm for BN models, "
@@ -146,7 +148,8 @@ def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int |
 
 def source_options(args: argparse.Namespace) -> dict[str, Any]:
     """The source-specific options the user gave (unset ones keep each source's defaults)."""
-    given = (("steps", args.steps), ("warmup_tasks", args.warmup_tasks), ("generator", args.generator), ("prior", args.prior),
+    given = (("steps", args.steps), ("warmup_tasks", args.warmup_tasks),
+             ("warmup_steps", args.warmup_steps), ("generator", args.generator), ("prior", args.prior),
              ("state_path", args.generator_state),
              ("cache", False if args.no_cache else None), ("flip", False if args.no_flip else None),
              ("shift", args.max_shift))

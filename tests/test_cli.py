@@ -45,7 +45,8 @@ def test_synthesize_writes_inputs_labels_metadata_and_preview(capsys, tmp_path):
     out, preview = tmp_path / "set.npz", tmp_path / "grid.png"
     code, stdout, err = run(capsys, "synthesize", "--model", TINY, "--input-shape", "3,32,32",
                             "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225", "--num-samples", "12",
-                            "--seed", "3", "--out", str(out), "--preview", str(preview), *FAST_ARGS[1:])  # normalised: no --raw-pixels
+                            "--seed", "3", "--out", str(out), "--preview", str(preview), "--warmup-steps", "1",
+                            *FAST_ARGS[1:])  # normalised: no --raw-pixels
     assert code == 0, err
     assert str(out) in stdout and "images/s" in stdout
     with np.load(out) as data:
@@ -56,7 +57,7 @@ def test_synthesize_writes_inputs_labels_metadata_and_preview(capsys, tmp_path):
 
     assert metadata["source"] == "fastdfkd" and metadata["seed"] == 3
     assert metadata["settings"]["steps"] == 2 and metadata["settings"]["warmup_tasks"] == 1
-    assert metadata["settings"]["flip"] is True
+    assert metadata["settings"]["warmup_steps"] == 1 and metadata["settings"]["flip"] is True
     assert data_labels_are_the_teachers(out)
     assert metadata["teacher_fingerprint"] == fingerprint(make_teacher())
     assert metadata["package_version"] and metadata["seconds"] > 0

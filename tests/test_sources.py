@@ -110,9 +110,9 @@ def test_non_finite_attempt_is_redone_from_fresh_latents(teacher, monkeypatch):
     real_task = source.synthesizer.task
     calls = []
 
-    def flaky(labels, adversarial=True):
+    def flaky(labels, adversarial=True, steps=None):
         calls.append(1)
-        result = real_task(labels, adversarial)
+        result = real_task(labels, adversarial, steps)
         if len(calls) == 1:
             result.pixels[0, 0, 0, 0] = float("nan")
         return result
@@ -185,11 +185,23 @@ def test_reptile_and_bf16_autocast_run(teacher):
     assert torch.isfinite(batch.inputs).all() and batch.inputs.dtype == torch.float32
 
 
+def test_warm_up_tasks_take_warmup_steps_and_batches_take_k(teacher):
+    source = make("fastdfkd", teacher, steps=3, warmup_tasks=2, warmup_steps=1)
+    forwards = []
+    teacher.register_forward_hook(lambda *_: forwards.append(1))
+    source.warm_up()
+    assert len(forwards) == 2 and source.settings()["warmup_steps"] == 1
+    source.next_batch(4)
+    assert len(forwards) == 2 + 3
+    assert make("fastdfkd", teacher, steps=3).settings()["warmup_steps"] == 3  # default: k
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
         (dict(meta_update="maml"), "fomaml"),
         (dict(steps=0), "steps must be"),
+        (dict(warmup_steps=0), "warmup_steps must be"),
         (dict(device="cuda"), "no CUDA GPU") if not torch.cuda.is_available() else (dict(device="tpu"), "unknown device"),
         (dict(device="nonsense"), "unknown device"),
         (dict(mean=(0.5,)), "one per channel"),

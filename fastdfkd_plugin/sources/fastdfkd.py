@@ -34,7 +34,9 @@ class FastDFKDSource(DataSource):
     ``compact`` is sized to the teacher's cost, ``paper`` is the paper's CIFAR network.
     The first batch pays for a warm-up of ``warmup_tasks`` meta-learning tasks of
     ``warmup_batch_size`` images (no adversarial term): many small tasks, because the
-    number of meta steps matters more than their batch size. The warm-up draws from its own
+    number of meta steps matters more than their batch size. Each warm-up task takes
+    ``warmup_steps`` inner steps (default ``steps``); fewer make the first batch cheaper
+    and the BN fit looser (docs/benchmarks/warmup_steps.md). The warm-up draws from its own
     seeded random streams, so its result depends only on the teacher, the settings and
     the seed: with ``cache=True`` (the default) it is stored in the warm-state cache
     (:mod:`fastdfkd_plugin.cache`) and every later source for the same teacher and
@@ -60,6 +62,7 @@ class FastDFKDSource(DataSource):
         loss_weights: LossWeights | None = None,
         bn_momentum: float = 0.9,
         warmup_batch_size: int = 16,
+        warmup_steps: int | None = None,
         flip: bool = True,
         prior: str = "auto",
         shift: int | None = None,
@@ -68,9 +71,11 @@ class FastDFKDSource(DataSource):
         **common: Any,
     ) -> None:
         super().__init__(teacher, input_shape, **common)
-        if steps < 1 or warmup_tasks < 0:
-            raise FastDFKDError(f"steps must be ≥ 1 and warmup_tasks ≥ 0, got steps={steps}, warmup_tasks={warmup_tasks}")
-        self.warmup_tasks, self.warmup_batch_size = warmup_tasks, warmup_batch_size
+        warmup_steps = steps if warmup_steps is None else warmup_steps
+        if steps < 1 or warmup_steps < 1 or warmup_tasks < 0:
+            raise FastDFKDError(f"steps and warmup_steps must be ≥ 1 and warmup_tasks ≥ 0, got steps={steps}, "
+                                f"warmup_steps={warmup_steps}, warmup_tasks={warmup_tasks}")
+        self.warmup_tasks, self.warmup_batch_size, self.warmup_steps = warmup_tasks, warmup_batch_size, warmup_steps
         self.bn_momentum, self.flip = bn_momentum, flip
         self.shift = self.pixel_shift(shift)
         self.cache = cache
@@ -140,7 +145,7 @@ class FastDFKDSource(DataSource):
                        disable=None if self.progress else True, leave=False)
             for task in bar:
                 self.rng.manual_seed(WARMUP_SEED + 100_003 * self.seed + task)
-                self._task(self.balanced_labels(size, task * size), adversarial=False)
+                self._task(self.balanced_labels(size, task * size), adversarial=False, steps=self.warmup_steps)
         finally:
             self.rng.set_state(stream)
 
@@ -158,9 +163,9 @@ class FastDFKDSource(DataSource):
         if self.progress:
             tqdm.write(message, file=sys.stderr)
 
-    def _task(self, labels: torch.Tensor, adversarial: bool) -> torch.Tensor:
+    def _task(self, labels: torch.Tensor, adversarial: bool, steps: int | None = None) -> torch.Tensor:
         try:
-            return self.synthesizer.task(labels, adversarial=adversarial).pixels
+            return self.synthesizer.task(labels, adversarial=adversarial, steps=steps).pixels
         except NonFiniteLoss as exc:
             raise NonFiniteBatch(str(exc)) from exc
 
@@ -170,7 +175,7 @@ class FastDFKDSource(DataSource):
         return {
             "steps": s.steps, "lr_g": s.lr_g, "lr_z": s.lr_z, "meta_update": s.meta_update,
             "warmup_tasks": self.warmup_tasks, "warmup_batch_size": self.warmup_batch_size,
-            "warmup_seconds": round(self.warmup_seconds, 3),
+            "warmup_steps": self.warmup_steps, "warmup_seconds": round(self.warmup_seconds, 3),
             "bn_momentum": self.bn_momentum, "prior": self.objective.prior.name,
             "loss_weights": {"prior": w.prior, "oh": w.oh, "adv": w.adv},
             "generator": self.generator_name,

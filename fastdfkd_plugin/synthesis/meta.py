@@ -82,8 +82,8 @@ class MetaSynthesizer:
         # process applies the same meta step and BN momentum update (see distributed.py).
         self.average_across_processes: Callable[[list[torch.Tensor]], None] | None = None
 
-    def task(self, labels: torch.Tensor, adversarial: bool = True) -> TaskResult:
-        """Adapt a clone of the meta-generator to one batch, then take one meta step."""
+    def task(self, labels: torch.Tensor, adversarial: bool = True, steps: int | None = None) -> TaskResult:
+        """Adapt a clone of the meta-generator to one batch in ``steps`` (default k) inner steps, then take one meta step."""
         fast = self._clone_generator()
         z = torch.randn(len(labels), self.generator.latent_dim, generator=self.rng, device=self.rng.device)
         z = z.to(labels.device).requires_grad_()
@@ -94,7 +94,7 @@ class MetaSynthesizer:
         gradient_sum = [torch.zeros_like(p) for p in fast.parameters()] if fomaml else []
         best = TaskResult(pixels=torch.empty(0), loss=math.inf)
         best_stats = None
-        for _ in range(self.steps):
+        for _ in range(self.steps if steps is None else steps):
             with self.objective.autocast(z.device):
                 pixels = fast(z)
             if pixels.dtype in (torch.bfloat16, torch.float16):  # mixed precision inside, float32 pixels out
