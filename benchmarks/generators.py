@@ -4,8 +4,9 @@
                                     [--seeds 0,1,2] [--eval heldout|test_a]
 
 A variant is ``GENERATOR@TASKSxBATCH[/K]``: the generator architecture and the warm-up
-(meta-learning tasks × images per task, and K inner steps per warm-up task if not k). ``compact:SHARE`` screens the ``compact``
-generator sized to another share of the teacher's cost (``compact`` is ``compact:0.25``). For each teacher, variant and synthesis
+(meta-learning tasks × images per task, and K inner steps per warm-up task if not k).
+``compact:SHARE`` screens the ``compact`` generator sized to another share of the
+teacher's cost (``compact`` is ``compact:0.25``). For each teacher, variant and synthesis
 seed: a 512-image ``fastdfkd`` set at k = 5 from cold (warm-up included, no cache),
 its population BN distance and the
 teacher's confidence, and ONNX Runtime W4A4 (QDQ, per-channel weights) accuracy
@@ -103,7 +104,8 @@ def markdown(results: dict) -> str:
 def main() -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--teachers", default="resnet20,resnet56")
-    parser.add_argument("--variants", default="paper@20x64,compact@40x16", help="GENERATOR@TASKSxBATCH[/K] (K: steps per warm-up task, default --steps), comma-separated")
+    parser.add_argument("--variants", default="paper@20x64,compact@40x16",
+                        help="GENERATOR@TASKSxBATCH[/K] (K: steps per warm-up task, default --steps), comma-separated")
     parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(v) for v in s.split(",")])
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--samples", type=int, default=512)
