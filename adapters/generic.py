@@ -1,6 +1,7 @@
 """Calibration data in the shapes other toolkits ask for, without importing any of them.
 
-TensorRT Model Optimizer and Brevitas run a ``forward_loop(model)``, Intel Neural
+TensorRT Model Optimizer and Brevitas run a ``forward_loop(model)`` (or read an ``.npz``
+keyed by input name, :func:`save_inputs_npz`), Intel Neural
 Compressor a ``run_fn(model)`` of the same shape, AIMET a
 ``forward_pass_callback(model, args)``; others iterate a ``Dataset``/``DataLoader`` or
 plain input tensors. :func:`calibration_data` synthesises (or takes) the inputs once, so
@@ -24,7 +25,7 @@ from torch import nn
 from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from ..errors import FastDFKDError
-from ..io import load_npz
+from ..io import atomic_path, load_npz
 from ..sources.base import DataSource, SyntheticSet
 from ..teacher import model_device
 
@@ -148,6 +149,20 @@ def calibration_data(data: CalibrationInput, num_samples: int | None = None, bat
     if [len(batch) for batch in batches] != [size] * (count // size) + ([count % size] if count % size else []):
         batches = list(torch.cat(batches)[:count].split(size))
     return CalibrationData(batches)
+
+
+def save_inputs_npz(path: str | Path, inputs: dict[str, np.ndarray]) -> None:
+    """``.npz`` keyed by ONNX input name, as TensorRT Model Optimizer and similar tools read."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **{name: np.ascontiguousarray(array, dtype=np.float32) for name, array in inputs.items()})
+
+
+def load_inputs_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """What :func:`save_inputs_npz` wrote: arrays by input name."""
+    if not Path(path).is_file():
+        raise FastDFKDError(f"calibration file {path} does not exist")
+    with np.load(path, allow_pickle=False) as data:
+        return {name: data[name] for name in data.files}
 
 
 def load_inputs(path: str | Path, mmap: bool = False) -> np.ndarray:

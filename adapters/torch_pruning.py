@@ -33,14 +33,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from ..batchnorm import reestimate_batchnorm
-from ..distillation import DistillConfig, Distiller, agreement, as_teacher, check_same_run, load_checkpoint
-from .. import options
+from .. import argtypes, options
 from ..attention import head_channels, head_count, prunable_attention, projections, set_head_count, value_channels
+from ..batchnorm import reestimate_batchnorm
+from ..checkpoint import Checkpoint, resume_path
+from ..distillation import DistillConfig, Distiller, distill_settings, read_checkpoint, teacher_for
 from ..errors import FastDFKDError, reason
 from ..hookspecs import hookimpl
 from ..io import atomic_path
 from ..loading import PRUNED_FORMAT, fit_layers_to_state_dict
+from ..metrics import agreement
 from ..optional import require
 from ..sources.base import DataSource
 from ..teacher import OutputTransform, Teacher, frozen, logits_of
@@ -227,7 +229,7 @@ def _hook_obdc(model: nn.Module, importance: Any) -> list[Any]:
     return handles
 
 
-def accumulate_importance(model: nn.Module, importance: Any, batches: list[torch.Tensor], teacher: Teacher | nn.Module) -> None:
+def accumulate_importance(model: nn.Module, importance: Any, batches: list[torch.Tensor], teacher: Teacher) -> None:
     """Collect what ``importance`` needs before ``pruner.step()``, following each criterion's own protocol.
 
     ``model`` is the copy being pruned (its logits are picked like the teacher's).
@@ -235,9 +237,7 @@ def accumulate_importance(model: nn.Module, importance: Any, batches: list[torch
     OBDC: hooks plus ``step()`` per batch; activation: one forward
     over all batches inside ``compute_importance``. Data-free criteria need nothing.
     """
-    tp = _tp()
-    teacher = Teacher.of(teacher, batches[0].shape[1:])
-    imp = tp.importance
+    imp = _tp().importance
     if isinstance(importance, imp.ActivationImportance):
         with torch.no_grad(), frozen(model), importance.compute_importance(model):
             model(torch.cat(batches))
@@ -360,7 +360,7 @@ def recover(
     eval_every_seconds: float = 0.0,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 0,
-    resume: bool = False,
+    resume: str | Path | bool | None = None,
     progress: bool = False,
     run_settings: dict[str, Any] | None = None,
 ) -> Distiller:
@@ -369,14 +369,27 @@ def recover(
     The BN images also seed the KD bank, and their synthesis time counts toward the
     log's seconds (and a ``config.seconds`` budget). A source's adversarial term (if
     it has one) is aimed at the pruned student, so new batches concentrate where it
-    disagrees with the teacher. ``resume`` continues from ``checkpoint`` (BN
-    re-estimation is not repeated). ``run_settings`` are the caller's own settings that a
+    disagrees with the teacher. ``resume`` continues from a checkpoint, ``True`` from
+    ``checkpoint``, or a path (BN re-estimation is not repeated). ``run_settings`` are the caller's own settings that a
     resumed run must share (see :class:`~fastdfkd_plugin.distillation.Distiller`).
     """
-    teacher, batches = as_teacher(teacher, batches)
+    teacher, batches = teacher_for(teacher, batches)
+    resume_from = resume_path(resume, checkpoint)
+    saved = read_checkpoint(resume_from, teacher) if resume_from is not None else None
+    return _recover(teacher, student, batches, config, bn_samples, evaluate, eval_every_seconds, checkpoint or resume_from,
+                    checkpoint_every, saved, progress, run_settings)
+
+
+def _recover(
+    teacher: Teacher, student: nn.Module, batches: DataSource | Iterator[torch.Tensor], config: DistillConfig, bn_samples: int,
+    evaluate: Callable[[nn.Module], dict[str, float]] | None = None, eval_every_seconds: float = 0.0,
+    checkpoint: str | Path | None = None, checkpoint_every: int = 0, saved: Checkpoint | None = None,
+    progress: bool = False, run_settings: dict[str, Any] | None = None,
+) -> Distiller:
+    """:func:`recover` for a Teacher, continuing from the checkpoint ``saved`` when given."""
     distiller = Distiller(teacher, student, batches, config, teacher.output_transform, run_settings)
-    if resume:
-        distiller.resume(checkpoint)
+    if saved is not None:
+        distiller.restore(saved)
     elif bn_samples:
         started = time.perf_counter()
         images = _first_images(batches, bn_samples, config.synthesis_batch_size or config.batch_size)
@@ -441,7 +454,7 @@ def prune_datafree(
     pruner_options: dict[str, Any] | None = None,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 100,
-    resume: bool = False,
+    resume: str | Path | bool | None = None,
     progress: bool = False,
 ) -> tuple[nn.Module, PruneReport]:
     """Prune a copy of the teacher to ``speed_up``× fewer MACs and recover it from ``source``; the teacher is untouched.
@@ -454,9 +467,10 @@ def prune_datafree(
     ``global_pruning``, ``prune_num_heads``, ...). With ``rounds`` > 1, pruning is iterative, with a short recovery
     (``recovery.steps // rounds`` KD steps) after every round but the last.
     Recovery is BN re-estimation, then ``recovery.steps`` KD steps (0: BN only).
-    With ``checkpoint``, the final recovery checkpoints there; ``resume`` continues it.
+    With ``checkpoint``, the final recovery checkpoints there; ``resume`` continues it (``True``:
+    from ``checkpoint``, or a path), refused before any work if the teacher or a setting differs.
     """
-    teacher, _ = as_teacher(teacher, source)
+    teacher, _ = teacher_for(teacher, source)
     if teacher.device != source.device:
         raise FastDFKDError(f"the model is on {teacher.device} but the source on {source.device}; build the source on the model's device")
     model = teacher.model
@@ -468,10 +482,11 @@ def prune_datafree(
     importance_name = importance if isinstance(importance, str) else type(importance).__name__
     run_settings = {"speed_up": speed_up, "importance": importance_name, "rounds": rounds, "bn_samples": bn_samples,
                     "pruner_options": {key: repr(value) for key, value in sorted(pruner_options.items())}}
-    saved = load_checkpoint(checkpoint) if resume else None
-    if saved is not None and saved["teacher_fingerprint"] == teacher.info.fingerprint:
-        check_same_run(saved, recovery, {**source.run_settings(), **run_settings})  # before any work, not after
-        source.load_state_dict(saved["source"])  # already warm: no second warm-up before the resume below
+    resume_from = resume_path(resume, checkpoint)
+    saved = read_checkpoint(resume_from, teacher) if resume_from is not None else None
+    if saved is not None:
+        saved.check_settings(distill_settings(recovery, source, run_settings))  # before any work, not after
+        source.load_state_dict(saved.state["source"])  # already warm: no second warm-up before the resume below
     example = synthetic_example(source)
     held_out = source.synthetic_set(eval_samples, batch_size).inputs
     ignored = list(ignored_layers or []) + output_layers(model, example, teacher.output_transform)
@@ -483,7 +498,7 @@ def prune_datafree(
     student = trainable_copy(model)
     report = PruneReport(macs_before, 0.0, params_before, 0.0, ratio, importance_name, [names[m] for m in unsafe])
     if saved is not None:
-        fit_layers_to_state_dict(student, saved["student"])
+        fit_layers_to_state_dict(student, saved.state["student"])
     else:
         criterion = make_importance(importance, teacher.info.num_classes) if isinstance(importance, str) else importance
         pruner = HeadAwarePruner(student, example, criterion, ratio, [names[m] for m in ignored + unsafe], heads,
@@ -494,13 +509,13 @@ def prune_datafree(
             pruner.step()
             student.zero_grad(set_to_none=True)
             if round_ < rounds - 1:
-                recover(teacher, student, source, dataclasses.replace(recovery, steps=recovery.steps // rounds), bn_samples)
+                _recover(teacher, student, source, dataclasses.replace(recovery, steps=recovery.steps // rounds), bn_samples)
         report.agreement["pruned"] = agreement(teacher, student, held_out, model_output_transform=teacher.output_transform)
     report.macs_after, report.params_after = count_macs(student, example)
     report.seconds["prune"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
-    recover(teacher, student, source, recovery, bn_samples, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-            resume=resume, progress=progress, run_settings=run_settings)
+    _recover(teacher, student, source, recovery, bn_samples, checkpoint=checkpoint or resume_from,
+             checkpoint_every=checkpoint_every, saved=saved, progress=progress, run_settings=run_settings)
     report.seconds["recovery"] = round(time.perf_counter() - started, 2)
     report.agreement["recovered"] = agreement(teacher, student, held_out, model_output_transform=teacher.output_transform)
     return student.eval(), report
@@ -525,9 +540,7 @@ def save_pruned(student: nn.Module, path: str | Path, model_spec: str | None, re
 def cmd_prune(args: argparse.Namespace) -> None:
     if args.speed_up <= 1:
         raise FastDFKDError(f"--speed-up must be above 1 (MACs before / after), got {args.speed_up}")
-    if args.resume and not args.checkpoint:
-        raise FastDFKDError("--resume needs --checkpoint PATH (the file an earlier run wrote)")
-    options.refuse_existing_checkpoint(args.checkpoint, args.resume, args.overwrite, "--resume")
+    checkpoint, resume = options.checkpoint_paths(args)
     teacher = options.load_teacher(args)
     source = options.source_from_args(args, teacher)
     recovery = options.kd_config(args, args.recovery_steps, args.steps_per_batch)
@@ -536,11 +549,11 @@ def cmd_prune(args: argparse.Namespace) -> None:
         student, report = prune_datafree(
             teacher, source, args.speed_up, args.importance, recovery=recovery, bn_samples=args.bn_samples,
             batch_size=args.batch_size, pruner_options={k: v for k, v in pruner_options.items() if v},
-            checkpoint=args.checkpoint, resume=args.resume, progress=not args.quiet,
+            checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, resume=resume, progress=not args.quiet,
         )
     except KeyboardInterrupt:
-        if args.checkpoint and Path(args.checkpoint).exists():
-            print(f"fastdfkd: resume with --checkpoint {args.checkpoint} --resume", file=sys.stderr)
+        if Path(checkpoint).exists():
+            print(f"fastdfkd: checkpoint written; continue with the same command and --resume {checkpoint}", file=sys.stderr)
         raise
     save_pruned(student, args.out, args.model, report)
     options.save_generator_state(args, source)
@@ -556,16 +569,14 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     prune = subparsers.add_parser("prune", help="structured pruning with Torch-Pruning, then data-free recovery")
     options.add_model_arguments(prune)
     options.add_source_arguments(prune, with_samples=False)
-    prune.add_argument("--speed-up", type=options.positive_float, required=True, help="target MACs before / after, e.g. 2.0")
+    prune.add_argument("--speed-up", type=argtypes.positive_float, required=True, help="target MACs before / after, e.g. 2.0")
     prune.add_argument("--importance", default="magnitude", choices=IMPORTANCE_NAMES)
     prune.add_argument("--global-pruning", action="store_true", help="rank channels across layers (speed-up becomes approximate)")
-    prune.add_argument("--round-to", type=options.positive, help="keep channel counts multiples of this")
+    prune.add_argument("--round-to", type=argtypes.positive, help="keep channel counts multiples of this")
     prune.add_argument("--bn-samples", type=int, default=512, help="synthetic images for BN re-estimation (0 skips it)")
     prune.add_argument("--recovery-steps", type=int, default=400, help="KD steps after pruning (0: BN re-estimation only)")
-    prune.add_argument("--steps-per-batch", type=options.positive, default=20, help="KD steps per new synthetic batch")
+    prune.add_argument("--steps-per-batch", type=argtypes.positive, default=20, help="KD steps per new synthetic batch")
     options.add_kd_arguments(prune, batch_size=128, bank_size=8192, lr=0.01, temperature=4.0)
-    prune.add_argument("--checkpoint", help="write recovery checkpoints here (atomically)")
-    prune.add_argument("--resume", action="store_true", help="continue an interrupted run from --checkpoint")
-    prune.add_argument("--overwrite", action="store_true", help="start again even though --checkpoint exists")
+    options.add_checkpoint_arguments(prune, every=100)
     prune.add_argument("--out", required=True, help="pruned weights (.pt, tensors only)")
     prune.set_defaults(run=cmd_prune)

@@ -26,10 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..distillation import agreement
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
 from ..io import atomic_path, load_npz
+from ..metrics import agreement
 from ..optional import require
 from ..options import add_model_arguments, add_source_arguments, load_teacher, source_from_args
 from ..teacher import Teacher, model_device

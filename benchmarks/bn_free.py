@@ -19,10 +19,8 @@ of each teacher's ``fastdfkd`` images is written beside the results.
 
 from __future__ import annotations
 
-import copy
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,50 +29,26 @@ import torch
 from onnxruntime.quantization import QuantType
 from torch import nn
 
-from fastdfkd_plugin import Teacher, get_source
+from fastdfkd_plugin import LossWeights, Teacher, image_grid, make_prior, write_png
 from fastdfkd_plugin.adapters.generic import calibration_data
-from fastdfkd_plugin.adapters.onnxruntime import onnx_accuracy
+from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 from fastdfkd_plugin.adapters.torchao import default_quantizer, quantize_pt2e_datafree
-from fastdfkd_plugin.preview import image_grid, write_png
-from fastdfkd_plugin.synthesis.objective import LossWeights
-from fastdfkd_plugin.synthesis.priors import make_prior
 
-from .cifar import INPUT_SHAPE, MEAN, STD, accuracy, benchmark_parser, load_teacher
-from .onnx_calibration import CONFIGS, METHODS, evaluation_split, prepared_onnx, quantized_accuracy
-from .report import environment, write_results
-from .vit_teacher import load_vit_teacher
+from .common.cli import benchmark_parser, float_list, int_list
+from .common.data import INPUT_SHAPE, MEAN, STD, accuracy, evaluation_split
+from .common.ort import CONFIGS, QuantConfig, accuracy_per_column, columns, prepared_onnx
+from .common.report import environment, heading, write_results
+from .common.sources import cold_source, timed_set
+from .common.teachers import load_teacher
 
 SAMPLES = 512
 PT2E = "PT2E W8A8"
 # Transformers: 4-bit activations everywhere (LayerNorm, Softmax, GELU too) leave the ViT at chance whatever the
 # calibration; ORT's transformer setting quantizes only the matrix products, where 4 bits is where calibration shows.
 MATMUL_ONLY = {"op_types_to_quantize": ["MatMul", "Gemm"]}
-VIT_CONFIGS = {"W8A8": (*CONFIGS["W8A8"], {}), "W4A8": (*CONFIGS["W4A8"], {}),
-               "W8A4 MatMul/Gemm": (QuantType.QInt8, QuantType.QUInt4, MATMUL_ONLY),
-               "W4A4 MatMul/Gemm": (QuantType.QInt4, QuantType.QUInt4, MATMUL_ONLY)}
-CNN_CONFIGS = {name: (*types, {}) for name, types in CONFIGS.items()}
-
-
-@torch.no_grad()
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy with every BatchNorm that directly follows a convolution folded into it (and replaced by Identity).
-
-    Pairs are read from the traced graph (``torch.fx``), so it works for any model that
-    traces; what an exporter does before writing ONNX or a deployment checkpoint.
-    """
-    folded = copy.deepcopy(model).eval()
-    graph = torch.fx.symbolic_trace(folded).graph
-    modules = dict(folded.named_modules())
-    for node in graph.nodes:
-        producer = node.args[0] if node.op == "call_module" and node.args else None
-        if (isinstance(modules.get(node.target), nn.modules.batchnorm._BatchNorm) and isinstance(producer, torch.fx.Node)
-                and producer.op == "call_module" and isinstance(modules.get(producer.target), nn.Conv2d)
-                and len(producer.users) == 1):
-            conv = torch.nn.utils.fusion.fuse_conv_bn_eval(modules[producer.target], modules[node.target])
-            for name, replacement in ((producer.target, conv), (node.target, nn.Identity())):
-                parent, _, attribute = name.rpartition(".")
-                setattr(folded.get_submodule(parent) if parent else folded, attribute, replacement)
-    return folded
+VIT_CONFIGS: dict[str, QuantConfig] = {"W8A8": CONFIGS["W8A8"], "W4A8": CONFIGS["W4A8"],
+                                       "W8A4 MatMul/Gemm": (QuantType.QInt8, QuantType.QUInt4, MATMUL_ONLY),
+                                       "W4A4 MatMul/Gemm": (QuantType.QInt4, QuantType.QUInt4, MATMUL_ONLY)}
 
 
 def teachers(names: list[str], args) -> dict[str, tuple[nn.Module, dict[str, tuple[nn.Module, dict[str, Any]]], dict]]:
@@ -82,14 +56,13 @@ def teachers(names: list[str], args) -> dict[str, tuple[nn.Module, dict[str, tup
     chosen = {}
     for name in names:
         if name == "vit":
-            vit = load_vit_teacher(args.vit_epochs, args.data_dir)
+            vit = load_teacher("vit", args.data_dir, epochs=args.vit_epochs)
             chosen[name] = (vit, {"fastdfkd (auto: transformer prior)": (vit, {}),
                                   "fastdfkd, generic prior (ablation)": (vit, {"prior": "generic"})}, VIT_CONFIGS)
         elif name == "resnet20-folded":
-            resnet = load_teacher("resnet20", args.data_dir)
-            folded = fold_batchnorm(resnet)
+            resnet, folded = load_teacher("resnet20", args.data_dir), load_teacher("resnet20-folded", args.data_dir)
             chosen[name] = (folded, {"fastdfkd (auto: generic prior)": (folded, {}),
-                                     "fastdfkd on the unfolded ResNet-20 (batchnorm prior)": (resnet, {})}, CNN_CONFIGS)
+                                     "fastdfkd on the unfolded ResNet-20 (batchnorm prior)": (resnet, {})}, CONFIGS)
         else:
             raise SystemExit(f"unknown teacher {name!r}; choose vit or resnet20-folded")
     return chosen
@@ -99,29 +72,26 @@ def calibration_sets(fastdfkd_rows: dict[str, tuple[nn.Module, dict[str, Any]]],
                      prior_weights: list[float], preview: Path | None) -> dict[str, tuple[torch.Tensor, float]]:
     """label → (normalised inputs, seconds to make them from cold)."""
     sets = {"real train_10k": (torch.from_numpy(real), 0.0)}
-    noise = get_source("gaussian", fastdfkd_rows[next(iter(fastdfkd_rows))][0], INPUT_SHAPE, mean=MEAN, std=STD,
-                       clip=False, seed=seed, device="cpu")
+    noise = cold_source("gaussian", fastdfkd_rows[next(iter(fastdfkd_rows))][0], clip=False, seed=seed, device="cpu")
     sets["gaussian"] = (noise.synthetic_set(SAMPLES).inputs, 0.0)
     for index, (label, (model, options)) in enumerate(fastdfkd_rows.items()):
         for weight in prior_weights if index == 0 else [1.0]:  # the automatic prior's row is the one to tune
             row = label if len(prior_weights) == 1 or index else f"{label}, prior weight ×{weight:g}"
             teacher = Teacher(model, INPUT_SHAPE, mean=MEAN, std=STD, device="cpu")
             default = make_prior(options.get("prior", "auto"), teacher, momentum=0).weight
-            source = get_source("fastdfkd", teacher, seed=seed, cache=False,
-                                loss_weights=LossWeights(prior=default * weight), **options)
-            started = time.perf_counter()
-            sets[row] = (source.synthetic_set(SAMPLES).inputs, time.perf_counter() - started)
-            print(f"  {row}: {sets[row][1]:.0f} s ({SAMPLES / sets[row][1]:.1f} images/s from cold)", flush=True)
+            source = cold_source("fastdfkd", teacher, seed=seed, loss_weights=LossWeights(prior=default * weight), **options)
+            synthetic, seconds = timed_set(source, SAMPLES)
+            sets[row] = (synthetic.inputs, seconds)
+            print(f"  {row}: {seconds:.0f} s ({SAMPLES / seconds:.1f} images/s from cold)", flush=True)
             if preview is not None and index == 0:
-                write_png(preview, image_grid(teacher.space.denormalize(sets[row][0][:64]), columns=8), scale=2)
+                write_png(preview, image_grid(teacher.space.denormalize(synthetic.inputs[:64]), columns=8), scale=2)
     return sets
 
 
-def benchmark_teacher(name: str, model: nn.Module, fastdfkd_rows: dict, configs: dict, args, workdir: Path,
+def benchmark_teacher(name: str, model: nn.Module, fastdfkd_rows: dict, configs: dict[str, QuantConfig], args, workdir: Path,
                       results: dict) -> dict:
     """Append the teacher's result to ``results`` and rewrite the files after every seed (a long run leaves what it measured)."""
-    columns = [f"{c} {m}" for c in configs for m in METHODS] + [PT2E]
-    result: dict[str, Any] = {"teacher": name, "columns": columns, "rows": []}
+    result: dict[str, Any] = {"teacher": name, "columns": columns(configs) + [PT2E], "rows": []}
     results["teachers"].append(result)
     for seed in args.seeds:
         real, eval_x, eval_y = evaluation_split(args.eval, SAMPLES, args.data_dir, seed)
@@ -130,16 +100,13 @@ def benchmark_teacher(name: str, model: nn.Module, fastdfkd_rows: dict, configs:
         eval_t, eval_labels = torch.from_numpy(eval_x), torch.from_numpy(eval_y)
         preview = args.out.parent / f"bn_free_{name}.png" if seed == args.seeds[0] and args.eval == "test_a" else None
         for label, (inputs, seconds) in calibration_sets(fastdfkd_rows, real, seed, args.prior_weights, preview).items():
-            row = {"source": label, "seed": seed, "synthesis_seconds": seconds, "accuracy": {}}
-            for config, (wtype, atype, options) in configs.items():
-                for method_name, method in METHODS.items():
-                    row["accuracy"][f"{config} {method_name}"] = quantized_accuracy(
-                        pre, inputs.numpy(), wtype, atype, method, eval_x, eval_y, workdir, **options)
+            row = {"source": label, "seed": seed, "synthesis_seconds": seconds,
+                   "accuracy": accuracy_per_column(pre, inputs.numpy(), eval_x, eval_y, workdir, configs)}
             quantized = quantize_pt2e_datafree(model, calibration_data(inputs, batch_size=64), default_quantizer())
             row["accuracy"][PT2E] = accuracy(quantized, eval_t, eval_labels)
             result["rows"].append(row)
             print(f"  seed {seed} {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in row["accuracy"].items()), flush=True)
-        write_results(args.out.with_suffix(".json"), args.out.with_suffix(".md"), results, markdown(results, args) + "\n")
+        write_results(args.out, results, markdown(results, args) + "\n")
     print(f"{name}: FP32 {result['fp32']:.2f}", flush=True)
     return result
 
@@ -156,35 +123,33 @@ def summary(result: dict) -> list[dict]:
 
 
 def markdown(results: dict, args) -> str:
-    env = results["environment"]
-    lines = ["# Teachers without BatchNorm: data-free calibration", "",
-             f"Command: `{env['command']}`  ",
-             f"{SAMPLES} images per set; mean ± std over the seeds each heading names; accuracy (%) on "
-             f"{args.eval}; ONNX Runtime QDQ with per-channel weights, torchao PT2E X86InductorQuantizer; "
-             f"torch {env['torch']}, {env['threads']} CPU threads. Synthesis time is from cold (warm-up included).", ""]
+    lines = heading("Teachers without BatchNorm: data-free calibration", results,
+                    "{samples} images per set; mean ± std over the seeds each heading names; accuracy (%) on {eval}; ONNX Runtime "
+                    "QDQ with per-channel weights, torchao PT2E X86InductorQuantizer; torch {torch}, {threads} CPU threads. "
+                    "Synthesis time is from cold (warm-up included).", samples=SAMPLES, eval=args.eval)
     for result in results["teachers"]:
-        columns = result["columns"]
+        names = result["columns"]
         seeds = ", ".join(str(seed) for seed in sorted({row["seed"] for row in result["rows"]}))
         lines += [f"## {result['teacher']} (FP32 {result['fp32']:.2f} %; seeds {seeds})", "",
-                  "| calibration data | synthesis s | " + " | ".join(columns) + " |",
-                  "| --- | --- | " + " | ".join("---" for _ in columns) + " |"]
+                  "| calibration data | synthesis s | " + " | ".join(names) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in names) + " |"]
         for row in summary(result):
-            cells = " | ".join(f"{row[c][0]:.2f} ± {row[c][1]:.1f}" for c in columns)
+            cells = " | ".join(f"{row[c][0]:.2f} ± {row[c][1]:.1f}" for c in names)
             lines.append(f"| {row['source']} | {row['seconds'][0]:.0f} | {cells} |")
         lines.append("")
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--teachers", default="vit,resnet20-folded")
-    parser.add_argument("--seeds", default="0,1,2", type=lambda text: [int(s) for s in text.split(",")])
+    parser.add_argument("--seeds", default="0,1,2", type=int_list)
     parser.add_argument("--eval", choices=["test_a", "heldout"], default="test_a")
-    parser.add_argument("--prior-weights", default="1", type=lambda text: [float(s) for s in text.split(",")],
+    parser.add_argument("--prior-weights", default="1", type=float_list,
                         help="multiples of the automatic prior's default weight, one row each (tune on --eval heldout only)")
     parser.add_argument("--vit-epochs", type=int, default=10, help="which cached training run of the ViT")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/bn_free"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     results: dict[str, Any] = {"environment": environment(), "teachers": []}
     with tempfile.TemporaryDirectory() as workdir:

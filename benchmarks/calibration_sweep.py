@@ -12,19 +12,18 @@ the same way as references.
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
-from onnxruntime.quantization import QuantType
 
-from fastdfkd_plugin import get_source
-from fastdfkd_plugin.synthesis.objective import LossWeights
+from fastdfkd_plugin import LossWeights, get_source
 
-from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_images, load_teacher
-from .onnx_calibration import HELDOUT, METHODS, prepared_onnx, quantized_accuracy
-from .report import environment, write_results
+from .common.cli import benchmark_parser
+from .common.data import INPUT_SHAPE, MEAN, STD, evaluation_split
+from .common.ort import prepared_onnx, w4a4_accuracy
+from .common.report import environment, heading, publish
+from .common.sources import timed_set
+from .common.teachers import load_teacher
 
 VARIANTS = {
     "defaults (k=5, 20 warm-up tasks, batch 64)": {},
@@ -41,21 +40,15 @@ VARIANTS = {
 }
 
 
-def w4a4_accuracy(pre: Path, inputs: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path) -> dict[str, float]:
-    return {name: quantized_accuracy(pre, inputs, QuantType.QInt4, QuantType.QUInt4, method, eval_x, eval_y, workdir)
-            for name, method in METHODS.items()}
-
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--teacher", default="resnet20")
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--only", help="run only the variants whose name contains this text (references always run)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/calibration_sweep"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     teacher = load_teacher(args.teacher, args.data_dir)
-    all_x, all_y = load_images("train_10k", args.data_dir, limit=args.samples + HELDOUT, seed=args.seed)
-    real_x, eval_x, eval_y = all_x[: args.samples].numpy(), all_x[args.samples :].numpy(), all_y[args.samples :].numpy()
+    real_x, eval_x, eval_y = evaluation_split("heldout", args.samples, args.data_dir, args.seed)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -70,21 +63,19 @@ def main() -> None:
             options = dict(change)
             samples, batch = options.pop("num_samples", args.samples), options.pop("batch_size", 64)
             seed = options.pop("seed", args.seed)
+            # not cold_source: the sweep has always run with the source's defaults, warm-state cache included
             source = get_source("fastdfkd", teacher, INPUT_SHAPE, mean=MEAN, std=STD, seed=seed, device=args.device, **options)
-            started = time.perf_counter()
-            inputs = source.synthetic_set(samples, batch).inputs.cpu().numpy()
-            rows.append({"variant": name, "seconds": time.perf_counter() - started,
-                         **w4a4_accuracy(pre, inputs, eval_x, eval_y, workdir)})
+            synthetic, seconds = timed_set(source, samples, batch)
+            rows.append({"variant": name, "seconds": seconds,
+                         **w4a4_accuracy(pre, synthetic.inputs.cpu().numpy(), eval_x, eval_y, workdir)})
             print(rows[-1], flush=True)
     results = {"environment": environment(), "teacher": args.teacher, "eval_images": len(eval_y), "rows": rows}
-    lines = ["# What makes a fastdfkd calibration set work (W4A4, held-out train_10k)", "",
-             f"Command: `{results['environment']['command']}`  ",
-             f"{args.teacher}, ONNX Runtime W4A4 QDQ per-channel, accuracy (%) on {len(eval_y)} held-out train_10k images "
-             "(not test_a); one setting changed per row.", "",
-             "| variant | synthesis s | W4A4 MinMax | W4A4 Percentile |", "| --- | --- | --- | --- |"]
+    lines = heading("What makes a fastdfkd calibration set work (W4A4, held-out train_10k)", results,
+                    "{teacher}, ONNX Runtime W4A4 QDQ per-channel, accuracy (%) on {eval_images} held-out train_10k images "
+                    "(not test_a); one setting changed per row.")
+    lines += ["| variant | synthesis s | W4A4 MinMax | W4A4 Percentile |", "| --- | --- | --- | --- |"]
     lines += [f"| {r['variant']} | {r['seconds']:.0f} | {r['MinMax']:.2f} | {r['Percentile']:.2f} |" for r in rows]
-    write_results(args.out.with_suffix(".json"), args.out.with_suffix(".md"), results, "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    publish(args.out, results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -23,12 +23,16 @@ from pathlib import Path
 
 import torch
 
-from fastdfkd_plugin.distillation import DistillConfig, Distiller
+from fastdfkd_plugin import DistillConfig, Distiller, Teacher
 
 from examples.cifar_resnet import resnet20
 
-from .cifar import accuracy, benchmark_parser, cold_source, endless, load_images, load_teacher
-from .report import environment, write_results
+from .common.cli import benchmark_parser
+from .common.data import accuracy, endless, load_images
+from .common.plots import Panel, accuracy_over_time
+from .common.report import environment, publish
+from .common.sources import cold_source
+from .common.teachers import build_teacher
 
 RECIPE = dict(batch_size=128, synthesis_batch_size=64, steps_per_batch=10, bank_size=50_000, lr=0.2, temperature=20.0)
 SOURCES = {
@@ -44,10 +48,10 @@ DEFAULT_SOURCES = {"resnet56": "fastdfkd-k5,fastdfkd-k2,deepinversion,gaussian,r
 TEACHER_NAMES = {"resnet56": "ResNet-56", "vit": "ViT (1 M parameters)"}
 
 
-def run_source(label: str, teacher, args, eval_x, eval_y, real_x) -> dict:
+def run_source(label: str, teacher: Teacher, args, eval_x, eval_y, real_x) -> dict:
     name, options = SOURCES[label]
     batches = endless(real_x, RECIPE["synthesis_batch_size"], args.seed) if name is None else cold_source(
-        name, teacher, seed=args.seed, device="cpu", **options
+        name, teacher, seed=args.seed, **options
     )
     torch.manual_seed(args.seed)
     student = resnet20()  # random init, the same for every source
@@ -69,26 +73,25 @@ def run_source(label: str, teacher, args, eval_x, eval_y, real_x) -> dict:
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--budget", type=float, default=600.0, help="training seconds per source")
     parser.add_argument("--teacher", choices=sorted(TEACHER_NAMES), default="resnet56")
     parser.add_argument("--sources", help=f"comma-separated, from {', '.join(SOURCES)} (default per teacher: {DEFAULT_SOURCES})")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
-    args = parser.parse_args()
-    teacher = load_teacher(args.teacher, args.data_dir)
+    args = parser.parse_args(argv)
+    teacher = build_teacher(args.teacher, "cpu", args.data_dir)
     eval_x, eval_y = load_images("test_a", args.data_dir)
     real_x, _ = load_images("train_10k", args.data_dir, seed=args.seed)
-    results = {"teacher": args.teacher, "student": "resnet20 (random init)", "teacher_accuracy": accuracy(teacher, eval_x, eval_y),
+    results = {"teacher": args.teacher, "student": "resnet20 (random init)", "teacher_accuracy": accuracy(teacher.model, eval_x, eval_y),
                "budget_seconds": args.budget, "recipe": RECIPE, "sources": {k: SOURCES[k][1] for k in SOURCES},
                "environment": environment(), "runs": []}
     print(f"teacher {args.teacher}: {results['teacher_accuracy']:.2f} % on test_a", flush=True)
     for label in (args.sources or DEFAULT_SOURCES[args.teacher]).split(","):
         results["runs"].append(run_source(label, teacher, args, eval_x, eval_y, real_x))
     stem = "distillation" if args.teacher == "resnet56" else f"distillation_{args.teacher}"
-    write_results(args.out / f"{stem}.json", args.out / f"{stem}.md", results, markdown(results))
+    publish(args.out / stem, results, markdown(results))
     plot(results, args.out / f"{stem}.png")
-    print(markdown(results))
 
 
 def markdown(results: dict) -> str:
@@ -120,21 +123,11 @@ def markdown(results: dict) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for run in results["runs"]:
-        axis.plot([e["seconds"] / 60 for e in run["curve"]], [e["accuracy"] for e in run["curve"]], marker="o", label=run["source"])
     teacher = TEACHER_NAMES[results["teacher"]]
-    axis.axhline(results["teacher_accuracy"], color="grey", linestyle="--", label=f"teacher ({teacher})")
-    axis.set(xlabel="training time (min, one CPU core)", ylabel="student accuracy on test_a (%)",
-             title=f"{teacher} → ResNet-20, equal wall-clock per source")
-    axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    panel = Panel(f"{teacher} → ResNet-20, equal wall-clock per source", results["runs"], results["teacher_accuracy"],
+                  f"teacher ({teacher})")
+    accuracy_over_time([panel], path, xlabel="training time (min, one CPU core)", ylabel="student accuracy on test_a (%)",
+                       panel_size=(7, 4.5))
 
 
 if __name__ == "__main__":

@@ -19,81 +19,74 @@ from __future__ import annotations
 
 import copy
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from fastdfkd_plugin import Teacher, get_source
+from fastdfkd_plugin import Teacher, reestimate_batchnorm, set_quality
 from fastdfkd_plugin.adapters.torch_pruning import prune_datafree
-from fastdfkd_plugin.batchnorm import reestimate_batchnorm
-from fastdfkd_plugin.quality import set_quality
 
-from .cifar import MEAN, STD, accuracy, benchmark_parser
-from .edge_teacher import INPUT_SHAPE, NAME, load_edge_teacher, upsample
-from .onnx_calibration import CONFIGS, METHODS, evaluation_split, prepared_onnx, quantized_accuracy
-from .report import environment, source_tables, write_results
+from .common.cli import benchmark_parser
+from .common.data import accuracy, evaluation_split, resize
+from .common.ort import accuracy_per_column, columns, prepared_onnx
+from .common.report import environment, heading, publish, source_tables
+from .common.sources import cold_source, timed_set
+from .common.teachers import build_teacher
 
+TEACHER = "mobilenet_v1_050_64"
 SAMPLES = 512
 
 
 def calibration_sets(teacher: Teacher, real_x: torch.Tensor, args) -> dict[str, tuple[torch.Tensor, float]]:
     """name → (normalised 64-px inputs, seconds to make them); ``real_x``: the real 32-px calibration images."""
-    sets = {"real train_10k": (upsample(real_x), 0.0)}
+    sets = {"real train_10k": (resize(real_x, teacher.input_shape[-1]), 0.0)}
     makers = {"gaussian": ("gaussian", dict(clip=False))}
     for generator in args.generators.split(","):
-        makers[f"fastdfkd k=5, {generator} generator"] = ("fastdfkd", dict(generator=generator, cache=False))
+        makers[f"fastdfkd k=5, {generator} generator"] = ("fastdfkd", dict(generator=generator))
     for label, (name, options) in makers.items():
-        source = get_source(name, teacher, seed=args.seed, **options)
-        started = time.perf_counter()
-        sets[label] = (source.synthetic_set(SAMPLES).inputs, time.perf_counter() - started)
-        print(f"  {label}: {sets[label][1]:.0f} s", flush=True)
+        synthetic, seconds = timed_set(cold_source(name, teacher, seed=args.seed, **options), SAMPLES)
+        sets[label] = (synthetic.inputs, seconds)
+        print(f"  {label}: {seconds:.0f} s", flush=True)
     return sets
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--epochs", type=int, default=10, help="which cached training run of the teacher")
     parser.add_argument("--speed-up", type=float, default=2.0)
     parser.add_argument("--generators", default="compact,compact-subpixel,paper", help="fastdfkd generators, one set each")
     parser.add_argument("--eval", choices=["test_a", "heldout"], default="test_a")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/edge_quality"))
-    args = parser.parse_args()
-    model = load_edge_teacher(args.epochs, args.data_dir)
-    teacher = Teacher(model, INPUT_SHAPE, mean=MEAN, std=STD, device="cpu")
+    args = parser.parse_args(argv)
+    teacher = build_teacher(TEACHER, "cpu", args.data_dir, epochs=args.epochs)
+    model, size = teacher.model, teacher.input_shape[-1]
     real_x, eval_x, eval_y = evaluation_split(args.eval, SAMPLES, args.data_dir, args.seed)
-    eval_x, eval_y = upsample(torch.from_numpy(eval_x)), torch.from_numpy(eval_y)
+    eval_x, eval_y = resize(torch.from_numpy(eval_x), size), torch.from_numpy(eval_y)
     fp32_accuracy = accuracy(model, eval_x, eval_y)
-    pruned, report = prune_datafree(teacher, get_source("gaussian", teacher), args.speed_up, "magnitude", bn_samples=0)
+    pruned, report = prune_datafree(teacher, cold_source("gaussian", teacher), args.speed_up, "magnitude", bn_samples=0)
     pruned_accuracy = accuracy(pruned, eval_x, eval_y)
-    print(f"{NAME}: FP32 {fp32_accuracy:.2f} %, pruned {report.speed_up:.2f}× {pruned_accuracy:.2f} %", flush=True)
+    print(f"{TEACHER}: FP32 {fp32_accuracy:.2f} %, pruned {report.speed_up:.2f}× {pruned_accuracy:.2f} %", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as workdir:
-        _, pre = prepared_onnx(model, Path(workdir), NAME, INPUT_SHAPE)
+        _, pre = prepared_onnx(model, Path(workdir), TEACHER, teacher.input_shape)
         for label, (inputs, seconds) in calibration_sets(teacher, torch.from_numpy(real_x), args).items():
-            row = {"source": label, "synthesis_seconds": seconds, **set_quality(teacher, inputs).as_dict(), "accuracy": {}}
-            for config, (wtype, atype) in CONFIGS.items():
-                for method_name, method in METHODS.items():
-                    row["accuracy"][f"{config} {method_name}"] = quantized_accuracy(
-                        pre, inputs.numpy(), wtype, atype, method, eval_x.numpy(), eval_y.numpy(), Path(workdir))
+            row = {"source": label, "synthesis_seconds": seconds, **set_quality(teacher, inputs).as_dict(),
+                   "accuracy": accuracy_per_column(pre, inputs.numpy(), eval_x.numpy(), eval_y.numpy(), Path(workdir))}
             row["accuracy"]["pruned + BN re-estimation"] = accuracy(reestimate_batchnorm(copy.deepcopy(pruned), [inputs]),
                                                                     eval_x, eval_y)
             rows.append(row)
             print(f"  {label}: " + ", ".join(f"{k} {v:.2f}" for k, v in row["accuracy"].items()), flush=True)
-    result = {"teacher": f"{NAME}; pruned to {report.speed_up:.2f}× fewer MACs: {pruned_accuracy:.2f} % before BN re-estimation",
+    result = {"teacher": f"{TEACHER}; pruned to {report.speed_up:.2f}× fewer MACs: {pruned_accuracy:.2f} % before BN re-estimation",
               "fp32": fp32_accuracy, "rows": rows}
     results = {"environment": environment(), "teachers": [result]}
-    env = results["environment"]
-    columns = [f"{c} {m}" for c in CONFIGS for m in METHODS] + ["pruned + BN re-estimation"]
-    lines = ["# A real 64-px MobileNet: calibration and BN re-estimation without data", "",
-             f"Command: `{env['command']}`  ",
-             f"{SAMPLES} images per source; ONNX Runtime QDQ, per-channel weights; accuracy (%) on {args.eval} upsampled to "
-             f"64 px ({len(eval_y)} images); torch {env['torch']}, {env['threads']} CPU threads.", ""]
+    lines = heading("A real 64-px MobileNet: calibration and BN re-estimation without data", results,
+                    "{samples} images per source; ONNX Runtime QDQ, per-channel weights; accuracy (%) on {eval} upsampled to "
+                    "64 px ({eval_images} images); torch {torch}, {threads} CPU threads.",
+                    samples=SAMPLES, eval=args.eval, eval_images=len(eval_y))
     lines += ["| source | BN distance | confidence |", "| --- | --- | --- |"]
     lines += [f"| {r['source']} | {r['bn_distance']:.1f} | {r['confidence']:.2f} |" for r in rows]
-    lines += [""] + source_tables(results["teachers"], columns)
-    write_results(args.out.with_suffix(".json"), args.out.with_suffix(".md"), results, "\n".join(lines) + "\n")
-    print("\n".join(lines))
+    lines += [""] + source_tables(results["teachers"], columns() + ["pruned + BN re-estimation"])
+    publish(args.out, results, "\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

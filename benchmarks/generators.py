@@ -20,19 +20,19 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-from fastdfkd_plugin import Teacher, get_source
-from fastdfkd_plugin.quality import set_quality
+from fastdfkd_plugin import Teacher, set_quality
 
-from .calibration_sweep import w4a4_accuracy
-from .cifar import INPUT_SHAPE, MEAN, STD, benchmark_parser, load_teacher
-from .onnx_calibration import evaluation_split, prepared_onnx
-from .report import environment, write_results
-from .screening import register_screened_generators
+from .common.cli import benchmark_parser, int_list
+from .common.data import INPUT_SHAPE, MEAN, STD, evaluation_split
+from .common.ort import prepared_onnx, w4a4_accuracy
+from .common.report import environment, heading, publish
+from .common.screening import register_screened_generators
+from .common.sources import cold_source, timed_set
+from .common.teachers import load_teacher
 
 METRICS = ("seconds", "warmup_seconds", "bn_distance", "confidence", "MinMax", "Percentile")
 
@@ -58,12 +58,11 @@ def benchmark_teacher(name: str, args, workdir: Path) -> dict:
     for variant in args.variants.split(","):
         generator, tasks, batch, warmup_steps = split_variant(variant)
         for seed in args.seeds:
-            source = get_source("fastdfkd", teacher, generator=generator, seed=seed, steps=args.steps,
-                                warmup_tasks=tasks, warmup_batch_size=batch, warmup_steps=warmup_steps, cache=False)
-            started = time.perf_counter()
-            synthetic = source.synthetic_set(args.samples, 64)
+            source = cold_source("fastdfkd", teacher, generator=generator, seed=seed, steps=args.steps,
+                                 warmup_tasks=tasks, warmup_batch_size=batch, warmup_steps=warmup_steps)
+            synthetic, seconds = timed_set(source, args.samples)
             run = {"variant": variant, "seed": seed, "channels": source.synthesizer.generator.channels,
-                   "seconds": time.perf_counter() - started, "warmup_seconds": source.warmup_seconds,
+                   "seconds": seconds, "warmup_seconds": source.warmup_seconds,
                    **set_quality(teacher, synthetic.inputs, synthetic.targets).as_dict(),
                    **w4a4_accuracy(pre, synthetic.inputs.cpu().numpy(), eval_x, eval_y, workdir)}
             runs.append(run)
@@ -76,12 +75,9 @@ def benchmark_teacher(name: str, args, workdir: Path) -> dict:
 
 
 def markdown(results: dict) -> str:
-    env = results["environment"]
-    lines = ["# Generator architectures: cost from cold and calibration quality", "",
-             f"Command: `{env['command']}`  ",
-             f"fastdfkd k = {results['steps']}, {results['samples']} images, batch 64, "
-             f"no cache; ONNX Runtime W4A4 QDQ per-channel, accuracy (%) on {results['eval']}; mean ± std over seeds "
-             f"{results['seeds']}; torch {env['torch']}, {env['threads']} CPU threads.", ""]
+    lines = heading("Generator architectures: cost from cold and calibration quality", results,
+                    "fastdfkd k = {steps}, {samples} images, batch 64, no cache; ONNX Runtime W4A4 QDQ per-channel, accuracy (%) "
+                    "on {eval}; mean ± std over seeds {seeds}; torch {torch}, {threads} CPU threads.")
     for result in results["teachers"]:
         lines += [f"## {result['teacher']}", "",
                   "| data | 512 from cold s | of which warm-up s | BN distance | confidence | W4A4 MinMax | W4A4 Percentile |",
@@ -101,25 +97,24 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--teachers", default="resnet20,resnet56")
     parser.add_argument("--variants", default="paper@20x64,compact@40x16",
                         help="GENERATOR@TASKSxBATCH[/K] (K: steps per warm-up task, default --steps), comma-separated")
-    parser.add_argument("--seeds", default="0,1,2", type=lambda s: [int(v) for v in s.split(",")])
+    parser.add_argument("--seeds", default="0,1,2", type=int_list)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--eval", choices=["test_a", "heldout"], default="heldout")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/generators"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     register_screened_generators(split_variant(v)[0] for v in args.variants.split(","))
     results = {"environment": environment(), "steps": args.steps,
                "samples": args.samples, "eval": args.eval, "seeds": args.seeds, "teachers": []}
     with tempfile.TemporaryDirectory() as workdir:
         for name in args.teachers.split(","):
             results["teachers"].append(benchmark_teacher(name, args, Path(workdir)))
-    write_results(args.out.with_suffix(".json"), args.out.with_suffix(".md"), results, markdown(results))
-    print(markdown(results))
+    publish(args.out, results, markdown(results))
 
 
 if __name__ == "__main__":

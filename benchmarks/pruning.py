@@ -38,16 +38,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from fastdfkd_plugin import kd_loader, kd_loss
+from fastdfkd_plugin import DistillConfig, kd_loader, kd_loss, reestimate_batchnorm
 from fastdfkd_plugin.adapters.torch_pruning import prune_datafree, recover
-from fastdfkd_plugin.attention import head_count, prunable_attention
-from fastdfkd_plugin.batchnorm import reestimate_batchnorm
-from fastdfkd_plugin.distillation import DistillConfig
 
-from .cifar import accuracy, benchmark_parser, cold_source, endless, load_images, load_teacher
-from .report import environment, write_results
+from examples.cifar_vit import Attention
 
-HELDOUT = 2000
+from .common.cli import benchmark_parser
+from .common.data import HELDOUT, accuracy, endless, load_images
+from .common.plots import Panel, accuracy_over_time
+from .common.report import environment, publish
+from .common.sources import cold_source, deepinversion_seconds_per_step
+from .common.teachers import load_teacher
+
 BN_SAMPLES = 512
 # Fixed before any run (from the KD recovery reference in docs/method.md), never tuned on test_a.
 RECOVERY = dict(batch_size=128, synthesis_batch_size=64, steps_per_batch=10, bank_size=4096, lr=0.01, temperature=4.0)
@@ -55,8 +57,9 @@ RECOVERY_SOURCES = ("fastdfkd", "deepinversion", "gaussian", "real train_10k")
 SCRIPT_LOOPS = ("fastdfkd kd_loader + kd_loss", "fastdfkd fixed set + cross-entropy", "real train_10k + cross-entropy")
 
 
-
-
+def attention_heads(model: torch.nn.Module) -> list[int]:
+    """Heads left per attention block of the example ViT ([] for a network without attention)."""
+    return [module.num_heads for module in model.modules() if isinstance(module, Attention)]
 
 
 def source(name: str, teacher: torch.nn.Module, args, **options):
@@ -131,14 +134,11 @@ def script_loop_run(name: str, pruned, teacher, real, args, score, steps: int) -
 
 def deepinversion_steps_for(teacher, args) -> int:
     """DeepInversion steps per batch that let its 512 BN images take half the budget (timed, not tuned)."""
-    probe = source("deepinversion", teacher, args, steps=5)
-    started = time.perf_counter()
-    probe.next_batch(RECOVERY["synthesis_batch_size"])
-    per_step = (time.perf_counter() - started) / 5
+    per_step = deepinversion_seconds_per_step(teacher, RECOVERY["synthesis_batch_size"], seed=args.seed, device="cpu")
     return max(1, int(args.budget / 2 / (per_step * BN_SAMPLES / RECOVERY["synthesis_batch_size"])))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--teacher", default="resnet56")
     parser.add_argument("--speed-ups", default="2.0,2.6")
@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--keep-heads", action="store_true", help="ablation: prune no attention heads (vit)")
     parser.add_argument("--eval", choices=("test_a", "heldout"), default="test_a")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     teacher = load_teacher(args.teacher, args.data_dir)
     train_x, train_y = load_images("train_10k", args.data_dir, seed=args.seed)
@@ -177,7 +177,7 @@ def main() -> None:
         row = {"target": speed_up, "speed_up": round(report.speed_up, 3), "macs_before": report.macs_before,
                "macs_after": report.macs_after, "params_before": report.params_before, "params_after": report.params_after,
                "pruning_ratio": round(report.pruning_ratio, 4), "unpruned_layers": report.unsafe_layers,
-               "pruned": score(pruned), "heads": [head_count(m) for m in prunable_attention(pruned).values()]}
+               "pruned": score(pruned), "heads": attention_heads(pruned)}
         print(f"    {report.speed_up:.2f}× at ratio {report.pruning_ratio:.3f}, {len(report.unsafe_layers)} layers left "
               f"unpruned, attention heads {row['heads']}; right after pruning {row['pruned']:.2f} %", flush=True)
         row["bn_reestimation"] = bn_reestimation(pruned, teacher, real_x, args, score)
@@ -192,9 +192,8 @@ def main() -> None:
         results["targets"].append(row)
     name = (("pruning" if args.eval == "test_a" else "pruning_heldout") + ("" if args.teacher == "resnet56" else f"_{args.teacher}")
             + ("_keep_heads" if args.keep_heads else ""))
-    write_results(args.out / f"{name}.json", args.out / f"{name}.md", results, markdown(results))
+    publish(args.out / name, results, markdown(results))
     plot(results, args.out / f"{name}.png")
-    print(markdown(results))
 
 
 def share(accuracy: float, real: float) -> str:
@@ -241,24 +240,10 @@ def markdown(results: dict) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [row for row in results["targets"] if "recovery" in row]
-    if not rows:
-        return
-    figure, axes = plt.subplots(1, len(rows), figsize=(6 * len(rows), 4), squeeze=False)
-    for axis, row in zip(axes[0], rows):
-        for run in row["recovery"]:
-            axis.plot([e["seconds"] / 60 for e in run["curve"]], [e["accuracy"] for e in run["curve"]], marker="o", label=run["source"])
-        axis.axhline(results["unpruned"], color="grey", linestyle="--", label="unpruned")
-        axis.set(title=f"{results['teacher']} at {row['speed_up']:.2f}× fewer MACs", xlabel="training time (min, 1 core)",
-                 ylabel=f"accuracy on {results['eval']} (%)")
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    panels = [Panel(f"{results['teacher']} at {row['speed_up']:.2f}× fewer MACs", row["recovery"], results["unpruned"], "unpruned")
+              for row in results["targets"] if "recovery" in row]
+    if panels:
+        accuracy_over_time(panels, path, xlabel="training time (min, 1 core)", ylabel=f"accuracy on {results['eval']} (%)")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
     python -m benchmarks.resolution [--teachers resnet20,resnet56,mobilenet_v1_025_96,mobilenet_v2_224,resnet18_224]
                                     [--ks 2,5,10] [--generators compact,paper] [--device cuda]
 
-Teachers: the real CIFAR-10 ResNets, and the architectures of :mod:`benchmarks.edge_models`
+Teachers: the real CIFAR-10 ResNets, and the architectures of :mod:`benchmarks.common.edge_models`
 (random weights with BatchNorm statistics: cost does not depend on what the weights
 learned). For each teacher, k, generator and way of freeing memory, in a fresh process (so peak memory is
 that configuration's own): the floor (one teacher
@@ -31,27 +31,16 @@ from pathlib import Path
 
 import torch
 
-from fastdfkd_plugin import Teacher, get_source
-from fastdfkd_plugin.devices import resolve_device
-from fastdfkd_plugin.memory import keep_freed_memory
+from fastdfkd_plugin import keep_freed_memory, resolve_device
 
-from .cifar import INPUT_SHAPE, MEAN, STD, TEACHER_FILES, benchmark_parser, load_teacher
-from .edge_models import EDGE_TEACHERS, with_batchnorm_statistics
-from .report import environment, write_results
-from .screening import register_screened_generators
-from .synthesis import DEFAULTS, floor_seconds_per_image, generator_seconds_per_task, seconds_per_call
+from .common.cli import benchmark_parser
+from .common.report import environment, heading, publish
+from .common.screening import register_screened_generators
+from .common.sources import FASTDFKD_WARMUP_BATCH_SIZE, FASTDFKD_WARMUP_TASKS, cold_source
+from .common.teachers import PRETRAINED, RANDOM, build_teacher
+from .common.timing import floor_seconds_per_image, generator_seconds_per_task, seconds_per_call
 
-WARMUP_TASKS, WARMUP_BATCH = DEFAULTS["warmup_tasks"].default, DEFAULTS["warmup_batch_size"].default  # for the cold estimate
 SET_SIZE = 512
-
-
-def benchmark_teacher(name: str, device: torch.device) -> Teacher:
-    """A CIFAR ResNet from ../shared/data (real weights), or an edge architecture with random weights and BN statistics."""
-    if name in TEACHER_FILES:
-        return Teacher(load_teacher(name), INPUT_SHAPE, mean=MEAN, std=STD, device=device)
-    make, shape = EDGE_TEACHERS[name]
-    torch.manual_seed(0)
-    return Teacher(with_batchnorm_statistics(make(), shape), shape, device=device)
 
 
 def measure(name: str, k: int, generator: str, batch_size: int, device_name: str, bf16: bool = False, rounds: int = 3,
@@ -65,17 +54,17 @@ def measure(name: str, k: int, generator: str, batch_size: int, device_name: str
         keep_freed_memory()
     device = resolve_device(device_name)
     register_screened_generators([generator])
-    teacher = benchmark_teacher(name, device)
+    teacher = build_teacher(name, device)
     shape = teacher.input_shape
-    source = get_source("fastdfkd", teacher, steps=k, generator=generator, warmup_tasks=1, warmup_batch_size=WARMUP_BATCH,
-                        cache=False, autocast_dtype=torch.bfloat16 if bf16 else None)
+    source = cold_source("fastdfkd", teacher, steps=k, generator=generator, warmup_tasks=1,
+                         warmup_batch_size=FASTDFKD_WARMUP_BATCH_SIZE, autocast_dtype=torch.bfloat16 if bf16 else None)
     started = time.perf_counter()
     source.warm_up()
     warmup_task = time.perf_counter() - started
     source.next_batch(batch_size)  # warms the allocator at this batch size
     floors, tasks = [], []
     for _ in range(rounds):
-        floors.append(floor_seconds_per_image(teacher.model, batch_size, device, shape))
+        floors.append(floor_seconds_per_image(teacher, batch_size))
         tasks.append(seconds_per_call(lambda: source.next_batch(batch_size), device, repeats=1, warm=False))
     floor, task = statistics.median(floors), statistics.median(tasks)
     generator_seconds = generator_seconds_per_task(source, batch_size, tasks=1)
@@ -90,17 +79,15 @@ def measure(name: str, k: int, generator: str, batch_size: int, device_name: str
             "times_floor": statistics.median(t / batch_size / f for t, f in zip(tasks, floors)),
             "floor_ms_per_image_rounds": [1e3 * f for f in floors], "task_seconds_rounds": tasks,
             "generator_share": generator_seconds / task, "images_per_second_warm": batch_size / task,
-            "set_512_seconds_warm": per_set * task, "set_512_seconds_cold": per_set * task + WARMUP_TASKS * warmup_task,
+            "set_512_seconds_warm": per_set * task, "set_512_seconds_cold": per_set * task + FASTDFKD_WARMUP_TASKS * warmup_task,
             "peak_memory_gib": peak / 2**30, "peak_memory_kind": "allocated (CUDA)" if device.type == "cuda" else "resident (CPU)"}
 
 
 def markdown(results: dict) -> str:
-    env = results["environment"]
-    lines = ["# Synthesis cost against the teacher-bound floor, 32–224 px (fastdfkd)", "",
-             f"Command: `{env['command']}`  ",
-             f"torch {env['torch']}, {env['threads']} threads, CUDA: {env['cuda']}, bf16 autocast: {results['bf16']}.", "",
-             "| teacher | input | k | generator | freed memory | floor ms/img | task s | images/s warm | × floor (limit k) | generator share | "
-             "512 warm s | 512 cold s | peak memory GiB |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = heading("Synthesis cost against the teacher-bound floor, 32–224 px (fastdfkd)", results,
+                    "torch {torch}, {threads} threads, CUDA: {cuda}, bf16 autocast: {bf16}.")
+    lines += ["| teacher | input | k | generator | freed memory | floor ms/img | task s | images/s warm | × floor (limit k) | generator share | "
+              "512 warm s | 512 cold s | peak memory GiB |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in results["rows"]:
         lines.append(f"| {r['teacher']} | {'×'.join(map(str, r['input_shape'][1:]))} | {r['k']} | "
                      f"`{r['generator']}` {r['generator_channels']} | {r['freed_memory']} | {r['floor_ms_per_image']:.2f} | "
@@ -110,9 +97,9 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--teachers", default=",".join([*TEACHER_FILES, *EDGE_TEACHERS]))
+    parser.add_argument("--teachers", default=",".join([*PRETRAINED, *RANDOM]))
     parser.add_argument("--ks", default="2,5,10")
     parser.add_argument("--generators", default="compact", help="comma-separated generator names (paper, compact, compact:SHARE)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -121,7 +108,7 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for teacher and generator (CUDA)")
     parser.add_argument("--one", nargs=4, metavar=("TEACHER", "K", "GENERATOR", "MEMORY"), help=argparse.SUPPRESS)  # the per-configuration child
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/resolution"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not set(args.memory.split(",")) <= {"kept", "returned"}:
         parser.error(f"--memory takes kept and/or returned, got {args.memory}")
     if args.one:
@@ -140,8 +127,7 @@ def main() -> None:
             results["rows"].append(row)
             print(f"{name} k={k} {generator} memory {memory}: {row['images_per_second_warm']:.1f} images/s warm, {row['times_floor']:.1f}× floor, "
                   f"generator {100 * row['generator_share']:.0f} %, peak {row['peak_memory_gib']:.2f} GiB", flush=True)
-    write_results(args.out.with_suffix(".json"), args.out.with_suffix(".md"), results, markdown(results))
-    print(markdown(results))
+    publish(args.out, results, markdown(results))
 
 
 if __name__ == "__main__":

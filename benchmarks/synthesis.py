@@ -15,73 +15,23 @@ optimisers and the per-task clone).
 
 from __future__ import annotations
 
-import inspect
 import time
 from pathlib import Path
 
-import torch
+from fastdfkd_plugin import Teacher, resolve_device, set_quality
 
-from fastdfkd_plugin.devices import resolve_device
-from fastdfkd_plugin.quality import set_quality
-from fastdfkd_plugin.sources.fastdfkd import FastDFKDSource
-from fastdfkd_plugin.teacher import frozen
-
-from .cifar import INPUT_SHAPE, benchmark_parser, cold_source, load_images, load_teacher
-from .report import environment, write_results
+from .common.cli import benchmark_parser, int_list
+from .common.data import load_images
+from .common.report import environment, heading, publish
+from .common.sources import FASTDFKD_WARMUP_BATCH_SIZE, FASTDFKD_WARMUP_TASKS, cold_source
+from .common.teachers import build_teacher
+from .common.timing import floor_seconds_per_image, generator_seconds_per_task
 
 DI_FULL_STEPS = 2000
-DEFAULTS = inspect.signature(FastDFKDSource).parameters
 
 
-def seconds_per_call(fn, device: torch.device, repeats: int = 3, warm: bool = True) -> float:
-    if warm:
-        fn()  # warm the allocator and kernels
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - started) / repeats
-
-
-def floor_seconds_per_image(teacher: torch.nn.Module, batch_size: int, device: torch.device,
-                            input_shape: tuple[int, int, int] = INPUT_SHAPE) -> float:
-    """One teacher forward+backward (gradient to the inputs only), per image."""
-    x = torch.randn(batch_size, *input_shape, device=device)
-
-    def step() -> None:
-        inputs = x.clone().requires_grad_()
-        teacher(inputs).sum().backward()
-
-    with frozen(teacher):
-        return seconds_per_call(step, device) / batch_size
-
-
-class TeacherFreeObjective:
-    """Stands in for the inversion loss, so timing a task measures everything but the teacher."""
-
-    def __init__(self, inner) -> None:
-        self.inner = inner
-
-    def __call__(self, pixels: torch.Tensor, labels: torch.Tensor, adversarial: bool = True) -> torch.Tensor:
-        return pixels.mean()
-
-    def __getattr__(self, name: str):
-        return getattr(self.inner, name)
-
-
-def generator_seconds_per_task(source, batch_size: int, tasks: int = 2) -> float:
-    """Seconds per fastdfkd task spent on the generator: its forward/backward, optimisers and cloning."""
-    synthesizer = source.synthesizer
-    synthesizer.objective = TeacherFreeObjective(synthesizer.objective)
-    labels = source.balanced_labels(batch_size, 0)
-    return seconds_per_call(lambda: synthesizer.task(labels), source.device, repeats=tasks)
-
-
-def run_source(name: str, teacher, args, **options) -> dict:
-    source = cold_source(name, teacher, device=args.device, seed=args.seed, **options)
+def run_source(name: str, teacher: Teacher, args, **options) -> dict:
+    source = cold_source(name, teacher, seed=args.seed, **options)
     warmup = 0.0
     if name == "fastdfkd":
         started = time.perf_counter()
@@ -105,8 +55,8 @@ def run_source(name: str, teacher, args, **options) -> dict:
 
 def benchmark_teacher(teacher_name: str, args) -> dict:
     device = resolve_device(args.device)
-    teacher = load_teacher(teacher_name, args.data_dir).to(device)
-    floor = floor_seconds_per_image(teacher, args.batch_size, device)
+    teacher = build_teacher(teacher_name, device, args.data_dir)
+    floor = floor_seconds_per_image(teacher, args.batch_size)
     real_x, real_y = load_images("train_10k", args.data_dir, limit=args.images)
     rows = [{"source": "real train_10k", "images": len(real_y), **set_quality(teacher, real_x, real_y).as_dict()}]
     rows.append(run_source("gaussian", teacher, args, clip=False))
@@ -132,13 +82,9 @@ def speedups(result: dict) -> dict:
 
 
 def markdown(results: dict) -> str:
-    env = results["environment"]
-    lines = [
-        "# Synthesis benchmark (CIFAR-10 ResNet teachers)", "",
-        f"Command: `{env['command']}`  ", f"torch {env['torch']}, {env['threads']} CPU threads, CUDA: {env['cuda']}, "
-        f"batch {results['batch_size']}, {results['images']} images per source, fastdfkd warm-up {results['warmup_tasks']} tasks "
-        f"of {results['warmup_batch_size']} images.", "",
-    ]
+    lines = heading("Synthesis benchmark (CIFAR-10 ResNet teachers)", results,
+                    "torch {torch}, {threads} CPU threads, CUDA: {cuda}, batch {batch_size}, {images} images per source, "
+                    "fastdfkd warm-up {warmup_tasks} tasks of {warmup_batch_size} images.")
     for result in results["teachers"]:
         lines += [f"## {result['teacher']}", "",
                   f"Floor (one teacher forward+backward): {result['floor_seconds_per_image'] * 1e3:.2f} ms per image.", "",
@@ -159,25 +105,24 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--teachers", default="resnet20,resnet56")
-    parser.add_argument("--ks", default="2,5,10", type=lambda s: [int(v) for v in s.split(",")])
+    parser.add_argument("--ks", default="2,5,10", type=int_list)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--images", type=int, default=512)
-    parser.add_argument("--warmup-tasks", type=int, default=DEFAULTS["warmup_tasks"].default,
+    parser.add_argument("--warmup-tasks", type=int, default=FASTDFKD_WARMUP_TASKS,
                         help="fastdfkd warm-up tasks (default: the source's own)")
     parser.add_argument("--di-steps", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/synthesis"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     results = {"environment": environment(), "batch_size": args.batch_size, "images": args.images,
-               "warmup_tasks": args.warmup_tasks, "warmup_batch_size": DEFAULTS["warmup_batch_size"].default, "teachers": []}
+               "warmup_tasks": args.warmup_tasks, "warmup_batch_size": FASTDFKD_WARMUP_BATCH_SIZE, "teachers": []}
     for name in args.teachers.split(","):
         result = benchmark_teacher(name, args)
         result["speedup_over_deepinversion_2000"] = speedups(result)
         results["teachers"].append(result)
-    write_results(args.out.with_suffix(".json"), args.out.with_suffix(".md"), results, markdown(results))
-    print(markdown(results))
+    publish(args.out, results, markdown(results))
 
 
 if __name__ == "__main__":

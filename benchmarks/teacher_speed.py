@@ -18,30 +18,30 @@ from pathlib import Path
 
 import torch
 
-from fastdfkd_plugin.devices import resolve_device
+from fastdfkd_plugin import resolve_device
 
-from .cifar import benchmark_parser
-from .report import environment, write_results
-from .resolution import benchmark_teacher
-from .synthesis import floor_seconds_per_image
+from .common.cli import benchmark_parser
+from .common.report import environment, publish
+from .common.teachers import build_teacher
+from .common.timing import floor_seconds_per_image
 
 BATCH_SIZES = {"mobilenet_v2_224": 16, "resnet18_224": 16}  # the rest: 64
 
 
 def measure(name: str, device: torch.device, bf16: bool) -> dict:
-    teacher = benchmark_teacher(name, device)
-    model, shape = teacher.model, teacher.input_shape
+    teacher = build_teacher(name, device)
+    model = teacher.model
     batch = BATCH_SIZES.get(name, 64)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        eager = floor_seconds_per_image(model, batch, device, shape) * batch
+        eager = floor_seconds_per_image(teacher, batch) * batch
         model.to(memory_format=torch.channels_last)
-        channels_last = floor_seconds_per_image(model, batch, device, shape) * batch  # inputs follow the weights' layout
+        channels_last = floor_seconds_per_image(teacher, batch) * batch  # inputs follow the weights' layout
         model.to(memory_format=torch.contiguous_format)
         compiled = torch.compile(model)
         started = time.perf_counter()
-        floor_seconds_per_image(compiled, batch, device, shape)  # the first calls compile
+        floor_seconds_per_image(teacher, batch, compiled)  # the first calls compile
         compile_seconds = time.perf_counter() - started
-        compiled_seconds = floor_seconds_per_image(compiled, batch, device, shape) * batch
+        compiled_seconds = floor_seconds_per_image(teacher, batch, compiled) * batch
     row = {"teacher": name, "batch_size": batch, "eager_ms": 1000 * eager, "channels_last_ms": 1000 * channels_last,
            "compiled_ms": 1000 * compiled_seconds, "compile_seconds": compile_seconds}
     print(f"  {name}: eager {row['eager_ms']:.0f} ms, channels_last {eager / channels_last:.2f}×, "
@@ -62,18 +62,17 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--teachers", default="resnet20,mobilenet_v1_025_96,mobilenet_v2_224")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/teacher_speed"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="teacher-speed-inductor-")  # compile from cold
     device = resolve_device(args.device)
     results = {"device": str(device), "bf16": args.bf16, "environment": environment(),
                "rows": [measure(name, device, args.bf16) for name in args.teachers.split(",")]}
-    write_results(args.out.with_suffix(".json"), args.out.with_suffix(".md"), results, markdown(results))
-    print(markdown(results))
+    publish(args.out, results, markdown(results))
 
 
 if __name__ == "__main__":

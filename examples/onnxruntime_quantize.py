@@ -67,8 +67,10 @@ def main() -> None:
         reader = calibration_reader(prepared, synthetic)                                                    # data-free
     else:
         reader = DigitsDataReader(digits.train_x[: args.num_samples].numpy(), "input")
+    # reduce_range: 7-bit weights, ONNX Runtime's advice for x86 CPUs without VNNI, whose uint8 × int8 kernels
+    # saturate (measured on an AVX2-only CPU: 97.2 % FP32 -> 49.8 % int8 without it, 97.2 % with it, real or synthetic data)
     quantize_static(str(prepared), str(int8), reader, quant_format=QuantFormat.QDQ, per_channel=True,
-                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8)
+                    weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8, reduce_range=True)
 
     test_x, test_y = digits.test_x.numpy(), digits.test_y.numpy()
     results = {"calibration": "synthetic" if args.data_free else "real",

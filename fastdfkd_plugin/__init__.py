@@ -13,30 +13,61 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
+# The public API: name → the module that defines it. Scripts, plugins and the benchmarks import from here
+# (and from fastdfkd_plugin.adapters.<toolkit>); everything else is free to move.
 _EXPORTS = {
     "Batch": ".sources.base",
+    "Checkpoint": ".checkpoint",
     "DataSource": ".sources.base",
+    "DistillConfig": ".distillation",
+    "Distiller": ".distillation",
     "FastDFKDError": ".errors",
+    "LossWeights": ".synthesis.objective",
+    "SourceOption": ".sources.base",
     "SyntheticSet": ".sources.base",
     "Teacher": ".teacher",
+    "agreement": ".metrics",
+    "compact_generator": ".synthesis.generator",
+    "distill": ".distillation",
+    "distill_datafree": ".distillation",
+    "get_plugin_manager": ".plugins",
     "get_source": ".plugins",
     "hookimpl": ".hookspecs",
+    "image_grid": ".preview",
     "kd_loader": ".finetune",
     "kd_loss": ".distillation",
+    "keep_freed_memory": ".memory",
     "list_sources": ".plugins",
+    "load_model": ".loading",
+    "load_weights": ".loading",
+    "make_generator": ".plugins",
+    "make_prior": ".plugins",
+    "reestimate_batchnorm": ".batchnorm",
+    "resolve_device": ".devices",
+    "set_quality": ".quality",
+    "write_png": ".preview",
 }
-__all__ = ["Batch", "DataSource", "FastDFKDError", "SyntheticSet", "Teacher", "__version__", "get_source", "hookimpl",
-           "kd_loader", "kd_loss", "list_sources"]
+__all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from .distillation import kd_loss
+    from .batchnorm import reestimate_batchnorm
+    from .checkpoint import Checkpoint
+    from .devices import resolve_device
+    from .distillation import DistillConfig, Distiller, distill, distill_datafree, kd_loss
     from .errors import FastDFKDError
     from .finetune import kd_loader
     from .hookspecs import hookimpl
-    from .plugins import get_source, list_sources
-    from .sources.base import Batch, DataSource, SyntheticSet
+    from .loading import load_model, load_weights
+    from .memory import keep_freed_memory
+    from .metrics import agreement
+    from .plugins import get_plugin_manager, get_source, list_sources, make_generator, make_prior
+    from .preview import image_grid, write_png
+    from .quality import set_quality
+    from .sources.base import Batch, DataSource, SourceOption, SyntheticSet
+    from .synthesis.generator import compact_generator
+    from .synthesis.objective import LossWeights
     from .teacher import Teacher
 
 

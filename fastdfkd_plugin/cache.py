@@ -1,13 +1,15 @@
 """A cache of warm generator states, so the warm-up is paid once per teacher and settings.
 
-The warm-up is deterministic: its result depends only on what :func:`state_key` hashes
-(teacher fingerprint, input shape, normalisation, synthesis settings, seed, device type),
-so a cached state is pure memoisation and a set made from it is bit-identical to one
-made from cold. Files live in ``$FASTDFKD_CACHE_DIR`` (default
-``$XDG_CACHE_HOME/fastdfkd`` or ``~/.cache/fastdfkd``), are written atomically, carry the
-teacher's fingerprint (a file whose fingerprint does not match is never used), and the
-least recently used ones are removed beyond ``$FASTDFKD_CACHE_MAX_MB`` (default 2048).
-The cache never makes a command fail: a folder that cannot be written is skipped with a warning.
+The warm-up is deterministic: its result depends only on its description (teacher
+fingerprint, input shape, normalisation, synthesis settings, seed, device type), which
+names the file (:func:`state_key`), so a cached state is pure memoisation and a set made
+from it is bit-identical to one made from cold. Files live in ``$FASTDFKD_CACHE_DIR``
+(default ``$XDG_CACHE_HOME/fastdfkd`` or ``~/.cache/fastdfkd``) as
+:class:`~fastdfkd_plugin.checkpoint.Checkpoint` files that carry the teacher's fingerprint
+and the description (a file whose teacher or description does not match is never used),
+and the least recently used ones are removed beyond ``$FASTDFKD_CACHE_MAX_MB`` (default 2048).
+The cache never makes a command fail: a file it cannot use is rebuilt and a folder that
+cannot be written is skipped, each with a warning.
 """
 
 from __future__ import annotations
@@ -21,15 +23,14 @@ from typing import Any
 
 import torch
 
+from .checkpoint import WARM_STATE, Checkpoint
 from .errors import FastDFKDError
-from .io import atomic_path, load_torch
 
 log = logging.getLogger(__name__)
 
 CACHE_DIR_ENV = "FASTDFKD_CACHE_DIR"
 CACHE_MAX_ENV = "FASTDFKD_CACHE_MAX_MB"
 SUFFIX = ".warm-state.pt"
-FORMAT = 1
 
 
 def cache_dir() -> Path:
@@ -42,35 +43,32 @@ def cache_dir() -> Path:
 
 def state_key(description: dict[str, Any]) -> str:
     """A stable name for everything a warm state depends on (a JSON-serialisable description)."""
-    text = json.dumps({"format": FORMAT, **description}, sort_keys=True, default=str)
+    text = json.dumps({"format": WARM_STATE.version, **description}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def load(key: str, fingerprint: str, device: torch.device) -> tuple[dict[str, Any], Path] | None:
-    """The cached state for ``key`` and its path, or ``None`` (missing, unreadable or for another teacher)."""
-    path = cache_dir() / f"{key}{SUFFIX}"
+def load(description: dict[str, Any], fingerprint: str, device: torch.device) -> tuple[dict[str, Any], Path] | None:
+    """The state cached for ``description`` and its path, or ``None`` (missing, unreadable, for another teacher or settings)."""
+    path = cache_dir() / f"{state_key(description)}{SUFFIX}"
     if not path.is_file():
         return None
     try:
-        state = load_torch(path, "cached warm state", missing="", unreadable="", map_location=device)
+        saved = Checkpoint.load(path, WARM_STATE, fingerprint, device)
+        saved.check_settings(description)
     except FastDFKDError as exc:
-        log.warning("ignoring an unreadable cached warm state (%s); it will be rebuilt", exc)
-        return None
-    if not isinstance(state, dict) or state.get("teacher_fingerprint") != fingerprint or state.get("key") != key:
-        log.warning("ignoring cached warm state %s: it was made for another teacher or settings", path)
+        log.warning("ignoring a cached warm state that cannot be used (%s)", exc)
         return None
     os.utime(path)  # most recently used: kept longest
-    return state["synthesizer"], path
+    return saved.state, path
 
 
-def save(key: str, fingerprint: str, synthesizer_state: dict[str, Any]) -> Path | None:
-    """Store a warm state under ``key`` atomically, then keep the cache within its size bound."""
+def save(description: dict[str, Any], fingerprint: str, synthesizer_state: dict[str, Any]) -> Path | None:
+    """Store a warm state under its description atomically, then keep the cache within its size bound."""
     folder = cache_dir()
-    path = folder / f"{key}{SUFFIX}"
+    path = folder / f"{state_key(description)}{SUFFIX}"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            torch.save({"key": key, "teacher_fingerprint": fingerprint, "synthesizer": synthesizer_state}, tmp)
+        Checkpoint(WARM_STATE, fingerprint, description, synthesizer_state).save(path)
     except (OSError, FastDFKDError) as exc:
         log.warning("could not cache the warm generator state in %s (%s); set %s to a writable folder", folder, exc,
                     CACHE_DIR_ENV)

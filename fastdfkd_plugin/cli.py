@@ -19,25 +19,27 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from . import __version__, distributed
+from . import distributed
 from .distillation import distill_datafree
 from .errors import FastDFKDError
 from .io import atomic_path, check_disk_space, check_output_path, load_labelled
 from .loading import load_model
 from .memory import keep_freed_memory_unless_opted_out
+from .argtypes import positive, positive_float
 from .options import (
+    CommandParser,
+    add_checkpoint_arguments,
     add_kd_arguments,
     add_model_arguments,
     add_source_arguments,
+    checkpoint_paths,
     kd_config,
     load_teacher,
-    positive,
-    positive_float,
-    refuse_existing_checkpoint,
     save_generator_state,
     source_from_args,
 )
 from .plugins import call_each, list_sources, prior_registry
+from .version import __version__
 
 DEFAULT_KD_STEPS = 2000
 UNBOUNDED = 10**12  # KD steps when only a time budget ends the run
@@ -88,8 +90,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     from .metrics import plot_against_time, require_matplotlib, write_jsonl
 
     started = time.perf_counter()
-    checkpoint = args.resume if isinstance(args.resume, str) else args.checkpoint or f"{args.out}.ckpt"
-    refuse_existing_checkpoint(checkpoint, bool(args.resume), args.overwrite, "--resume")
+    checkpoint, resume = checkpoint_paths(args)
     check_output_path(checkpoint, "--checkpoint")
     if not args.no_plot:
         require_matplotlib()
@@ -103,8 +104,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     try:
         distiller = distill_datafree(
             teacher, student, source, config, eval_data=eval_data, eval_samples=args.eval_samples, eval_every=args.eval_every,
-            checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, resume=checkpoint if args.resume else None,
-            progress=not args.quiet,
+            checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, resume=resume, progress=not args.quiet,
         )
     except KeyboardInterrupt:
         if context.main:
@@ -132,7 +132,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastdfkd", description="Data from the model itself, for compression toolkits.")
+    parser = CommandParser(prog="fastdfkd", description="Data from the model itself, for compression toolkits.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log what happens (INFO level)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -167,11 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                                              "or uint8 `x` (N×H×W×C) and `y`, normalised with --mean/--std")
     distill.add_argument("--eval-samples", type=positive, default=512, help="held-out synthetic images for agreement when no --eval-data")
     distill.add_argument("--eval-every", type=positive, default=200, help="KD steps between evaluations")
-    distill.add_argument("--checkpoint", help="checkpoint path (default OUT.ckpt), written atomically")
-    distill.add_argument("--checkpoint-every", type=positive, default=200)
-    distill.add_argument("--resume", nargs="?", const=True,
-                         help="continue from --checkpoint (or from the checkpoint given here) with the same teacher and settings")
-    distill.add_argument("--overwrite", action="store_true", help="start again even though the checkpoint exists")
+    add_checkpoint_arguments(distill, every=200)
     distill.add_argument("--metrics", help="JSON-lines metrics file (default OUT.metrics.jsonl)")
     distill.add_argument("--no-plot", action="store_true", help="skip the metrics plot (needs matplotlib)")
     distill.add_argument("--out", required=True, help="student state dict (.pt)")

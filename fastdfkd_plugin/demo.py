@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .adapters.onnx_export import export_onnx, onnx_accuracy
+from .adapters.onnxruntime import quantize_datafree
 from .devices import resolve_device
 from .distillation import DistillConfig, distill
 from .io import atomic_path
@@ -105,19 +107,12 @@ def _endless(tensors: torch.Tensor, batch_size: int, seed: int) -> Iterator[torc
 def _onnx_accuracy_after_quantization(
     teacher: Teacher, calibration: torch.Tensor, digits: Digits, bits: int, workdir: Path
 ) -> float:
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
-
-    from .adapters.onnxruntime import calibration_reader, export_onnx, onnx_accuracy, quant_type, quiet_root_logger
-
+    """Export the teacher once, quantize it statically calibrated on ``calibration``, and score it: as a user would."""
     fp32, quantized = workdir / "teacher.onnx", workdir / f"teacher.w{bits}a{bits}.onnx"
     if not fp32.exists():
         export_onnx(teacher, digits.test_x[:1], fp32)
-    with quiet_root_logger():
-        quantize_static(
-            str(fp32), str(quantized), calibration_reader(fp32, calibration),
-            quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=CalibrationMethod.MinMax,
-            weight_type=quant_type(f"int{bits}"), activation_type=quant_type(f"uint{bits}"),
-        )
+    quantize_datafree(teacher, quantized, onnx_model=fp32, calibration=calibration, preprocess=False, quant_format="qdq",
+                      per_channel=True, calibrate_method="minmax", weight_type=f"int{bits}", activation_type=f"uint{bits}")
     return onnx_accuracy(quantized, digits.test_x.cpu().numpy(), digits.test_y.cpu().numpy())
 
 

@@ -9,9 +9,12 @@ spent). When the batches come from a :class:`DataSource` with an adversarial ter
 where the student still disagrees.
 
 The same loop serves data-free distillation (:func:`distill_datafree`, the library
-behind ``fastdfkd distill``) and pruning recovery. A checkpoint holds everything the
-loop depends on (student, optimiser, bank, random states, the source's generator),
-so a resumed run ends where an uninterrupted one would. Under ``torchrun`` the
+behind ``fastdfkd distill``) and pruning recovery. A checkpoint
+(:class:`~fastdfkd_plugin.checkpoint.Checkpoint`) holds everything the loop depends on
+(student, optimiser, bank, random states, the source's generator), so a resumed run
+ends where an uninterrupted one would. :func:`distill` and :func:`distill_datafree` take
+a model or a :class:`~fastdfkd_plugin.teacher.Teacher` as the teacher (:func:`teacher_for`
+turns it into the one Teacher); below them everything takes that Teacher. Under ``torchrun`` the
 student trains with DistributedDataParallel, each process synthesising its own
 batches (see :mod:`fastdfkd_plugin.distributed`).
 """
@@ -32,14 +35,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
+from .checkpoint import DISTILLATION, Checkpoint, resume_path
 from .errors import FastDFKDError
-from .io import atomic_path, load_torch
+from .metrics import agreement
 from .sources.base import DataSource
 from .synthesis.augment import crop_flip
 from .teacher import OutputTransform, Teacher, frozen, logits_of, model_device
-
-# 2: the learning rate is a function of progress, so checkpoints hold no scheduler state.
-CHECKPOINT_FORMAT = 2
 
 Evaluator = Callable[[nn.Module], dict[str, float]]
 
@@ -149,39 +150,35 @@ class DistillLog:
 class Distiller:
     """The KD loop as an object, so that it can checkpoint, resume and be driven step by step.
 
-    ``batches`` is a :class:`DataSource` (each new batch synthesised on demand) or any
-    iterator of input tensors (real images). Only a source's state goes into
-    checkpoints; an iterator restarts from wherever the caller puts it. ``teacher``
-    is a :class:`Teacher` (a plain model is wrapped, see :func:`as_teacher`).
+    ``batches`` is a :class:`DataSource` built for ``teacher`` (each new batch synthesised
+    on demand) or any iterator of input tensors (real images). Only a source's state goes
+    into checkpoints; an iterator restarts from wherever the caller puts it.
     ``student_output_transform`` picks the student's logits when it returns more than
     a tensor (a pruned copy of a tuple-output teacher: the teacher's own transform).
+    ``run_settings``: what else a resumed run must share with this one (a caller's own settings).
     """
 
     def __init__(
         self,
-        teacher: Teacher | nn.Module,
+        teacher: Teacher,
         student: nn.Module,
         batches: DataSource | Iterator[torch.Tensor],
         config: DistillConfig,
         student_output_transform: OutputTransform | None = None,
         run_settings: dict[str, Any] | None = None,
     ) -> None:
-        """``run_settings``: what else a resumed run must share with this one (a caller's own settings)."""
         self.device = model_device(student)
-        teacher_device = teacher.device if isinstance(teacher, Teacher) else model_device(teacher)
-        if teacher_device != self.device:
+        if teacher.device != self.device:
             raise FastDFKDError(
-                f"the student is on {self.device} but the teacher is on {teacher_device}; move both to one device"
+                f"the student is on {self.device} but the teacher is on {teacher.device}; move both to one device"
             )
-        if student is (teacher.model if isinstance(teacher, Teacher) else teacher):
+        if student is teacher.model:
             raise FastDFKDError("the student is the teacher itself; pass a separate (e.g. copied or pruned) model")
         self.log = DistillLog()
-        started = time.perf_counter()
-        self.teacher, self.batches = as_teacher(teacher, batches)
-        self.log.synthesis_seconds += time.perf_counter() - started  # an iterator's first batch, drawn to learn its shape
+        self.teacher, self.batches = teacher, batches
         self.student, self.config = student, config
         self.student_output_transform = student_output_transform
-        self.run_settings = {**(self.batches.run_settings() if isinstance(self.batches, DataSource) else {}), **(run_settings or {})}
+        self.settings = distill_settings(config, batches, run_settings)
         check_outputs_match(self.teacher, student, student_output_transform)
         self.rank = distributed.rank()
         self.rng = torch.Generator(device=self.device).manual_seed(config.seed + self.rank)
@@ -300,28 +297,18 @@ class Distiller:
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        source_state = self.batches.state_dict() if isinstance(self.batches, DataSource) else None
+        """Everything the next steps depend on: a :class:`Checkpoint`'s state."""
         return {
-            "format": CHECKPOINT_FORMAT,
-            "teacher_fingerprint": self.teacher.info.fingerprint,
-            "config": dataclasses.asdict(self.config),
-            "run": self.run_settings,
             "step": self.step,
             "student": self.student.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "bank": self.data.bank.images,
             "rng": self.rng.get_state(),
-            "source": source_state,
+            "source": self.batches.state_dict() if isinstance(self.batches, DataSource) else None,
             "log": dataclasses.asdict(self.log),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state.get("teacher_fingerprint") != self.teacher.info.fingerprint:
-            raise FastDFKDError(
-                f"the checkpoint was made with another teacher (fingerprint {state.get('teacher_fingerprint')}, "
-                f"this one is {self.teacher.info.fingerprint}); resume with the same teacher or start without --resume"
-            )
-        check_same_run(state, self.config, self.run_settings)
         check_same_shapes(state["student"], self.student)
         self.student.load_state_dict(state["student"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -341,26 +328,29 @@ class Distiller:
 
         Only rank 0 writes in a multi-process run; every process can resume from its file.
         """
-        if self.rank != 0:
-            return
-        with atomic_path(path) as tmp:
-            torch.save(self.state_dict(), tmp)
+        if self.rank == 0:
+            Checkpoint(DISTILLATION, self.teacher.info.fingerprint, self.settings, self.state_dict()).save(path)
 
     def resume(self, path: str | Path) -> None:
-        """Continue from :meth:`save_checkpoint`."""
-        self.load_state_dict(load_checkpoint(path, self.device))
+        """Continue from :meth:`save_checkpoint`: refused for another teacher or other settings."""
+        self.restore(read_checkpoint(path, self.teacher, self.device))
+
+    def restore(self, saved: Checkpoint) -> None:
+        """Continue from a checkpoint already read (:func:`read_checkpoint`)."""
+        saved.check_settings(self.settings)
+        self.load_state_dict(saved.state)
 
 
-def check_same_run(state: dict[str, Any], config: DistillConfig, run_settings: dict[str, Any]) -> None:
-    """Refuse to resume a checkpoint made with other settings, naming every setting that differs and both values."""
-    saved, now = {**state["config"], **state["run"]}, {**dataclasses.asdict(config), **run_settings}
-    changed = [key for key in sorted(set(saved) | set(now)) if saved.get(key) != now.get(key)]
-    if changed:
-        raise FastDFKDError(
-            f"the checkpoint was made with {', '.join(f'{key}={saved.get(key)!r}' for key in changed)}, but this run has "
-            f"{', '.join(f'{key}={now.get(key)!r}' for key in changed)}; resume with the same settings, "
-            "or start again with --overwrite"
-        )
+def distill_settings(config: DistillConfig, batches: DataSource | Iterator[torch.Tensor],
+                     run_settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote its checkpoint: KD config, source, a caller's own settings."""
+    source_settings = batches.run_settings() if isinstance(batches, DataSource) else {}
+    return {**dataclasses.asdict(config), **source_settings, **(run_settings or {})}
+
+
+def read_checkpoint(path: str | Path, teacher: Teacher, device: torch.device | str = "cpu") -> Checkpoint:
+    """The distillation checkpoint at ``path``, made with ``teacher`` (refused in one sentence otherwise)."""
+    return Checkpoint.load(path, DISTILLATION, teacher.info.fingerprint, device)
 
 
 def check_same_shapes(saved: dict[str, torch.Tensor], student: nn.Module) -> None:
@@ -384,10 +374,13 @@ def _check_shapes(prediction: torch.Tensor, target: torch.Tensor) -> None:
         )
 
 
-def as_teacher(teacher: Teacher | nn.Module, batches: DataSource | Iterator[torch.Tensor]
-               ) -> tuple[Teacher, DataSource | Iterator[torch.Tensor]]:
-    """(Teacher, batches): a plain model becomes the source's own Teacher when it is the source's model,
-    else a Teacher for the batches' input shape (an iterator's first batch is read to learn it, and put back)."""
+def teacher_for(teacher: Teacher | nn.Module, batches: DataSource | Iterator[torch.Tensor]
+                ) -> tuple[Teacher, DataSource | Iterator[torch.Tensor]]:
+    """(Teacher, batches) for a public entry point's ``teacher``: the source's own Teacher for a source's teacher
+    or model, else a Teacher for the batches' input shape (an iterator's first batch is read to learn it, and put back).
+
+    A source built for another Teacher is refused here, the one place that checks it.
+    """
     if isinstance(batches, DataSource):
         if isinstance(teacher, Teacher) and teacher is not batches.teacher:
             raise FastDFKDError("the source was built for another Teacher; build it with get_source(name, teacher)")
@@ -415,33 +408,6 @@ def check_outputs_match(teacher: Teacher, student: nn.Module, student_output_tra
         _check_shapes(logits_of(student(probe), student_output_transform), teacher.logits(probe))
 
 
-def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """A checkpoint's contents, loaded with ``weights_only=True``; a clear error for missing or foreign files."""
-    state = load_torch(path, "checkpoint", missing="check the path or start without resuming",
-                       unreadable="delete it and start again", map_location=device)
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise FastDFKDError(f"{path} is not a fastdfkd distillation checkpoint of this version; check the path or start again")
-    return state
-
-
-@torch.no_grad()
-def agreement(teacher: Teacher | nn.Module, model: nn.Module, inputs: torch.Tensor, batch_size: int = 256,
-              model_output_transform: OutputTransform | None = None) -> float:
-    """Fraction of ``inputs`` on which ``model`` and the teacher predict the same class.
-
-    ``model_output_transform`` picks the model's logits (for a pruned or quantized copy
-    of a tuple-output teacher, pass ``teacher.output_transform``).
-    """
-    teacher = Teacher.of(teacher, inputs.shape[1:])
-    device = model_device(model)
-    same = 0
-    for chunk in inputs.split(batch_size):
-        expected = teacher.predict(chunk).argmax(1)
-        predicted = logits_of(model(chunk.to(device)), model_output_transform).argmax(1)
-        same += int((expected == predicted.to(expected.device)).sum())
-    return same / len(inputs)
-
-
 def distill(
     teacher: Teacher | nn.Module,
     student: nn.Module,
@@ -451,11 +417,12 @@ def distill(
     desc: str = "distillation",
 ) -> DistillLog:
     """Train ``student`` to match ``teacher`` on inputs from ``batches``; the teacher stays frozen."""
+    teacher, batches = teacher_for(teacher, batches)
     return Distiller(teacher, student, batches, config).run(progress=progress, desc=desc)
 
 
 def distill_datafree(
-    teacher: Teacher,
+    teacher: Teacher | nn.Module,
     student: nn.Module,
     source: DataSource,
     config: DistillConfig,
@@ -465,7 +432,7 @@ def distill_datafree(
     eval_every: int = 400,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 400,
-    resume: str | Path | None = None,
+    resume: str | Path | bool | None = None,
     student_output_transform: OutputTransform | None = None,
     progress: bool = False,
 ) -> Distiller:
@@ -475,7 +442,8 @@ def distill_datafree(
     every ``eval_every`` KD steps and at the end: accuracy (%) on ``eval_data``
     (normalised inputs, labels) if given, else agreement (%) with the teacher on
     ``eval_samples`` synthetic images that never enter the bank. ``checkpoint`` is written every
-    ``checkpoint_every`` steps, at the end and on Ctrl-C; ``resume`` continues from one.
+    ``checkpoint_every`` steps, at the end and on Ctrl-C; ``resume`` continues from a checkpoint:
+    ``True`` from ``checkpoint``, or a path (then also written there when ``checkpoint`` is not given).
 
     Under torchrun (after :func:`fastdfkd_plugin.distributed.setup`, with the teacher on
     the process's device), every process synthesises its own batches from its own seed,
@@ -483,8 +451,9 @@ def distill_datafree(
     and the student and that state are checked for agreement across processes at the end.
     Returns the :class:`Distiller` (its ``log`` holds losses and evaluations).
     """
-    if source.teacher is not teacher:
-        raise FastDFKDError("the source was built for another Teacher; build it with get_source(name, teacher)")
+    teacher, _ = teacher_for(teacher, source)
+    resume_from = resume_path(resume, checkpoint)
+    checkpoint = checkpoint or resume_from
     student.to(teacher.device)
     distiller = Distiller(teacher, student, source, config, student_output_transform)  # checks the student before any synthesis
     shared: dict[str, nn.Module] = {}
@@ -504,8 +473,8 @@ def distill_datafree(
         def evaluate(model: nn.Module) -> dict[str, float]:
             return {"agreement": 100 * agreement(teacher, model, held_out, model_output_transform=student_output_transform)}
 
-    if resume is not None:
-        distiller.resume(resume)
+    if resume_from is not None:
+        distiller.resume(resume_from)
     distiller.run(evaluate, eval_every, checkpoint, checkpoint_every, progress=progress and distributed.rank() == 0)
     if distributed.active():
         distributed.check_in_sync({"student": student, **shared}, teacher.device)

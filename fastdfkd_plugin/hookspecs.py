@@ -1,21 +1,26 @@
 """The hooks a plugin can implement. Hook names carry the ``fastdfkd_`` prefix.
 
 A plugin is any module or object with functions marked ``@hookimpl``; third-party
-packages expose one through the ``fastdfkd`` entry-point group (see docs/plugins.md).
-Sources come from :func:`fastdfkd_register_sources`, the ``fastdfkd`` source's
+packages expose one through the ``fastdfkd`` entry-point group (see docs/plugins.md),
+and fastdfkd's own sources, generators and priors come from :mod:`fastdfkd_plugin.builtin`
+the same way. Sources come from :func:`fastdfkd_register_sources`, the ``fastdfkd`` source's
 generator architectures from :func:`fastdfkd_register_generators`, the inversion
 priors of the sources that invert the teacher from :func:`fastdfkd_register_priors`; toolkit adapters
 add their commands through :func:`fastdfkd_register_commands`.
+
+This module imports nothing of the package at run time (the names below are for type
+checkers only), so any module can import :data:`hookimpl` without a circle.
 """
 
 from __future__ import annotations
 
-import argparse
 from typing import TYPE_CHECKING, Callable
 
 import pluggy
 
 if TYPE_CHECKING:
+    import argparse
+
     from .sources.base import DataSource
     from .synthesis.generator import GeneratorFactory
     from .synthesis.priors import Prior
@@ -33,7 +38,8 @@ def fastdfkd_register_sources(register: Callable[[type[DataSource]], None]) -> N
 
     The class's ``name`` attribute is what users select (``--source NAME``); names must
     be unique across all installed plugins. The first line of its docstring is the
-    description ``fastdfkd sources`` prints.
+    description ``fastdfkd sources`` prints; its ``options`` (:class:`~.sources.base.SourceOption`)
+    are the command-line options ``--source NAME`` adds to every command that synthesises.
     """
 
 
@@ -64,8 +70,8 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add ``fastdfkd`` subcommands: ``parser = subparsers.add_parser(NAME, help=...)``, then
     ``parser.set_defaults(run=function)`` where ``function(args)`` does the work.
 
-    :mod:`fastdfkd_plugin.options` offers ``add_model_arguments``, ``add_source_arguments``,
-    ``load_teacher`` (a :class:`~fastdfkd_plugin.teacher.Teacher`) and ``source_from_args``
-    so commands share the same options.
+    :mod:`fastdfkd_plugin.options` offers ``add_model_arguments``, ``add_source_arguments``
+    (the common ones and those of the source ``--source`` names), ``load_teacher``
+    (a :class:`~fastdfkd_plugin.teacher.Teacher`) and ``source_from_args`` so commands share the same options.
     Raise :class:`~fastdfkd_plugin.FastDFKDError` for user errors (printed, exit 2).
     """

@@ -1,4 +1,8 @@
-"""A distillation run's metrics as JSON lines, and a plot of them against time."""
+"""How a compressed model compares with its teacher, and a run's measurements as JSON lines and a plot against time.
+
+:func:`agreement` is what distillation, pruning and the quantization adapters report when
+there are no labels: the share of inputs on which the model and the teacher pick the same class.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,29 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+from torch import nn
+
 from .io import atomic_path
 from .optional import require
+from .teacher import OutputTransform, Teacher, logits_of, model_device
+
+
+@torch.no_grad()
+def agreement(teacher: Teacher, model: nn.Module, inputs: torch.Tensor, batch_size: int = 256,
+              model_output_transform: OutputTransform | None = None) -> float:
+    """Fraction of ``inputs`` on which ``model`` and the teacher predict the same class.
+
+    ``model_output_transform`` picks the model's logits (for a pruned or quantized copy
+    of a tuple-output teacher, pass ``teacher.output_transform``).
+    """
+    device = model_device(model)
+    same = 0
+    for chunk in inputs.split(batch_size):
+        expected = teacher.predict(chunk).argmax(1)
+        predicted = logits_of(model(chunk.to(device)), model_output_transform).argmax(1)
+        same += int((expected == predicted.to(expected.device)).sum())
+    return same / len(inputs)
 
 
 def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:

@@ -2,73 +2,31 @@
 
 Core commands (:mod:`fastdfkd_plugin.cli`) and the adapters' commands (registered
 through ``fastdfkd_register_commands``) import these at top level: one definition of
-the teacher, source and KD options, of the :class:`~fastdfkd_plugin.teacher.Teacher`
+the teacher, source, KD and checkpoint options, of the :class:`~fastdfkd_plugin.teacher.Teacher`
 and source built from them, and of the :class:`~fastdfkd_plugin.distillation.DistillConfig`.
+A source's own options come from the source (:attr:`~fastdfkd_plugin.sources.base.DataSource.options`):
+:class:`CommandParser` adds those of the source ``--source`` names.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import operator
+import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
+from .argtypes import floats, positive, positive_float, positive_floats, shape
 from .distillation import DistillConfig
 from .errors import FastDFKDError
 from .loading import load_model
-from .plugins import get_source
+from .plugins import get_source, list_sources, source_class
 from .sources.base import DataSource
 from .teacher import OutputTransform, Teacher
 
-
-def floats(text: str) -> list[float]:
-    """Comma-separated finite numbers (``--mean``)."""
-    try:
-        values = [float(v) for v in text.split(",")]
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from exc
-    if not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(f"expected finite numbers, got {text!r}")
-    return values
-
-
-def positive_floats(text: str) -> list[float]:
-    """Comma-separated finite positive numbers (``--std``)."""
-    values = floats(text)
-    if min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive numbers, got {text!r}")
-    return values
-
-
-def positive_float(text: str) -> float:
-    """One finite positive number (``--lr``, ``--temperature``)."""
-    values = positive_floats(text)
-    if len(values) != 1:
-        raise argparse.ArgumentTypeError(f"expected one number, got {text!r}")
-    return values[0]
-
-
-def shape(text: str) -> tuple[int, int, int]:
-    try:
-        values = tuple(int(v) for v in text.split(","))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected C,H,W such as 3,32,32, got {text!r}") from exc
-    if len(values) != 3 or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected three positive sizes C,H,W such as 3,32,32, got {text!r}")
-    return values  # type: ignore[return-value]
-
-
-def positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from exc
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+SOURCE_DEST = "source_option:"  # argparse destination prefix of a source's options: apart from the command's own
 
 
 # -- the teacher ------------------------------------------------------------------------------------
@@ -112,32 +70,76 @@ def load_teacher(
 
 # -- the source ---------------------------------------------------------------------------------
 
-def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int | None = None, with_samples: bool = True) -> None:
-    """``[--source NAME] [--steps K] [--warmup-tasks N] [--warmup-steps K] [--generator-state PATH] --num-samples N ...``.
+class CommandParser(argparse.ArgumentParser):
+    """The parser of ``fastdfkd`` and its commands: a command that synthesises also takes its source's own options.
 
-    ``with_samples=False`` leaves out ``--num-samples`` for commands that draw batches as they go.
+    They are added when the command's arguments are parsed, for the source those arguments
+    name (``--source``, default ``fastdfkd``), so ``--source X --help`` lists X's options and
+    an option that only other sources take is refused by name. Every command parser made
+    through ``subparsers.add_parser`` is one of these.
     """
-    parser.add_argument("--source", default="fastdfkd", help="data source name (see `fastdfkd sources`; default fastdfkd)")
-    parser.add_argument("--synthesis-steps", "--steps", dest="steps", type=positive,
-                        help="optimisation steps per synthetic batch (fastdfkd's k, default 5; deepinversion default 2000)")
-    parser.add_argument("--warmup-tasks", type=int, help="fastdfkd meta-learning tasks before the first batch (default 40)")
-    parser.add_argument("--warmup-steps", type=positive, help="fastdfkd optimisation steps per warm-up task (default: k); fewer "
-                                                               "make the first batch cheaper and fit the BN statistics less well")
-    parser.add_argument("--generator", help="fastdfkd generator architecture: compact (default, sized to the teacher) or "
-                                            "paper (the paper's CIFAR network), or one a plugin registers")
-    parser.add_argument("--prior", help="fastdfkd/deepinversion inversion prior: auto (default: batchnorm for BN models, "
-                                        "transformer for LayerNorm/attention ones, else generic) or a name "
-                                        "(see `fastdfkd priors`)")
-    parser.add_argument("--generator-state", help="load a warm fastdfkd generator state saved for this teacher (skips the warm-up)")
-    parser.add_argument("--no-cache", action="store_true",
-                        help="neither use nor fill the cache of warm fastdfkd generators ($FASTDFKD_CACHE_DIR, default ~/.cache/fastdfkd)")
+
+    source_defaults: dict[str, Any] | None = None  # set by add_source_arguments: the command takes a source
+
+    def parse_known_args(self, args: Sequence[str] | None = None,
+                         namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
+        if self.source_defaults is None:
+            return super().parse_known_args(args, namespace)
+        args = sys.argv[1:] if args is None else list(args)
+        source = self._named_source(args)
+        self._add_options_of(source)
+        namespace, extras = super().parse_known_args(args, namespace)
+        _refuse_other_sources_options(source, extras)
+        return namespace, extras
+
+    def _named_source(self, args: list[str]) -> type[DataSource]:
+        named = argparse.ArgumentParser(add_help=False)
+        named.add_argument("--source", default=self.get_default("source"))
+        return source_class(named.parse_known_args(args)[0].source)
+
+    def _add_options_of(self, source: type[DataSource]) -> None:
+        group = self.add_argument_group(f"options of source {source.name!r}",
+                                        "(--source NAME --help lists another source's; `fastdfkd sources` lists the sources)")
+        for option in source.options:
+            kwargs: dict[str, Any] = {"dest": SOURCE_DEST + option.keyword, "help": option.help,
+                                      "default": self.source_defaults.get(option.keyword)}
+            if option.const is None:
+                kwargs.update(type=option.type, metavar=option.flags[-1].lstrip("-").replace("-", "_").upper())
+            else:
+                kwargs.update(action="store_const", const=option.const)
+            try:
+                group.add_argument(*option.flags, **kwargs)
+            except argparse.ArgumentError as exc:
+                raise FastDFKDError(f"source {source.name!r} has an option {'/'.join(option.flags)} that `{self.prog}` already "
+                                    "has for itself; rename the source's option") from exc
+        self.source_defaults = None  # added once, however often the arguments are parsed
+
+
+def _refuse_other_sources_options(source: type[DataSource], extras: list[str]) -> None:
+    """An option the chosen source does not take but others do: one sentence naming both, not "unrecognized arguments"."""
+    owners: dict[str, list[str]] = {}
+    for entry in list_sources():
+        for option in entry.cls.options:
+            for flag in option.flags:
+                owners.setdefault(flag, []).append(entry.name)
+    for flag in (extra.split("=", 1)[0] for extra in extras):
+        if flag in owners:
+            raise FastDFKDError(f"source {source.name!r} does not take {flag}, an option of {', '.join(owners[flag])}; "
+                                f"drop it, or choose that source with --source")
+
+
+def add_source_arguments(parser: CommandParser, default_samples: int | None = None, with_samples: bool = True,
+                         source_defaults: dict[str, Any] | None = None) -> None:
+    """``[--source NAME] [--num-samples N] [--batch-size B] [--seed S] ...`` and the options of the source named.
+
+    ``with_samples=False`` leaves out ``--num-samples`` for commands that draw batches as they go;
+    ``source_defaults`` are this command's defaults for source options (by constructor keyword),
+    used when the source takes that option.
+    """
+    parser.source_defaults = dict(source_defaults or {})
+    parser.add_argument("--source", default="fastdfkd", help="data source name (see `fastdfkd sources`; default fastdfkd); "
+                                                             "its own options are listed below")
     parser.add_argument("--save-generator-state", help="save the fastdfkd generator state afterwards, for reuse with --generator-state")
-    parser.add_argument("--no-flip", action="store_true",
-                        help="fastdfkd/deepinversion: no mirrored images while inverting, for a teacher trained without "
-                             "horizontal flips (digits, text)")
-    parser.add_argument("--max-shift", type=int, help="fastdfkd/deepinversion: largest random shift in pixels while inverting "
-                                                      "(default an eighth of the side); 0 for a teacher trained on centred "
-                                                      "images without translation (digits, faces, documents)")
     if with_samples:
         parser.add_argument("--num-samples", type=positive, required=default_samples is None, default=default_samples)
     parser.add_argument("--batch-size", type=positive, default=64)
@@ -147,13 +149,9 @@ def add_source_arguments(parser: argparse.ArgumentParser, default_samples: int |
 
 
 def source_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The source-specific options the user gave (unset ones keep each source's defaults)."""
-    given = (("steps", args.steps), ("warmup_tasks", args.warmup_tasks),
-             ("warmup_steps", args.warmup_steps), ("generator", args.generator), ("prior", args.prior),
-             ("state_path", args.generator_state),
-             ("cache", False if args.no_cache else None), ("flip", False if args.no_flip else None),
-             ("shift", args.max_shift))
-    return {key: value for key, value in given if value is not None}
+    """The options of the chosen source that the user (or the command) gave; unset ones keep the source's defaults."""
+    return {dest.removeprefix(SOURCE_DEST): value for dest, value in vars(args).items()
+            if dest.startswith(SOURCE_DEST) and value is not None}
 
 
 def require_normalisation(args: argparse.Namespace) -> None:
@@ -193,16 +191,33 @@ def add_kd_arguments(parser: argparse.ArgumentParser, *, batch_size: int, bank_s
     parser.add_argument("--temperature", type=positive_float, default=temperature, help="KD temperature τ" + said.format("20 on CIFAR"))
 
 
-def refuse_existing_checkpoint(path: str | None, resuming: bool, overwrite: bool, resume_flag: str) -> None:
-    """Never overwrite an earlier run's checkpoint by accident: it must be resumed or overwritten on purpose."""
-    if path and Path(path).exists() and not resuming and not overwrite:
-        raise FastDFKDError(f"checkpoint {path} exists from an earlier run; pass {resume_flag} to continue it "
-                            "or --overwrite to start again")
-
-
 def kd_config(args: argparse.Namespace, steps: int, steps_per_batch: int) -> DistillConfig:
     """The KD settings from :func:`add_kd_arguments` and the source's ``--batch-size``/``--seed``."""
     return DistillConfig(
         steps=steps, batch_size=args.kd_batch_size, synthesis_batch_size=args.batch_size, steps_per_batch=steps_per_batch,
         bank_size=args.bank_size, lr=args.lr, temperature=args.temperature, seed=args.seed,
     )
+
+
+# -- checkpoints ---------------------------------------------------------------------------------
+
+def add_checkpoint_arguments(parser: argparse.ArgumentParser, every: int) -> None:
+    """``--checkpoint PATH --checkpoint-every N --resume [PATH] --overwrite``: one convention for every long command."""
+    parser.add_argument("--checkpoint", help="checkpoint path (default OUT.ckpt), written atomically")
+    parser.add_argument("--checkpoint-every", type=positive, default=every, help="KD steps between checkpoints")
+    parser.add_argument("--resume", nargs="?", const=True, metavar="PATH",
+                        help="continue from --checkpoint (or from the checkpoint given here) with the same teacher and settings")
+    parser.add_argument("--overwrite", action="store_true", help="start again even though the checkpoint exists")
+
+
+def checkpoint_paths(args: argparse.Namespace) -> tuple[str, str | None]:
+    """(where checkpoints are written, the one resumed from or ``None``); an earlier run's checkpoint is never
+    overwritten by accident: it must be resumed or overwritten on purpose."""
+    checkpoint = args.resume if isinstance(args.resume, str) else args.checkpoint or f"{args.out}.ckpt"
+    if args.resume and not Path(checkpoint).is_file():
+        raise FastDFKDError(f"checkpoint {checkpoint} does not exist, so there is nothing to resume; check the path "
+                            "(--resume PATH or --checkpoint PATH) or start without --resume")
+    if Path(checkpoint).exists() and not args.resume and not args.overwrite:
+        raise FastDFKDError(f"checkpoint {checkpoint} exists from an earlier run; pass --resume to continue it "
+                            "or --overwrite to start again")
+    return checkpoint, checkpoint if args.resume else None

@@ -1,9 +1,11 @@
-"""The plugin manager and the registry of sources it yields.
+"""The plugin manager, the registries it yields, and every lookup by name beside its registry.
 
-Built-in sources and adapters are registered exactly like third-party plugins: each
-built-in module implements hooks from :mod:`fastdfkd_plugin.hookspecs`.
-Third-party plugins come from the ``fastdfkd`` entry-point group unless
-``FASTDFKD_DISABLE_PLUGIN_AUTOLOAD`` is set.
+Sources, generator architectures and inversion priors are registered through the hooks of
+:mod:`fastdfkd_plugin.hookspecs`; :func:`get_source`, :func:`make_generator` and
+:func:`make_prior` turn a name into the thing registered under it. The built-in plugin
+(:mod:`fastdfkd_plugin.builtin`) and the adapters are registered exactly like third-party
+plugins, by module name, so nothing below this module imports it. Third-party plugins come
+from the ``fastdfkd`` entry-point group unless ``FASTDFKD_DISABLE_PLUGIN_AUTOLOAD`` is set.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import importlib.metadata
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import pluggy
 from torch import nn
@@ -21,17 +23,16 @@ from torch import nn
 from . import hookspecs
 from .errors import FastDFKDError, reason
 from .sources.base import DataSource
-from .synthesis.generator import GeneratorFactory
 from .synthesis.priors import Prior
 from .teacher import Teacher
 
+if TYPE_CHECKING:
+    from .synthesis.generator import GeneratorFactory
+
 DISABLE_AUTOLOAD_ENV = "FASTDFKD_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_PLUGINS = (
-    "fastdfkd_plugin.synthesis.generator",
-    "fastdfkd_plugin.synthesis.priors",
-    "fastdfkd_plugin.sources.fastdfkd",
-    "fastdfkd_plugin.sources.deepinversion",
-    "fastdfkd_plugin.sources.noise",
+    "fastdfkd_plugin.builtin",
+    "fastdfkd_plugin.adapters.onnx_export",
     "fastdfkd_plugin.adapters.onnxruntime",
     "fastdfkd_plugin.adapters.torchao",
     "fastdfkd_plugin.adapters.torch_pruning",
@@ -146,9 +147,15 @@ def _registry(hook_name: str, kind: str, entry: Callable[..., tuple[str, Any]]) 
     return registry
 
 
+# -- sources ------------------------------------------------------------------------------------
+
 def _source_entry(plugin: str, cls: type[DataSource]) -> tuple[str, type[DataSource]]:
     if not (isinstance(cls, type) and issubclass(cls, DataSource)) or not getattr(cls, "name", None):
         raise FastDFKDError(f"plugin {plugin!r} registered {cls!r}, which is not a DataSource subclass with a name")
+    undeclared = sorted({option.keyword for option in cls.options} - cls.option_names()) if cls.options else []
+    if undeclared:
+        raise FastDFKDError(f"plugin {plugin!r} gives source {cls.name!r} command-line options for {', '.join(undeclared)}, "
+                            "which its constructor does not take; fix the plugin's options or constructor")
     return cls.name, cls
 
 
@@ -157,6 +164,41 @@ def source_registry() -> dict[str, SourceEntry]:
     return {name: SourceEntry(name, cls, plugin)
             for name, (cls, plugin) in _registry("fastdfkd_register_sources", "source", _source_entry).items()}
 
+
+def list_sources() -> list[SourceEntry]:
+    """All sources, sorted by name."""
+    return sorted(source_registry().values(), key=lambda entry: entry.name)
+
+
+def source_class(name: str) -> type[DataSource]:
+    """The source class registered as ``name``."""
+    registry = source_registry()
+    if name not in registry:
+        raise FastDFKDError(f"unknown source {name!r}; choose one of {', '.join(sorted(registry))} (see `fastdfkd sources`)")
+    return registry[name].cls
+
+
+def get_source(
+    name: str, teacher: Teacher | nn.Module, input_shape: Sequence[int] | None = None, **options: Any
+) -> DataSource:
+    """Create the source registered as ``name`` for ``teacher``; options go to its constructor.
+
+    ``teacher`` is a :class:`~fastdfkd_plugin.teacher.Teacher`, or a model together with
+    ``input_shape`` and the options that build one (``mean``, ``std``, ``device``, ``output_transform``).
+    An option the source does not take is refused by name.
+    """
+    cls = source_class(name)
+    described = {key: options.pop(key) for key in ("mean", "std", "output_transform") if key in options}
+    teacher = Teacher.of(teacher, input_shape, device=options.pop("device", "auto"), **described)
+    accepted = cls.option_names()
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise FastDFKDError(f"source {name!r} does not take {', '.join(map(repr, unknown))} (it takes "
+                            f"{', '.join(sorted(accepted))}); drop {'it' if len(unknown) == 1 else 'them'} for this source")
+    return cls(teacher, **options)
+
+
+# -- generators ---------------------------------------------------------------------------------
 
 def _generator_entry(plugin: str, name: str, factory: GeneratorFactory) -> tuple[str, GeneratorFactory]:
     if not isinstance(name, str) or not callable(factory):
@@ -177,6 +219,8 @@ def make_generator(name: str, input_shape: tuple[int, int, int], teacher_macs: i
     return registry[name](input_shape, teacher_macs, latent_dim)
 
 
+# -- inversion priors ---------------------------------------------------------------------------
+
 def _prior_entry(plugin: str, cls: type[Prior]) -> tuple[str, type[Prior]]:
     if not (isinstance(cls, type) and issubclass(cls, Prior)) or not getattr(cls, "name", None):
         raise FastDFKDError(f"plugin {plugin!r} registered {cls!r}, which is not a Prior subclass with a name")
@@ -188,25 +232,18 @@ def prior_registry() -> dict[str, type[Prior]]:
     return {name: cls for name, (cls, _) in _registry("fastdfkd_register_priors", "prior", _prior_entry).items()}
 
 
-def list_sources() -> list[SourceEntry]:
-    """All sources, sorted by name."""
-    return sorted(source_registry().values(), key=lambda entry: entry.name)
-
-
-def get_source(
-    name: str, teacher: Teacher | nn.Module, input_shape: tuple[int, int, int] | None = None, **options: Any
-) -> DataSource:
-    """Create the source registered as ``name`` for ``teacher``; options go to its constructor.
-
-    ``teacher`` is a :class:`~fastdfkd_plugin.teacher.Teacher`, or a model together with
-    ``input_shape`` and the options that build one (``mean``, ``std``, ``device``, ``output_transform``).
-    """
-    registry = source_registry()
+def make_prior(name: str, teacher: Teacher, momentum: float) -> Prior:
+    """The prior registered as ``name`` (``"auto"``: the applicable one of highest rank), built for ``teacher``."""
+    registry = prior_registry()
+    if name == "auto":
+        applicable = [cls for cls in registry.values() if cls.applies_to(teacher)]
+        if not applicable:
+            raise FastDFKDError(f"no inversion prior applies to this teacher (installed: {', '.join(sorted(registry))}); "
+                                "use the 'gaussian' or 'uniform' source, or install a prior plugin for it")
+        return max(applicable, key=lambda cls: cls.rank)(teacher, momentum)
     if name not in registry:
-        raise FastDFKDError(f"unknown source {name!r}; choose one of {', '.join(sorted(registry))} (see `fastdfkd sources`)")
-    try:
-        return registry[name].cls(teacher, input_shape, **options)
-    except TypeError as exc:
-        if "unexpected keyword argument" in str(exc):
-            raise FastDFKDError(f"source {name!r} does not take that option ({exc}); drop it for this source") from exc
-        raise
+        raise FastDFKDError(f"unknown prior {name!r}; choose auto or one of {', '.join(sorted(registry))}")
+    if not registry[name].applies_to(teacher):
+        raise FastDFKDError(f"prior {name!r} does not apply to this teacher ({registry[name].description()}); "
+                            "use prior 'auto' to pick one that does")
+    return registry[name](teacher, momentum)

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from torch import nn
 
 from .batchnorm import BatchNormStatistics
 from .teacher import Teacher
@@ -31,13 +30,12 @@ class SetQuality:
 
 @torch.no_grad()
 def set_quality(
-    teacher: Teacher | nn.Module,
+    teacher: Teacher,
     inputs: torch.Tensor,
     labels: torch.Tensor | None = None,
     batch_size: int = 256,
 ) -> SetQuality:
-    """Measure ``inputs`` (normalised, N×C×H×W) through the frozen teacher (a model is wrapped as a Teacher)."""
-    teacher = Teacher.of(teacher, inputs.shape[1:])
+    """Measure ``inputs`` (normalised, N×C×H×W) through the frozen teacher."""
     layers = teacher.batchnorm_layers()
     with BatchNormStatistics(layers) as statistics:
         probabilities = teacher.predict(inputs, batch_size).softmax(1).cpu()

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from torch import nn
 
 from models import TinyNet, make_teacher
 
+from fastdfkd_plugin import get_source
 from fastdfkd_plugin.plugins import get_plugin_manager
 
 SHAPE = (3, 32, 32)
@@ -28,6 +32,38 @@ def private_cache(tmp_path_factory, monkeypatch):
 @pytest.fixture
 def teacher() -> TinyNet:
     return make_teacher()
+
+
+@pytest.fixture
+def synthetic(teacher):
+    """32 fastdfkd images of the tiny teacher, in batches of 8."""
+    return get_source("fastdfkd", teacher, SHAPE, **FAST).synthetic_set(32, batch_size=8)
+
+
+@pytest.fixture
+def onnx_file(teacher, tmp_path):
+    """The tiny teacher exported to ONNX (dynamic batch)."""
+    from fastdfkd_plugin.adapters.onnx_export import export_onnx
+
+    path = tmp_path / "teacher.onnx"
+    export_onnx(teacher, torch.zeros(1, *SHAPE), path)
+    return path
+
+
+def run_session(path, inputs):
+    """The first output of an ONNX model on ``inputs``, run by the real ONNX Runtime."""
+    import onnxruntime
+
+    runner = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return runner.run(None, {runner.get_inputs()[0].name: np.asarray(inputs, dtype=np.float32)})[0]
+
+
+def onnx_runtime_missing(monkeypatch) -> None:
+    """Make ``import onnxruntime`` (and its quantization tool) fail in this test, as on a machine without it."""
+    for name in [module for module in sys.modules if module == "onnxruntime" or module.startswith("onnxruntime.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime.quantization", None)
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:

@@ -43,7 +43,7 @@ def main(mode: str, out: Path) -> None:
     source = get_source("fastdfkd", teacher, (3, 32, 32), seed=context.rank, steps=2, warmup_tasks=1, latent_dim=32, device="cpu")
     if context.world_size > 1:
         source.share_across_processes()
-    run = Distiller(teacher, student(), source, CONFIG)
+    run = Distiller(source.teacher, student(), source, CONFIG)
     if mode == "start":
         for _ in range(6):
             run.kd_step()

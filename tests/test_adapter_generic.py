@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import FAST, SHAPE
 from digits import DIGITS_SHAPE, synthetic_digits, trained_digits
-from fastdfkd_plugin.adapters.generic import CalibrationData, calibration_data
+from fastdfkd_plugin.adapters.generic import CalibrationData, calibration_data, load_inputs_npz, save_inputs_npz
 from models import TinyNet
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -128,3 +128,10 @@ def test_batchnorm_reestimation_on_synthetic_batches_repairs_lost_statistics():
     synthetic = sum(repaired(synthetic_digits(seed)) for seed in range(3)) / 3
     assert lost < 30 and noise < 30 and real > float_accuracy - 3  # measured: 9.2, 15.6, 90+ (float 86.0)
     assert synthetic > max(lost, noise) + 30 and synthetic - lost > 0.5 * (float_accuracy - lost)
+
+
+def test_npz_keyed_by_input_name_round_trips(synthetic, tmp_path):
+    """The file TensorRT Model Optimizer and similar tools read."""
+    save_inputs_npz(tmp_path / "calib.npz", {"input": synthetic.inputs.numpy()})
+    loaded = load_inputs_npz(tmp_path / "calib.npz")
+    assert list(loaded) == ["input"] and np.array_equal(loaded["input"], synthetic.inputs.numpy())

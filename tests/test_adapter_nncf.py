@@ -56,7 +56,7 @@ def test_torch_fx_model_quantized_on_synthetic_data_keeps_real_accuracy(nncf):
 def test_onnx_model_gets_its_input_name_from_the_graph(nncf, tmp_path):
     onnx = pytest.importorskip("onnx")
     onnxruntime = pytest.importorskip("onnxruntime")
-    from fastdfkd_plugin.adapters.onnxruntime import export_onnx
+    from fastdfkd_plugin.adapters.onnx_export import export_onnx
 
     teacher, digits = trained_digits()
     export_onnx(teacher, digits.test_x[:1], tmp_path / "m.onnx", input_name="pixels")

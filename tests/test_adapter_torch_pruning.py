@@ -83,7 +83,7 @@ def test_every_importance_criterion_scores_channels_from_synthetic_batches(name)
     ignored = [lookup[n] for n in names(teacher, unsafe_layers(teacher, example, output_layers(teacher, example)))] + [student.fc]
     importance = make_importance(name)
     pruner = tp.pruner.BasePruner(student, example, importance, pruning_ratio=0.5, ignored_layers=ignored)
-    accumulate_importance(student, importance, [source.next_batch(16).inputs for _ in range(2)], teacher)
+    accumulate_importance(student, importance, [source.next_batch(16).inputs for _ in range(2)], source.teacher)
     scores = importance(next(iter(pruner.DG.get_all_groups(ignored_layers=ignored, root_module_types=[torch.nn.Conv2d]))))
     assert torch.isfinite(scores).all() and scores.std() > 0, f"{name} gave no usable scores: {scores}"
     macs = count_macs(student, example)[0]
@@ -142,7 +142,7 @@ def test_cli_prunes_recovers_resumes_and_the_file_loads_back(tmp_path, capsys):
 
 @pytest.mark.parametrize("extra, message", [
     (["--speed-up", "0.5"], "must be above 1"),
-    (["--speed-up", "2", "--resume"], "--resume needs --checkpoint"),
+    (["--speed-up", "2", "--resume"], "does not exist"),  # --resume alone: the default checkpoint, OUT.ckpt
 ])
 def test_cli_refuses_bad_input_with_one_sentence(tmp_path, capsys, extra, message):
     code = main(["prune", "--model", f"{MODELS}:residual", "--input-shape", "3,32,32", "--out", str(tmp_path / "p.pt"),

@@ -25,9 +25,8 @@ from fastdfkd_plugin.adapters.torchao import (
 )
 from models import AutoRangeNet, make_teacher
 
-from fastdfkd_plugin import FastDFKDError, get_source
+from fastdfkd_plugin import FastDFKDError, Teacher, agreement, get_source
 from fastdfkd_plugin.cli import main
-from fastdfkd_plugin.distillation import agreement
 
 CLI_FAST = ["--raw-pixels", "--steps", "2", "--warmup-tasks", "1", "--batch-size", "8", "--device", "cpu", "-q"]
 
@@ -55,7 +54,7 @@ def test_pt2e_round_trip_on_synthetic_data_keeps_real_accuracy_and_leaves_the_mo
     teacher.eval()
     assert accuracy(quantized, digits) >= accuracy(teacher, digits) - 2.0
     real = [digits.test_x[i : i + 100] for i in range(0, 500, 100)]
-    assert agreement(teacher, quantized, calibration_data(real).inputs) >= 0.90
+    assert agreement(Teacher(teacher, DIGITS_SHAPE, device=None), quantized, calibration_data(real).inputs) >= 0.90
     assert "quantized_decomposed.dequantize_per_channel.default" in quantize_ops(quantized)
     assert quantized(digits.test_x[:3]).shape == (3, 10)  # dynamic batch, though calibrated with batches of 32
 

@@ -67,7 +67,7 @@ def test_a_corrupt_state_is_ignored_and_rebuilt(teacher, caplog):
     path.write_bytes(b"not a state")
     source = get_source("fastdfkd", teacher, SHAPE, **FAST)
     assert source.next_batch(4).inputs.shape == (4, *SHAPE)
-    assert "unreadable cached warm state" in caplog.text and torch.load(path, weights_only=True)["key"]
+    assert "not a readable cached warm state" in caplog.text and torch.load(path, weights_only=True)["kind"] == "cached warm state"
 
 
 def test_the_cache_keeps_within_its_size_bound(teacher, monkeypatch):

@@ -11,16 +11,9 @@ import torch
 from conftest import FAST, MODELS, SHAPE, state_hash
 from models import TinyNet, make_teacher
 
-from fastdfkd_plugin import FastDFKDError, get_source
+from fastdfkd_plugin import FastDFKDError, Teacher, agreement, get_source
 from fastdfkd_plugin.cli import main
-from fastdfkd_plugin.distillation import (
-    DistillConfig,
-    Distiller,
-    MemoryBank,
-    agreement,
-    distill,
-    kd_loss,
-)
+from fastdfkd_plugin.distillation import DistillConfig, Distiller, MemoryBank, distill, kd_loss
 
 
 def test_kd_loss_is_zero_for_equal_logits_and_scaled_by_tau_squared():
@@ -46,10 +39,10 @@ def test_distillation_from_synthetic_batches_raises_agreement_and_leaves_the_tea
     torch.manual_seed(0)
     student = TinyNet(width=4)
     before_teacher = state_hash(teacher)
-    before = agreement(teacher, student, held_out)
+    before = agreement(source.teacher, student, held_out)
     log = distill(teacher, student, source,
                   DistillConfig(steps=150, batch_size=32, steps_per_batch=10, bank_size=512, lr=0.05, temperature=4))
-    after = agreement(teacher, student, held_out)
+    after = agreement(source.teacher, student, held_out)
     assert after > before + 0.2, (before, after)
     assert sum(log.losses[-20:]) < sum(log.losses[:20])
     assert state_hash(teacher) == before_teacher
@@ -61,7 +54,8 @@ SMALL = DistillConfig(steps=12, batch_size=16, steps_per_batch=4, bank_size=64, 
 
 def make_run(teacher, seed=0):
     torch.manual_seed(seed)
-    return Distiller(teacher, TinyNet(width=4), get_source("fastdfkd", teacher, SHAPE, seed=0, **FAST), SMALL)
+    source = get_source("fastdfkd", teacher, SHAPE, seed=0, **FAST)
+    return Distiller(source.teacher, TinyNet(width=4), source, SMALL)
 
 
 def test_the_adversarial_term_is_aimed_at_the_student_during_the_run(teacher):
@@ -103,6 +97,7 @@ def test_resume_refuses_a_checkpoint_from_another_teacher(teacher, tmp_path):
 
 
 def test_mismatched_outputs_and_devices_are_refused(teacher):
+    teacher = Teacher(teacher, SHAPE, device="cpu")
     with pytest.raises(FastDFKDError, match="number of classes"):  # refused on construction, before any step
         Distiller(teacher, TinyNet(width=4, classes=7), iter([torch.randn(16, *SHAPE)] * 10), SMALL).run()
     with pytest.raises(FastDFKDError, match="move both to one device"):
@@ -178,4 +173,4 @@ def test_a_time_budget_replaces_the_step_count(tmp_path, capsys):
     args = [arg for arg in DISTILL if arg not in ("--kd-steps", "6")]
     assert main([*args, "--student", f"{MODELS}:student", "--minutes", "0.02", "--no-plot", "--out", str(out)]) == 0
     steps = int(capsys.readouterr().out.split(" KD steps")[0].split()[-1])
-    assert steps >= 1 and torch.load(f"{out}.ckpt", weights_only=True)["config"]["seconds"] == pytest.approx(1.2)
+    assert steps >= 1 and torch.load(f"{out}.ckpt", weights_only=True)["settings"]["seconds"] == pytest.approx(1.2)

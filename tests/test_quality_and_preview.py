@@ -10,6 +10,7 @@ from torch import nn
 
 from fastdfkd_plugin.preview import image_grid, write_png
 from fastdfkd_plugin.quality import set_quality
+from fastdfkd_plugin.teacher import Teacher
 
 
 def test_bn_distance_is_zero_when_the_set_matches_the_running_statistics():
@@ -18,8 +19,9 @@ def test_bn_distance_is_zero_when_the_set_matches_the_running_statistics():
     model(inputs[:2])
     model[0].running_mean.copy_(inputs.mean((0, 2, 3)))
     model[0].running_var.copy_(inputs.var((0, 2, 3), unbiased=False))
-    matched = set_quality(model, inputs, batch_size=1000)
-    shifted = set_quality(model, inputs + 1, batch_size=1000)
+    teacher = Teacher(model, (2, 4, 4), device="cpu")
+    matched = set_quality(teacher, inputs, batch_size=1000)
+    shifted = set_quality(teacher, inputs + 1, batch_size=1000)
     assert matched.bn_distance < 1e-4
     assert shifted.bn_distance == pytest.approx(2**0.5, rel=1e-4)  # means off by (1, 1), variances equal
     assert sum(matched.class_histogram) == 4096 and 1 / 3 <= matched.confidence <= 1

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import FAST, SHAPE, state_hash
-from fastdfkd_plugin import FastDFKDError, get_source
+from fastdfkd_plugin import FastDFKDError, Teacher, get_source
 from fastdfkd_plugin.sources.fastdfkd import FastDFKDSource
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -169,7 +169,7 @@ def test_warm_state_of_another_teacher_is_refused(teacher, tmp_path):
 
 def test_warm_state_of_another_generator_is_refused(teacher, tmp_path):
     make("fastdfkd", teacher, generator="paper").save_state(tmp_path / "gen.pt")
-    with pytest.raises(FastDFKDError, match="holds a 'paper' generator, not 'compact'; pass generator='paper'"):
+    with pytest.raises(FastDFKDError, match="was made with generator='paper', but this run has generator='compact'; use the same"):
         make("fastdfkd", teacher, generator="compact", state_path=tmp_path / "gen.pt")
 
 
@@ -206,7 +206,7 @@ def test_warm_up_tasks_take_warmup_steps_and_batches_take_k(teacher):
         (dict(device="nonsense"), "unknown device"),
         (dict(mean=(0.5,)), "one per channel"),
         (dict(std=(0, 1, 1)), "positive"),
-        (dict(unknown_option=1), "does not take that option"),
+        (dict(unknown_option=1), r"source 'fastdfkd' does not take 'unknown_option' \(it takes autocast_dtype, bn_momentum, "),
     ],
 )
 def test_bad_settings_are_explained(teacher, kwargs, message):
@@ -243,8 +243,15 @@ def test_gaussian_needs_no_batchnorm():
 
 
 def test_teacher_already_on_the_device_is_used_as_is(teacher):
-    source = FastDFKDSource(teacher, SHAPE, **FAST)
+    source = get_source("fastdfkd", teacher, SHAPE, **FAST)
     assert source.teacher.model is teacher  # already on the CPU: used as is, never moved
+
+
+def test_a_source_class_takes_a_teacher_and_refuses_a_bare_model(teacher):
+    built = Teacher(teacher, SHAPE, device="cpu")
+    assert FastDFKDSource(built, steps=2, warmup_tasks=1, latent_dim=32).teacher is built
+    with pytest.raises(FastDFKDError, match="a source is built for a Teacher, not a TinyNet; use get_source"):
+        FastDFKDSource(teacher)
 
 
 @pytest.mark.parametrize("name", ["fastdfkd", "deepinversion"])

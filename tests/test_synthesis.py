@@ -108,7 +108,8 @@ def test_crop_flip_without_flip_never_mirrors_and_draws_the_same_shifts():
 def run_tasks(teacher, weights, labels, student=None, bn_momentum=0.9, tasks=2, adversarial=True):
     """Synthesise ``tasks`` batches with everything seeded; return the last batch's pixels."""
     rng = torch.Generator().manual_seed(0)
-    objective = InversionObjective(Teacher(teacher, SHAPE, device="cpu"), rng, weights, bn_momentum, crop_flip)
+    built = Teacher(teacher, SHAPE, device="cpu")
+    objective = InversionObjective(built, plugins.make_prior("auto", built, bn_momentum), rng, weights, crop_flip)
     objective.student = student
     torch.manual_seed(0)
     synthesizer = MetaSynthesizer(Generator(SHAPE, [16, 16, 8], latent_dim=16), objective, rng, steps=2)
@@ -160,7 +161,8 @@ def test_adversarial_term_counts_only_samples_where_teacher_and_student_agree(te
         student.head.weight.add_(0.2 * torch.randn(student.head.weight.shape, generator=torch.Generator().manual_seed(1)))
     contrast = torch.linspace(0.2, 3, 32).view(32, 1, 1, 1)
     pixels = torch.rand(32, *SHAPE, generator=torch.Generator().manual_seed(0)) * contrast - contrast / 2
-    objective = InversionObjective(Teacher(teacher, SHAPE, device="cpu"), torch.Generator(), LossWeights(prior=0, oh=0, adv=1))
+    built = Teacher(teacher, SHAPE, device="cpu")
+    objective = InversionObjective(built, plugins.make_prior("auto", built, 0.9), torch.Generator(), LossWeights(prior=0, oh=0, adv=1))
     objective.student = student
     with objective.attached():
         loss = objective(pixels, LABELS.repeat(4))

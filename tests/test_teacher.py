@@ -14,12 +14,13 @@ import torch
 from conftest import FAST, MODELS, SHAPE, state_hash
 from models import DictOutput, TinyNet, TupleOutput
 
-from fastdfkd_plugin import FastDFKDError, Teacher, get_source
-from fastdfkd_plugin.adapters.onnxruntime import onnx_accuracy, quantize_datafree, verify_onnx
+from fastdfkd_plugin import FastDFKDError, Teacher, agreement, get_source
+from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy, verify_onnx
+from fastdfkd_plugin.adapters.onnxruntime import quantize_datafree
 from fastdfkd_plugin.adapters.torch_pruning import prune_datafree
 from fastdfkd_plugin.adapters.torchao import quantize_pt2e_datafree
 from fastdfkd_plugin.cli import main
-from fastdfkd_plugin.distillation import DistillConfig, agreement, distill_datafree
+from fastdfkd_plugin.distillation import DistillConfig, distill_datafree
 
 KINDS = {
     "tuple": (TupleOutput, operator.itemgetter(0), ["--output-index", "0"], "tuple_output"),

@@ -1,7 +1,8 @@
 """A complete third-party fastdfkd source: random checkerboard patterns.
 
 Install it (``pip install examples/fastdfkd-checkerboard``) and it appears in
-``fastdfkd sources`` and works as ``--source checkerboard`` / ``get_source("checkerboard", ...)``.
+``fastdfkd sources`` and works as ``--source checkerboard [--max-cell N]`` /
+``get_source("checkerboard", ..., max_cell=N)``.
 """
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ from typing import Any, Callable
 
 import torch
 
-from fastdfkd_plugin import DataSource, hookimpl
+from fastdfkd_plugin import DataSource, SourceOption, hookimpl
 
 
 class CheckerboardSource(DataSource):
     """Checkerboards with random cell sizes and colours (an example plugin)."""
 
     name = "checkerboard"
+    options = (SourceOption(("--max-cell",), "max_cell", "largest cell side in pixels (default 8)", type=int),)
 
-    def __init__(self, teacher, input_shape, *, max_cell: int = 8, **common: Any) -> None:
-        super().__init__(teacher, input_shape, **common)
+    def __init__(self, teacher, *, max_cell: int = 8, **common: Any) -> None:
+        super().__init__(teacher, **common)
         self.max_cell = max_cell
 
     def synthesize_pixels(self, labels: torch.Tensor) -> torch.Tensor:

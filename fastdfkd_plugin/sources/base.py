@@ -1,39 +1,40 @@
 """The DataSource interface every source implements, and the finite synthetic set.
 
-A source turns a :class:`~fastdfkd_plugin.teacher.Teacher` into batches in the
-model's (normalised) input space: ``next_batch`` for one, ``stream`` for an endless
+A source turns a :class:`~fastdfkd_plugin.teacher.Teacher` (built once by the caller,
+usually :func:`~fastdfkd_plugin.plugins.get_source`) into batches in the model's
+(normalised) input space: ``next_batch`` for one, ``stream`` for an endless
 supply (distillation), and ``synthetic_set`` for a finite, seeded, replayable set
 (calibration). Subclasses implement one method, :meth:`DataSource.synthesize_pixels`,
 which returns pixels in [0, 1] for a given set of labels; everything else (freezing
 the teacher, balanced labels, non-finite checks, normalisation, logits, progress,
 timing) lives here once. What only some sources can do (aim an adversarial term at a
 student, save a warm state, share it across processes) are methods with harmless
-defaults, so callers never probe for attributes.
+defaults, so callers never probe for attributes. A source's constructor options are its
+keyword arguments; :attr:`DataSource.options` says which of them the command line sets.
 """
 
 from __future__ import annotations
 
-import functools
+import inspect
 import logging
 import math
-from pathlib import Path
 import time
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Iterator, NamedTuple, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator, NamedTuple
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from .. import __version__
 from ..devices import check_fits
 from ..errors import FastDFKDError
 from ..inputspace import InputSpace
 from ..io import save_npz
-from ..synthesis.augment import crop_flip, default_shift
-from ..synthesis.objective import InversionObjective, LossWeights
 from ..teacher import OutputTransform, Teacher
+from ..version import __version__
 
 log = logging.getLogger(__name__)
 
@@ -58,28 +59,41 @@ class NonFiniteBatch(RuntimeError):
     """Raised by a source when an attempt produced NaN/Inf; the batch is redone from fresh latents."""
 
 
+@dataclass(frozen=True)
+class SourceOption:
+    """A constructor option of a source as the command line sets it (``--source NAME`` adds it to a command).
+
+    ``flags`` are its spellings and ``keyword`` the constructor option it sets; ``type``
+    parses its value, or, with ``const``, it is a switch that sets ``keyword`` to ``const``
+    (``--no-flip`` sets ``flip=False``). Left out, the option keeps the source's default.
+    """
+
+    flags: tuple[str, ...]
+    keyword: str
+    help: str
+    type: Callable[[str], Any] = str
+    const: Any = None
+
+
 class DataSource(ABC):
     """A teacher-driven source of input batches; subclasses implement :meth:`synthesize_pixels`."""
 
     name: ClassVar[str]
+    options: ClassVar[tuple[SourceOption, ...]] = ()
 
     def __init__(
         self,
-        teacher: Teacher | nn.Module,
-        input_shape: Sequence[int] | None = None,
+        teacher: Teacher,
         *,
-        mean: Sequence[float] | None = None,
-        std: Sequence[float] | None = None,
-        device: str | torch.device | None = "auto",
         seed: int = 0,
         with_logits: bool = False,
-        output_transform: OutputTransform | None = None,
         autocast_dtype: torch.dtype | None = None,
         progress: bool = False,
     ) -> None:
-        """``teacher`` is a :class:`Teacher`, or a model plus ``input_shape``, ``mean``, ``std``,
-        ``device`` and ``output_transform`` to build one from."""
-        self.teacher = Teacher.of(teacher, input_shape, mean=mean, std=std, device=device, output_transform=output_transform)
+        if not isinstance(teacher, Teacher):
+            raise FastDFKDError(f"a source is built for a Teacher, not a {type(teacher).__name__}; use "
+                                f"get_source({self.name!r}, model, input_shape, mean=..., std=...) or pass Teacher(model, input_shape, ...)")
+        self.teacher = teacher
         self.seed = seed
         self.rng = torch.Generator(device=self.device).manual_seed(seed)
         self.with_logits = with_logits
@@ -98,6 +112,23 @@ class DataSource(ABC):
     @property
     def space(self) -> InputSpace:
         return self.teacher.space
+
+    @classmethod
+    def option_names(cls) -> frozenset[str]:
+        """The keyword options the constructor takes: its own and those of every base it passes ``**common`` to."""
+        names: set[str] = set()
+        for klass in cls.__mro__:
+            if "__init__" not in vars(klass):
+                continue
+            parameters = list(inspect.signature(vars(klass)["__init__"]).parameters.values())[2:]  # self, teacher
+            required = [p.name for p in parameters if p.kind is p.POSITIONAL_OR_KEYWORD and p.default is p.empty]
+            if required:
+                raise FastDFKDError(f"source {cls.name!r} takes {', '.join(required)} after the teacher, as sources before 0.2 "
+                                    "took input_shape; a source now gets only a Teacher, which holds it: update the plugin")
+            names.update(p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+            if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+                break
+        return frozenset(names)
 
     # -- what a subclass implements -------------------------------------------------
     @abstractmethod
@@ -217,20 +248,6 @@ class DataSource(ABC):
         return num_samples * per_sample
 
     # -- helpers ------------------------------------------------------------------------
-    def pixel_shift(self, shift: int | None) -> int:
-        """``shift`` checked, or the default for these inputs (an eighth of the side)."""
-        if shift is not None and shift < 0:
-            raise FastDFKDError(f"shift must be 0 (no shifts) or more pixels, got {shift}")
-        return default_shift(self.input_shape[1]) if shift is None else shift
-
-    def inversion_objective(
-        self, weights: LossWeights | None, bn_momentum: float, flip: bool, prior: str, shift: int
-    ) -> InversionObjective:
-        """The prior + CE (+ adversarial) loss on batches shifted by up to ``shift`` pixels and, with ``flip``,
-        mirrored: for sources that invert the teacher."""
-        augment = functools.partial(crop_flip, padding=shift, flip=flip)
-        return InversionObjective(self.teacher, self.rng, weights, bn_momentum, augment, self.autocast_dtype, prior)
-
     def balanced_labels(self, batch_size: int, offset: int) -> torch.Tensor:
         """Labels ``offset, offset+1, …`` modulo the class count, shuffled: balanced across batches."""
         labels = (torch.arange(batch_size, device=self.device) + offset) % self.teacher.info.num_classes

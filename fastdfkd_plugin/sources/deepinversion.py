@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from torch import nn
 
+from ..argtypes import positive
 from ..errors import FastDFKDError
-from ..hookspecs import hookimpl
-from ..synthesis.objective import LossWeights
 from ..teacher import Teacher
-from .base import DataSource, NonFiniteBatch
+from .base import NonFiniteBatch, SourceOption
+from .inverting import InvertingSource
 
 
-class DeepInversionSource(DataSource):
+class DeepInversionSource(InvertingSource):
     """DeepInversion: optimise the pixels of every batch from noise (same prior + CE loss, thousands of steps).
 
     Pixels start as N(0, 1) in normalised space and are clipped to the valid pixel
@@ -23,27 +22,18 @@ class DeepInversionSource(DataSource):
     """
 
     name = "deepinversion"
+    options = (
+        SourceOption(("--synthesis-steps", "--steps"), "steps", "optimisation steps per batch (default 2000)", type=positive),
+        *InvertingSource.options,
+    )
 
-    def __init__(
-        self,
-        teacher: Teacher | nn.Module,
-        input_shape: tuple[int, int, int] | None = None,
-        *,
-        steps: int = 2000,
-        lr: float = 0.1,
-        loss_weights: LossWeights | None = None,
-        bn_momentum: float = 0.0,
-        flip: bool = True,
-        prior: str = "auto",
-        shift: int | None = None,
-        **common: Any,
-    ) -> None:
-        super().__init__(teacher, input_shape, **common)
+    def __init__(self, teacher: Teacher, *, steps: int = 2000, lr: float = 0.1, **common: Any) -> None:
+        """``common``: the inversion options (``loss_weights``, ``bn_momentum`` (default 0), ``flip``, ``prior``,
+        ``shift``) and every source's."""
+        super().__init__(teacher, **common)
         if steps < 1:
             raise FastDFKDError(f"steps must be ≥ 1, got {steps}")
-        self.steps, self.lr, self.bn_momentum, self.flip = steps, lr, bn_momentum, flip
-        self.shift = self.pixel_shift(shift)
-        self.objective = self.inversion_objective(loss_weights, bn_momentum, flip, prior, self.shift)
+        self.steps, self.lr = steps, lr
 
     def synthesize_pixels(self, labels: torch.Tensor) -> torch.Tensor:
         shape = (len(labels), *self.input_shape)
@@ -69,12 +59,4 @@ class DeepInversionSource(DataSource):
         return self.space.denormalize(best).clamp(0, 1)
 
     def settings(self) -> dict[str, Any]:
-        w = self.objective.weights
-        return {"steps": self.steps, "lr": self.lr, "bn_momentum": self.bn_momentum,
-                "prior": self.objective.prior.name, "loss_weights": {"prior": w.prior, "oh": w.oh, "adv": w.adv},
-                "flip": self.flip, "shift": self.shift}
-
-
-@hookimpl
-def fastdfkd_register_sources(register: Callable[[type[DataSource]], None]) -> None:
-    register(DeepInversionSource)
+        return {"steps": self.steps, "lr": self.lr, **super().settings()}

@@ -6,28 +6,29 @@ import logging
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import cache, distributed, plugins
+from .. import cache, distributed
+from ..argtypes import positive
+from ..checkpoint import GENERATOR_STATE, Checkpoint
 from ..errors import FastDFKDError
-from ..hookspecs import hookimpl
-from ..io import atomic_path, load_torch
+from ..plugins import make_generator
 from ..synthesis.generator import LATENT_DIM
 from ..synthesis.meta import MetaSynthesizer, MetaUpdate, NonFiniteLoss
-from ..synthesis.objective import LossWeights
 from ..teacher import OutputTransform, Teacher
-from .base import DataSource, NonFiniteBatch
+from .base import NonFiniteBatch, SourceOption
+from .inverting import InvertingSource
 
 log = logging.getLogger(__name__)
 
 WARMUP_SEED = 0x5EED  # warm-up task t of seed s draws from the stream seeded WARMUP_SEED + 100003·s + t
 
 
-class FastDFKDSource(DataSource):
+class FastDFKDSource(InvertingSource):
     """FastDFKD meta-synthesizer (Fang et al., AAAI 2022): a few steps per batch from a warm generator.
 
     ``generator`` names the architecture (:mod:`fastdfkd_plugin.synthesis.generator`):
@@ -46,11 +47,25 @@ class FastDFKDSource(DataSource):
     """
 
     name = "fastdfkd"
+    options = (
+        SourceOption(("--synthesis-steps", "--steps"), "steps", "optimisation steps per synthetic batch (k, default 5)",
+                     type=positive),
+        SourceOption(("--warmup-tasks",), "warmup_tasks", "meta-learning tasks before the first batch (default 40)", type=int),
+        SourceOption(("--warmup-steps",), "warmup_steps", "optimisation steps per warm-up task (default: k); fewer make "
+                                                          "the first batch cheaper and fit the BN statistics less well",
+                     type=positive),
+        SourceOption(("--generator",), "generator", "generator architecture: compact (default, sized to the teacher), "
+                                                    "paper (the paper's CIFAR network), or one a plugin registers"),
+        *InvertingSource.options,
+        SourceOption(("--generator-state",), "state_path", "load a warm generator state saved for this teacher "
+                                                           "(skips the warm-up)"),
+        SourceOption(("--no-cache",), "cache", "neither use nor fill the cache of warm generators ($FASTDFKD_CACHE_DIR, "
+                                               "default ~/.cache/fastdfkd)", const=False),
+    )
 
     def __init__(
         self,
-        teacher: Teacher | nn.Module,
-        input_shape: tuple[int, int, int] | None = None,
+        teacher: Teacher,
         *,
         steps: int = 5,
         warmup_tasks: int = 40,
@@ -59,30 +74,24 @@ class FastDFKDSource(DataSource):
         lr_z: float | None = None,
         generator: str = "compact",
         latent_dim: int = LATENT_DIM,
-        loss_weights: LossWeights | None = None,
         bn_momentum: float = 0.9,
         warmup_batch_size: int = 16,
         warmup_steps: int | None = None,
-        flip: bool = True,
-        prior: str = "auto",
-        shift: int | None = None,
         state_path: str | Path | None = None,
         cache: bool = True,
         **common: Any,
     ) -> None:
-        super().__init__(teacher, input_shape, **common)
+        """``common``: the inversion options (``loss_weights``, ``flip``, ``prior``, ``shift``) and every source's."""
+        super().__init__(teacher, bn_momentum=bn_momentum, **common)
         warmup_steps = steps if warmup_steps is None else warmup_steps
         if steps < 1 or warmup_steps < 1 or warmup_tasks < 0:
             raise FastDFKDError(f"steps and warmup_steps must be ≥ 1 and warmup_tasks ≥ 0, got steps={steps}, "
                                 f"warmup_steps={warmup_steps}, warmup_tasks={warmup_tasks}")
         self.warmup_tasks, self.warmup_batch_size, self.warmup_steps = warmup_tasks, warmup_batch_size, warmup_steps
-        self.bn_momentum, self.flip = bn_momentum, flip
-        self.shift = self.pixel_shift(shift)
         self.cache = cache
-        self.objective = self.inversion_objective(loss_weights, bn_momentum, flip, prior, self.shift)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(self.seed)
-            network = plugins.make_generator(generator, self.input_shape, self.teacher.macs_per_image, latent_dim).to(self.device)
+            network = make_generator(generator, self.input_shape, self.teacher.macs_per_image, latent_dim).to(self.device)
         self.generator_name = generator
         self.synthesizer = MetaSynthesizer(network, self.objective, self.rng, steps, lr_g, lr_z, meta_update)
         self.warmup_seconds = 0.0
@@ -118,8 +127,8 @@ class FastDFKDSource(DataSource):
         """Run the remaining warm-up tasks, or take the result from the cache; then cache it."""
         started = time.perf_counter()
         fresh = self.synthesizer.tasks_done == 0
-        key = cache.state_key(self.warm_state_description())
-        cached = cache.load(key, self.teacher.info.fingerprint, self.device) if self.cache and fresh else None
+        description = self.warm_state_description()
+        cached = cache.load(description, self.teacher.info.fingerprint, self.device) if self.cache and fresh else None
         if cached is not None:
             self.synthesizer.load_state_dict(cached[0])
             self._say(f"fastdfkd: warm generator from the cache ({self.warmup_tasks} tasks, {cached[1]}); no warm-up")
@@ -132,7 +141,7 @@ class FastDFKDSource(DataSource):
         self.warmup_seconds += time.perf_counter() - started
         log.info("fastdfkd warm-up: %d tasks in %.1f s", self.warmup_tasks, self.warmup_seconds)
         if self.cache and fresh and distributed.rank() == 0:
-            saved = cache.save(key, self.teacher.info.fingerprint, self.synthesizer.state_dict())
+            saved = cache.save(description, self.teacher.info.fingerprint, self.synthesizer.state_dict())
             if saved is not None:
                 self._say(f"fastdfkd: cached the warm generator ({saved}); later runs for this teacher skip the warm-up")
 
@@ -171,16 +180,13 @@ class FastDFKDSource(DataSource):
 
     def settings(self) -> dict[str, Any]:
         s = self.synthesizer
-        w = self.objective.weights
         return {
             "steps": s.steps, "lr_g": s.lr_g, "lr_z": s.lr_z, "meta_update": s.meta_update,
             "warmup_tasks": self.warmup_tasks, "warmup_batch_size": self.warmup_batch_size,
             "warmup_steps": self.warmup_steps, "warmup_seconds": round(self.warmup_seconds, 3),
-            "bn_momentum": self.bn_momentum, "prior": self.objective.prior.name,
-            "loss_weights": {"prior": w.prior, "oh": w.oh, "adv": w.adv},
             "generator": self.generator_name,
             "generator_parameters": sum(p.numel() for p in s.generator.parameters()),
-            "latent_dim": s.generator.latent_dim, "flip": self.flip, "shift": self.shift,
+            "latent_dim": s.generator.latent_dim, **super().settings(),
         }
 
     # -- reuse of a warm meta-generator -----------------------------------------------
@@ -193,31 +199,14 @@ class FastDFKDSource(DataSource):
 
     def save_state(self, path: str | Path) -> None:
         """Save the meta-generator, its optimiser and BN momentum, tied to this teacher."""
-        state = {"teacher_fingerprint": self.teacher.info.fingerprint, "input_shape": list(self.input_shape),
-                 "generator_name": self.generator_name, **self.state_dict()}
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
+        Checkpoint(GENERATOR_STATE, self.teacher.info.fingerprint, self._state_settings(), self.state_dict()).save(path)
 
     def load_state(self, path: str | Path) -> None:
-        """Resume from :meth:`save_state`; refuse a state made for another teacher or shape."""
-        state = load_torch(path, "generator state", missing="omit it to warm up from scratch",
-                           unreadable="delete it and warm up again", map_location=self.device)
-        if not isinstance(state, dict) or "synthesizer" not in state:
-            raise FastDFKDError(f"{path} is not a fastdfkd generator state; save one with --save-generator-state")
-        if state.get("teacher_fingerprint") != self.teacher.info.fingerprint:
-            raise FastDFKDError(
-                f"generator state {path} was made for another teacher (fingerprint {state.get('teacher_fingerprint')}, "
-                f"this teacher is {self.teacher.info.fingerprint}); use a state saved for this teacher or none"
-            )
-        if tuple(state["input_shape"]) != self.input_shape:
-            raise FastDFKDError(f"generator state {path} is for input shape {tuple(state['input_shape'])}, not {self.input_shape}")
-        saved = state.get("generator_name", "paper")  # states from before the choice of generator hold the paper's
-        if saved != self.generator_name:
-            raise FastDFKDError(f"generator state {path} holds a {saved!r} generator, not {self.generator_name!r}; "
-                                f"pass generator={saved!r} (--generator {saved}) or warm up a new one")
-        self.load_state_dict(state)
+        """Resume from :meth:`save_state`; refuse a state made for another teacher, shape or generator."""
+        saved = Checkpoint.load(path, GENERATOR_STATE, self.teacher.info.fingerprint, self.device)
+        saved.check_settings(self._state_settings())
+        self.load_state_dict(saved.state)
 
-
-@hookimpl
-def fastdfkd_register_sources(register: Callable[[type[DataSource]], None]) -> None:
-    register(FastDFKDSource)
+    def _state_settings(self) -> dict[str, Any]:
+        """What a saved generator state must share with the source that loads it."""
+        return {"input_shape": list(self.input_shape), "generator": self.generator_name}

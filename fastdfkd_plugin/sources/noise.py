@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
-from torch import nn
 
-from ..hookspecs import hookimpl
 from ..teacher import Teacher
-from .base import DataSource
+from .base import DataSource, SourceOption
 
 
 class GaussianSource(DataSource):
@@ -20,9 +18,11 @@ class GaussianSource(DataSource):
     """
 
     name = "gaussian"
+    options = (SourceOption(("--no-clip",), "clip", "unclipped noise, as many compression scripts feed it (default: "
+                                                    "clipped to the valid pixel range)", const=False),)
 
-    def __init__(self, teacher: Teacher | nn.Module, input_shape: tuple[int, int, int] | None = None, *, clip: bool = True, **common: Any) -> None:
-        super().__init__(teacher, input_shape, **common)
+    def __init__(self, teacher: Teacher, *, clip: bool = True, **common: Any) -> None:
+        super().__init__(teacher, **common)
         self.clip = clip
 
     def synthesize_pixels(self, labels: torch.Tensor) -> torch.Tensor:
@@ -41,8 +41,3 @@ class UniformSource(DataSource):
     def synthesize_pixels(self, labels: torch.Tensor) -> torch.Tensor:
         return torch.rand((len(labels), *self.input_shape), generator=self.rng, device=self.rng.device).to(self.device)
 
-
-@hookimpl
-def fastdfkd_register_sources(register: Callable[[type[DataSource]], None]) -> None:
-    register(GaussianSource)
-    register(UniformSource)

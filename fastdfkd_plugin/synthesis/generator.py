@@ -32,7 +32,6 @@ import torch
 from torch import nn
 
 from ..errors import FastDFKDError
-from ..hookspecs import hookimpl
 from ..teacher import forward_macs
 
 LATENT_DIM = 256
@@ -115,9 +114,3 @@ def compact_subpixel_generator(input_shape: tuple[int, int, int], teacher_macs: 
 
 GeneratorFactory = Callable[[tuple[int, int, int], int, int], nn.Module]
 
-
-@hookimpl
-def fastdfkd_register_generators(register: Callable[[str, GeneratorFactory], None]) -> None:
-    register("paper", paper_generator)
-    register("compact", compact_generator)
-    register("compact-subpixel", compact_subpixel_generator)

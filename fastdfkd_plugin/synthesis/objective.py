@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..teacher import OutputTransform, Teacher, frozen, logits_of
-from .priors import Statistics, make_prior
+from .priors import Prior, Statistics
 
 
 @dataclass
@@ -36,21 +36,20 @@ class LossWeights:
 
 
 class InversionObjective:
-    """Computes the inversion loss of pixel batches against a frozen teacher."""
+    """Computes the inversion loss of pixel batches against a frozen teacher, with ``prior``'s term."""
 
     def __init__(
         self,
         teacher: Teacher,
+        prior: Prior,
         rng: torch.Generator,
         weights: LossWeights | None = None,
-        bn_momentum: float = 0.9,
         augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
         autocast_dtype: torch.dtype | None = None,
-        prior: str = "auto",
     ) -> None:
         self.teacher = teacher
         self.rng = rng
-        self.prior = make_prior(prior, teacher, bn_momentum)
+        self.prior = prior
         weights = weights or LossWeights()
         self.weights = replace(weights, prior=self.prior.weight if weights.prior is None else weights.prior)
         self.augment = augment

@@ -14,9 +14,10 @@ adds to the class and adversarial terms. Which prior applies depends on the laye
   export): the inputs' per-channel statistics against the normalisation the model
   expects (mean 0, variance 1 after ``--mean/--std``) and a total-variation image prior.
 
-Priors are registered through the ``fastdfkd_register_priors`` hook, the built-ins the
-same way as third-party ones. ``prior="auto"`` takes the applicable prior with the
-highest ``rank``; a name overrides it.
+Priors are registered through the ``fastdfkd_register_priors`` hook, the built-ins (from
+:mod:`fastdfkd_plugin.builtin`) the same way as third-party ones; :func:`fastdfkd_plugin.plugins.make_prior`
+builds one by name. ``prior="auto"`` takes the applicable prior with the highest ``rank``;
+a name overrides it.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from torch import nn
 
 from ..attention import attention_modules
 from ..errors import FastDFKDError
-from ..hookspecs import hookimpl
 from ..teacher import Teacher
 
 Hook = Callable[[nn.Module, tuple[Any, ...], Any], None]
@@ -270,28 +270,3 @@ class TransformerPrior(GenericPrior):
         entropy = torch.stack([patch_similarity_entropy(tokens) for tokens in outputs]).mean()
         return super().loss(inputs) - entropy
 
-
-def make_prior(name: str, teacher: Teacher, momentum: float) -> Prior:
-    """The prior registered as ``name`` (``"auto"``: the applicable one of highest rank), built for ``teacher``."""
-    from ..plugins import prior_registry  # the registry imports this module for the built-ins
-
-    registry = prior_registry()
-    if name == "auto":
-        applicable = [cls for cls in registry.values() if cls.applies_to(teacher)]
-        if not applicable:
-            raise FastDFKDError(f"no inversion prior applies to this teacher (installed: {', '.join(sorted(registry))}); "
-                                "use the 'gaussian' or 'uniform' source, or install a prior plugin for it")
-        return max(applicable, key=lambda cls: cls.rank)(teacher, momentum)
-    if name not in registry:
-        raise FastDFKDError(f"unknown prior {name!r}; choose auto or one of {', '.join(sorted(registry))}")
-    if not registry[name].applies_to(teacher):
-        raise FastDFKDError(f"prior {name!r} does not apply to this teacher ({registry[name].description()}); "
-                            "use prior 'auto' to pick one that does")
-    return registry[name](teacher, momentum)
-
-
-@hookimpl
-def fastdfkd_register_priors(register: Callable[[type[Prior]], None]) -> None:
-    register(BatchNormPrior)
-    register(TransformerPrior)
-    register(GenericPrior)

@@ -5,12 +5,14 @@ a trained network of the kinds users bring (a 64-px MobileNet, a small ViT). Eac
 trained once on the whole ``train.npz`` (random crop with padding of 1/8 of the side,
 flips, label smoothing 0.1, one-cycle learning rate) and its weights go to the
 benchmark cache (``$FASTDFKD_BENCHMARK_CACHE``, default ``~/.cache/fastdfkd-benchmarks``).
+What differs per teacher is a :class:`Recipe`; :mod:`.teachers` holds the recipes.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -20,12 +22,23 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from fastdfkd_plugin.io import atomic_path
-from fastdfkd_plugin.loading import load_weights
+from fastdfkd_plugin import load_weights
 
-from .cifar import MEAN, STD, accuracy, benchmark_parser, default_data_dir, load_images
+from .data import MEAN, STD, resize
+from .report import atomic_path
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one teacher is trained: its cache name, architecture, optimizer, peak learning rate and input size."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    optimizer: OptimizerFactory
+    max_lr: float
+    size: int = 32
 
 
 def cache_path(name: str, epochs: int) -> Path:
@@ -33,21 +46,19 @@ def cache_path(name: str, epochs: int) -> Path:
     return folder / f"{name}-{epochs}ep.pt"
 
 
-def train(
-    model: nn.Module, epochs: int, data_dir: Path, optimizer: OptimizerFactory, max_lr: float, *,
-    size: int = 32, batch_size: int = 128, seed: int = 0, desc: str = "training",
-) -> nn.Module:
-    """Train ``model`` on ``train.npz`` resized to ``size`` px (bilinear) with crop-and-flip augmentation."""
+def train(model: nn.Module, recipe: Recipe, epochs: int, data_dir: Path, *, batch_size: int = 128, seed: int = 0) -> nn.Module:
+    """Train ``model`` on ``train.npz`` resized to ``recipe.size`` px (bilinear) with crop-and-flip augmentation."""
     torch.manual_seed(seed)
     with np.load(data_dir / "cifar10" / "train.npz") as data:
         pixels = torch.from_numpy(data["x"]).permute(0, 3, 1, 2).contiguous()  # uint8, 32 px; resized per batch
         labels = torch.from_numpy(data["y"])
     mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    size = recipe.size
     steps, pad = epochs * (len(labels) // batch_size), size // 8
-    opt = optimizer(model)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=steps, pct_start=0.2)
+    opt = recipe.optimizer(model)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.max_lr, total_steps=steps, pct_start=0.2)
     generator = torch.Generator().manual_seed(seed)
-    bar = tqdm(total=steps, desc=desc, unit="step")
+    bar = tqdm(total=steps, desc=f"training {recipe.name}", unit="step")
     model.train()
     for _ in range(epochs):
         order = torch.randperm(len(labels), generator=generator)
@@ -69,34 +80,16 @@ def train(
     return model.eval()
 
 
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """CIFAR's 32-px images at ``size`` px (bilinear); unchanged at 32."""
-    return images if images.shape[-1] == size else F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-
-
-def cached_teacher(
-    name: str, build: Callable[[], nn.Module], epochs: int, data_dir: Path | None,
-    fit: Callable[[nn.Module, int, Path], nn.Module],
-) -> nn.Module:
-    """The trained model from the cache; trained with ``fit(model, epochs, data_dir)`` and cached first if missing."""
-    path, model = cache_path(name, epochs), build()
+def trained_model(recipe: Recipe, epochs: int, data_dir: Path) -> nn.Module:
+    """The model trained for ``epochs`` from the cache; trained by :func:`train` and cached first if missing."""
+    path, model = cache_path(recipe.name, epochs), recipe.build()
     if path.exists():
         load_weights(model, path)
         return model.eval()
     started = time.perf_counter()
-    trained = fit(model, epochs, data_dir or default_data_dir())
+    trained = train(model, recipe, epochs, data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(trained.state_dict(), tmp)
-    print(f"trained {name} in {time.perf_counter() - started:.0f} s; cached at {path}", flush=True)
+    with atomic_path(path) as temporary:
+        torch.save(trained.state_dict(), temporary)
+    print(f"trained {recipe.name} in {time.perf_counter() - started:.0f} s; cached at {path}", flush=True)
     return trained
-
-
-def accuracy_command(description: str | None, name: str, load: Callable[[int, Path | None], nn.Module], size: int = 32) -> None:
-    """``python -m benchmarks.<teacher> [--epochs N]``: train (once) or load, then print the accuracy on ``test_a``."""
-    parser = benchmark_parser(description)
-    parser.add_argument("--epochs", type=int, default=10)
-    args = parser.parse_args()
-    model = load(args.epochs, args.data_dir)
-    x, y = load_images("test_a", args.data_dir)
-    print(f"{name} ({args.epochs} epochs): {accuracy(model, resize(x, size), y):.2f} % on test_a", flush=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import functools
 from typing import Callable, Iterable
 
-from fastdfkd_plugin.hookspecs import hookimpl
-from fastdfkd_plugin.plugins import get_plugin_manager
-from fastdfkd_plugin.synthesis.generator import GeneratorFactory, compact_generator
+from torch import nn
+
+from fastdfkd_plugin import compact_generator, get_plugin_manager, hookimpl
 
 PREFIX = "compact:"
 
@@ -24,7 +24,7 @@ class CostShareScreen:
         self.shares = {name: float(name[len(PREFIX):]) for name in names if name.startswith(PREFIX)}
 
     @hookimpl
-    def fastdfkd_register_generators(self, register: Callable[[str, GeneratorFactory], None]) -> None:
+    def fastdfkd_register_generators(self, register: Callable[[str, Callable[..., nn.Module]], None]) -> None:
         for name, share in self.shares.items():
             register(name, functools.partial(compact_generator, cost_share=share))
 

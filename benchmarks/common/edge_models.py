@@ -1,14 +1,13 @@
-"""Mobile and edge architectures at 96–224 px for the synthesis-cost benchmark (no torchvision).
+"""Mobile and edge architectures (no torchvision), for teachers of the sizes users deploy.
 
 Written from the papers' layer tables: MobileNetV1 (Howard et al., 2017; width multiplier
 α), MobileNetV2 (Sandler et al., 2018) and ResNet-18 (He et al., 2016, ImageNet stem).
-Weights are random; :func:`with_batchnorm_statistics` gives the BatchNorm layers running
+:mod:`.teachers` trains a MobileNetV1 at 64 px and uses the others at 96–224 px with
+random weights; :func:`with_batchnorm_statistics` gives their BatchNorm layers running
 statistics from random inputs, which is all a speed measurement needs.
 """
 
 from __future__ import annotations
-
-from typing import Callable
 
 import torch
 from torch import nn
@@ -89,14 +88,6 @@ class ResNet18(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).mean((2, 3)))
-
-
-# name: (factory, input shape); the MLPerf Tiny person-detection network, then two 224-px ImageNet networks
-EDGE_TEACHERS: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
-    "mobilenet_v1_025_96": (lambda: MobileNetV1(0.25, num_classes=2), (3, 96, 96)),
-    "mobilenet_v2_224": (lambda: MobileNetV2(1000), (3, 224, 224)),
-    "resnet18_224": (lambda: ResNet18(1000), (3, 224, 224)),
-}
 
 
 @torch.no_grad()

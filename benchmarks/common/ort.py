@@ -1,0 +1,70 @@
+"""ONNX Runtime (ORT) static quantization as the calibration benchmarks score it: which configurations, how, and on what.
+
+A calibration set is judged by the accuracy of the model ORT quantizes with it. Every
+benchmark exports and pre-processes the model the same way (:func:`prepared_onnx`) and
+quantizes it with the same QDQ, per-channel settings (:func:`quantized_accuracy`), so
+their columns (``"W4A4 MinMax"`` and so on) can be compared across reports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from fastdfkd_plugin.adapters.onnx_export import export_onnx, onnx_accuracy
+from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quiet_root_logger
+
+from .data import INPUT_SHAPE
+
+# name: (weight type, activation type, further quantize_static options)
+QuantConfig = tuple[QuantType, QuantType, dict[str, Any]]
+CONFIGS: dict[str, QuantConfig] = {"W8A8": (QuantType.QInt8, QuantType.QUInt8, {}), "W4A8": (QuantType.QInt4, QuantType.QUInt8, {}),
+                                   "W4A4": (QuantType.QInt4, QuantType.QUInt4, {})}
+METHODS = {"MinMax": CalibrationMethod.MinMax, "Percentile": CalibrationMethod.Percentile}
+
+
+def prepared_onnx(model: torch.nn.Module, workdir: Path, name: str = "model",
+                  input_shape: tuple[int, int, int] = INPUT_SHAPE) -> tuple[Path, Path]:
+    """The model exported to ONNX, and that graph pre-processed for ONNX Runtime's quantizer."""
+    fp32, pre = workdir / f"{name}.onnx", workdir / f"{name}.pre.onnx"
+    export_onnx(model, torch.zeros(1, *input_shape), fp32)
+    with quiet_root_logger():
+        quant_pre_process(str(fp32), str(pre))
+    return fp32, pre
+
+
+def quantized_accuracy(pre: Path, inputs: np.ndarray, weight_type: QuantType, activation_type: QuantType,
+                       method: CalibrationMethod, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path,
+                       batch_size: int = 64, **options: Any) -> float:
+    """Accuracy (%) of the QDQ model (per-channel weights) calibrated on ``inputs``; ``options`` go to ``quantize_static``."""
+    out = workdir / "quantized.onnx"
+    with quiet_root_logger():
+        quantize_static(str(pre), str(out), calibration_reader(pre, inputs, batch_size), quant_format=QuantFormat.QDQ,
+                        per_channel=True, weight_type=weight_type, activation_type=activation_type, calibrate_method=method,
+                        **options)
+    return onnx_accuracy(out, eval_x, eval_y)
+
+
+def columns(configs: dict[str, QuantConfig] = CONFIGS) -> list[str]:
+    """The report columns of :func:`accuracy_per_column`: ``"CONFIG METHOD"``, configuration by configuration."""
+    return [f"{config} {method}" for config in configs for method in METHODS]
+
+
+def accuracy_per_column(pre: Path, inputs: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path,
+                        configs: dict[str, QuantConfig] = CONFIGS, batch_size: int = 64) -> dict[str, float]:
+    """``"CONFIG METHOD"`` → accuracy (%) after quantizing with that configuration and calibration method on ``inputs``."""
+    return {f"{config} {method_name}": quantized_accuracy(pre, inputs, weight_type, activation_type, method, eval_x, eval_y,
+                                                          workdir, batch_size, **options)
+            for config, (weight_type, activation_type, options) in configs.items() for method_name, method in METHODS.items()}
+
+
+def w4a4_accuracy(pre: Path, inputs: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path) -> dict[str, float]:
+    """Calibration method → W4A4 accuracy (%): where calibration data shows most, the screening benchmarks' score."""
+    weight_type, activation_type, options = CONFIGS["W4A4"]
+    return {name: quantized_accuracy(pre, inputs, weight_type, activation_type, method, eval_x, eval_y, workdir, **options)
+            for name, method in METHODS.items()}

@@ -1,0 +1,59 @@
+"""What the sources that invert the teacher share: the inversion loss, its prior, and how batches are augmented.
+
+``fastdfkd`` and ``deepinversion`` differ in what they optimise (a meta-learned generator,
+or the pixels themselves) but minimise the same loss (:class:`~..synthesis.objective.InversionObjective`)
+on batches shifted by up to ``shift`` pixels and, with ``flip``, mirrored; so they take
+the same options for it, declared here once.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from ..errors import FastDFKDError
+from ..plugins import make_prior
+from ..synthesis.augment import crop_flip, default_shift
+from ..synthesis.objective import InversionObjective, LossWeights
+from ..teacher import Teacher
+from .base import DataSource, SourceOption
+
+
+class InvertingSource(DataSource):
+    """A source whose batches minimise the inversion loss against the teacher (prior + CE, + adversarial)."""
+
+    options = (
+        SourceOption(("--prior",), "prior", "inversion prior: auto (default: batchnorm for BN models, transformer for "
+                                            "LayerNorm/attention ones, else generic) or a name (see `fastdfkd priors`)"),
+        SourceOption(("--no-flip",), "flip", "no mirrored images while inverting, for a teacher trained without horizontal "
+                                             "flips (digits, text)", const=False),
+        SourceOption(("--max-shift",), "shift", "largest random shift in pixels while inverting (default an eighth of the "
+                                                "side); 0 for a teacher trained on centred images without translation "
+                                                "(digits, faces, documents)", type=int),
+    )
+
+    def __init__(
+        self,
+        teacher: Teacher,
+        *,
+        loss_weights: LossWeights | None = None,
+        bn_momentum: float = 0.0,
+        flip: bool = True,
+        prior: str = "auto",
+        shift: int | None = None,
+        **common: Any,
+    ) -> None:
+        super().__init__(teacher, **common)
+        if shift is not None and shift < 0:
+            raise FastDFKDError(f"shift must be 0 (no shifts) or more pixels, got {shift}")
+        self.bn_momentum, self.flip = bn_momentum, flip
+        self.shift = default_shift(self.input_shape[1]) if shift is None else shift
+        augment = functools.partial(crop_flip, padding=self.shift, flip=flip)
+        self.objective = InversionObjective(self.teacher, make_prior(prior, self.teacher, bn_momentum), self.rng,
+                                            loss_weights, augment, self.autocast_dtype)
+
+    def settings(self) -> dict[str, Any]:
+        weights = self.objective.weights
+        return {"bn_momentum": self.bn_momentum, "prior": self.objective.prior.name,
+                "loss_weights": {"prior": weights.prior, "oh": weights.oh, "adv": weights.adv},
+                "flip": self.flip, "shift": self.shift}

@@ -1,0 +1,143 @@
+"""The benchmarks stay importable, runnable and layered, and their shared pieces do what the reports rely on.
+
+Every module under benchmarks/ imports, every script answers ``main(["--help"])``, imports
+keep to ``benchmarks.common``, the public API, ``examples`` and outside packages, and no
+import circles. Nothing here reads ../shared/data, trains or times anything: the
+benchmarks themselves are run by hand (see benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from imports import find_circle, import_graph, imported_modules, module_files
+from models import make_teacher
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+FIRST_PARTY = {"benchmarks", "fastdfkd_plugin", "adapters", "examples", "tests"}
+FILES = module_files(BENCHMARKS, "benchmarks")
+SCRIPTS = [name for name in FILES if not name.startswith("benchmarks.common") and name != "benchmarks"]
+
+
+def import_problem(module: str, names: list[str]) -> str | None:
+    """Why a benchmark may not import ``module`` (``names`` from it), or None when it may."""
+    top = module.split(".")[0]
+    if top == "benchmarks":
+        return None if module.startswith("benchmarks.common") else "a benchmark imports only from benchmarks.common"
+    if top == "fastdfkd_plugin":
+        parts = module.split(".")
+        if len(parts) == 3 and parts[1] == "adapters":
+            return None
+        if module != "fastdfkd_plugin":
+            return "use the public API: `from fastdfkd_plugin import NAME` or fastdfkd_plugin.adapters.TOOLKIT"
+        import fastdfkd_plugin
+
+        private = sorted(set(names) - set(fastdfkd_plugin.__all__))
+        return f"{', '.join(private)} not in fastdfkd_plugin.__all__" if private else None
+    if top in FIRST_PARTY - {"examples"}:
+        return f"{top} is not importable by benchmarks (adapters are fastdfkd_plugin.adapters.TOOLKIT)"
+    return None  # examples, the standard library, third-party packages
+
+
+@pytest.mark.parametrize("name", list(FILES))
+def test_every_benchmark_module_imports_without_reading_data(name, monkeypatch, tmp_path):
+    # a module that read the data or the teacher cache at import time would fail here
+    monkeypatch.setenv("FASTDFKD_DATA_DIR", str(tmp_path / "no-data"))
+    monkeypatch.setenv("FASTDFKD_BENCHMARK_CACHE", str(tmp_path / "no-cache"))
+    importlib.import_module(name)
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_every_script_answers_help(name, capsys):
+    module = importlib.import_module(name)
+    assert callable(getattr(module, "main", None)), f"{FILES[name]} has no main(argv); a helper belongs in benchmarks/common/"
+    source = FILES[name].read_text()
+    assert 'if __name__ == "__main__":\n    main()' in source, f"{FILES[name]} does not run main() as a script"
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--help"])
+    assert exit_info.value.code in (0, None)
+    out = capsys.readouterr().out
+    assert out.startswith("usage: ") and f"python -m {name}" in out, out[:300]
+
+
+def test_benchmarks_import_only_common_the_public_api_examples_and_outside_packages():
+    problems = [f"{FILES[name].relative_to(ROOT)}:{line}: imports {module}: {why}"
+                for name in FILES for line, module, names in imported_modules(name, FILES)
+                if (why := import_problem(module, names))]
+    assert not problems, "\n".join(problems)
+
+
+def test_no_import_circle_among_benchmark_modules():
+    circle = find_circle(import_graph(FILES))
+    assert circle is None, "import circle: " + " -> ".join(circle or [])
+
+
+# -- the shared pieces ----------------------------------------------------------------------
+
+
+def test_results_are_written_as_json_and_markdown_atomically(tmp_path):
+    from benchmarks.common.report import atomic_path, write_results
+
+    out = tmp_path / "new" / "result"
+    write_results(out, {"accuracy": 91.5}, "# result\n")
+    assert json.loads(out.with_suffix(".json").read_text()) == {"accuracy": 91.5}
+    assert out.with_suffix(".md").read_text() == "# result\n"
+    with pytest.raises(RuntimeError), atomic_path(out.with_suffix(".md")) as temporary:
+        temporary.write_text("half")
+        raise RuntimeError("crash mid-write")
+    assert out.with_suffix(".md").read_text() == "# result\n"
+    assert sorted(p.name for p in out.parent.iterdir()) == ["result.json", "result.md"]  # no temporary left behind
+
+
+def test_accuracy_over_time_writes_one_png_for_all_panels(tmp_path):
+    from benchmarks.common.plots import Panel, accuracy_over_time
+
+    curve = [{"seconds": 60.0 * minute, "accuracy": 10.0 + minute} for minute in range(4)]
+    panels = [Panel(f"target {t}", [{"source": "fastdfkd", "curve": curve}], 80.0, "unpruned") for t in (2.0, 2.6)]
+    accuracy_over_time(panels, tmp_path / "curve.png", xlabel="minutes", ylabel="accuracy (%)")
+    assert (tmp_path / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_teacher_registry_refuses_an_unknown_name_in_one_sentence():
+    from benchmarks.common.teachers import load_teacher, teacher_names
+
+    with pytest.raises(ValueError) as refused:
+        load_teacher("resnet99")
+    message = str(refused.value)
+    assert "\n" not in message and ". " not in message, message
+    assert "'resnet99'" in message and all(name in message for name in teacher_names())
+
+
+def test_random_edge_teachers_come_at_their_own_shape_without_normalisation():
+    from benchmarks.common.teachers import build_teacher
+
+    teacher = build_teacher("mobilenet_v1_025_96", "cpu")
+    assert teacher.input_shape == (3, 96, 96)
+    assert teacher.space.mean_values == [0.0, 0.0, 0.0] and teacher.space.std_values == [1.0, 1.0, 1.0]
+
+
+def test_folding_batchnorm_keeps_the_function_and_leaves_no_batchnorm():
+    from benchmarks.common.teachers import fold_batchnorm
+    from examples.cifar_resnet import CifarResNet
+
+    model = make_teacher(model=lambda: CifarResNet(20))
+    folded = fold_batchnorm(model)
+    x = torch.randn(4, 3, 32, 32)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    torch.testing.assert_close(folded(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_stated_fastdfkd_warmup_defaults_are_the_sources_own():
+    from benchmarks.common.sources import FASTDFKD_WARMUP_BATCH_SIZE, FASTDFKD_WARMUP_TASKS, cold_source
+    from fastdfkd_plugin import Teacher
+
+    settings = cold_source("fastdfkd", Teacher(make_teacher(), (3, 32, 32), device="cpu")).settings()
+    assert (settings["warmup_tasks"], settings["warmup_batch_size"]) == (FASTDFKD_WARMUP_TASKS, FASTDFKD_WARMUP_BATCH_SIZE)
+
