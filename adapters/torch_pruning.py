@@ -36,8 +36,8 @@ from torch.utils import _pytree as pytree
 from .. import argtypes, options
 from ..attention import head_channels, head_count, prunable_attention, projections, set_head_count, value_channels
 from ..batchnorm import reestimate_batchnorm
-from ..checkpoint import Checkpoint, resume_path
-from ..distillation import DistillConfig, Distiller, distill_settings, read_checkpoint, teacher_for
+from ..checkpoint import Checkpoint
+from ..distillation import DistillConfig, Distiller, distill_settings, resumed_checkpoint, teacher_for
 from ..errors import FastDFKDError, reason
 from ..hookspecs import hookimpl
 from ..io import atomic_path
@@ -374,9 +374,8 @@ def recover(
     resumed run must share (see :class:`~fastdfkd_plugin.distillation.Distiller`).
     """
     teacher, batches = teacher_for(teacher, batches)
-    resume_from = resume_path(resume, checkpoint)
-    saved = read_checkpoint(resume_from, teacher) if resume_from is not None else None
-    return _recover(teacher, student, batches, config, bn_samples, evaluate, eval_every_seconds, checkpoint or resume_from,
+    checkpoint, saved = resumed_checkpoint(resume, checkpoint, teacher)
+    return _recover(teacher, student, batches, config, bn_samples, evaluate, eval_every_seconds, checkpoint,
                     checkpoint_every, saved, progress, run_settings)
 
 
@@ -482,8 +481,7 @@ def prune_datafree(
     importance_name = importance if isinstance(importance, str) else type(importance).__name__
     run_settings = {"speed_up": speed_up, "importance": importance_name, "rounds": rounds, "bn_samples": bn_samples,
                     "pruner_options": {key: repr(value) for key, value in sorted(pruner_options.items())}}
-    resume_from = resume_path(resume, checkpoint)
-    saved = read_checkpoint(resume_from, teacher) if resume_from is not None else None
+    checkpoint, saved = resumed_checkpoint(resume, checkpoint, teacher)
     if saved is not None:
         saved.check_settings(distill_settings(recovery, source, run_settings))  # before any work, not after
         source.load_state_dict(saved.state["source"])  # already warm: no second warm-up before the resume below
@@ -514,8 +512,8 @@ def prune_datafree(
     report.macs_after, report.params_after = count_macs(student, example)
     report.seconds["prune"] = round(time.perf_counter() - started, 2)
     started = time.perf_counter()
-    _recover(teacher, student, source, recovery, bn_samples, checkpoint=checkpoint or resume_from,
-             checkpoint_every=checkpoint_every, saved=saved, progress=progress, run_settings=run_settings)
+    _recover(teacher, student, source, recovery, bn_samples, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
+             saved=saved, progress=progress, run_settings=run_settings)
     report.seconds["recovery"] = round(time.perf_counter() - started, 2)
     report.agreement["recovered"] = agreement(teacher, student, held_out, model_output_transform=teacher.output_transform)
     return student.eval(), report

@@ -6,8 +6,7 @@ from it must share, and the state itself. Saving is atomic and loading ``weights
 A file that is missing, unreadable, of another kind, of a format this version cannot read,
 made for another teacher or with other settings is refused in one sentence that says what
 to do instead. Files of an older format that hold everything needed are read (see
-:data:`UPGRADES`). Resuming follows one convention everywhere: ``resume=PATH``, or
-``resume=True`` for the run's own ``checkpoint`` path (:func:`resume_path`).
+:data:`UPGRADES`).
 """
 
 from __future__ import annotations
@@ -80,15 +79,6 @@ class Checkpoint:
                 f"{self.path or 'the ' + self.kind.name} was made with {', '.join(f'{key}={self.settings.get(key)!r}' for key in changed)}, but this run has "
                 f"{', '.join(f'{key}={settings.get(key)!r}' for key in changed)}; use the same settings, or {self.kind.instead}"
             )
-
-
-def resume_path(resume: str | os.PathLike | bool | None, checkpoint: str | os.PathLike | None) -> str | os.PathLike | None:
-    """The file a run resumes from: ``resume`` itself when it is a path, the run's ``checkpoint`` when it is ``True``."""
-    if resume is True:
-        if checkpoint is None:
-            raise FastDFKDError("resume=True continues from the checkpoint path, but none is set; pass checkpoint=PATH or resume=PATH")
-        return checkpoint
-    return resume or None
 
 
 def _distillation_from_format_2(saved: dict[str, Any]) -> dict[str, Any]:

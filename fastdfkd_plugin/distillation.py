@@ -35,7 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
-from .checkpoint import DISTILLATION, Checkpoint, resume_path
+from .checkpoint import DISTILLATION, Checkpoint
 from .errors import FastDFKDError
 from .metrics import agreement
 from .sources.base import DataSource
@@ -333,7 +333,7 @@ class Distiller:
 
     def resume(self, path: str | Path) -> None:
         """Continue from :meth:`save_checkpoint`: refused for another teacher or other settings."""
-        self.restore(read_checkpoint(path, self.teacher, self.device))
+        self.restore(read_checkpoint(path, self.teacher))
 
     def restore(self, saved: Checkpoint) -> None:
         """Continue from a checkpoint already read (:func:`read_checkpoint`)."""
@@ -348,9 +348,22 @@ def distill_settings(config: DistillConfig, batches: DataSource | Iterator[torch
     return {**dataclasses.asdict(config), **source_settings, **(run_settings or {})}
 
 
-def read_checkpoint(path: str | Path, teacher: Teacher, device: torch.device | str = "cpu") -> Checkpoint:
-    """The distillation checkpoint at ``path``, made with ``teacher`` (refused in one sentence otherwise)."""
-    return Checkpoint.load(path, DISTILLATION, teacher.info.fingerprint, device)
+def read_checkpoint(path: str | Path, teacher: Teacher) -> Checkpoint:
+    """The distillation checkpoint at ``path``, made with ``teacher``, on its device (refused in one sentence otherwise)."""
+    return Checkpoint.load(path, DISTILLATION, teacher.info.fingerprint, teacher.device)
+
+
+def resumed_checkpoint(resume: str | Path | bool | None, checkpoint: str | Path | None, teacher: Teacher
+                       ) -> tuple[str | Path | None, Checkpoint | None]:
+    """(where the run writes checkpoints, the checkpoint it continues from): the one resume convention.
+
+    ``resume=True`` continues from ``checkpoint``; ``resume=PATH`` from that file, which is
+    also where checkpoints go when ``checkpoint`` is not given; ``None``/``False`` starts afresh.
+    """
+    if resume is True and checkpoint is None:
+        raise FastDFKDError("resume=True continues from the checkpoint path, but none is set; pass checkpoint=PATH or resume=PATH")
+    resume_from = checkpoint if resume is True else resume or None
+    return checkpoint or resume_from, None if resume_from is None else read_checkpoint(resume_from, teacher)
 
 
 def check_same_shapes(saved: dict[str, torch.Tensor], student: nn.Module) -> None:
@@ -452,8 +465,7 @@ def distill_datafree(
     Returns the :class:`Distiller` (its ``log`` holds losses and evaluations).
     """
     teacher, _ = teacher_for(teacher, source)
-    resume_from = resume_path(resume, checkpoint)
-    checkpoint = checkpoint or resume_from
+    checkpoint, saved = resumed_checkpoint(resume, checkpoint, teacher)
     student.to(teacher.device)
     distiller = Distiller(teacher, student, source, config, student_output_transform)  # checks the student before any synthesis
     shared: dict[str, nn.Module] = {}
@@ -473,8 +485,8 @@ def distill_datafree(
         def evaluate(model: nn.Module) -> dict[str, float]:
             return {"agreement": 100 * agreement(teacher, model, held_out, model_output_transform=student_output_transform)}
 
-    if resume_from is not None:
-        distiller.resume(resume_from)
+    if saved is not None:
+        distiller.restore(saved)
     distiller.run(evaluate, eval_every, checkpoint, checkpoint_every, progress=progress and distributed.rank() == 0)
     if distributed.active():
         distributed.check_in_sync({"student": student, **shared}, teacher.device)

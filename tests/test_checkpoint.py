@@ -10,7 +10,7 @@ from conftest import run_cli as run
 from models import TinyNet, make_teacher
 
 from fastdfkd_plugin import Checkpoint, DistillConfig, Distiller, FastDFKDError, Teacher, distill_datafree, get_source
-from fastdfkd_plugin.checkpoint import DISTILLATION, GENERATOR_STATE, resume_path
+from fastdfkd_plugin.checkpoint import DISTILLATION, GENERATOR_STATE
 
 SMALL = DistillConfig(steps=8, batch_size=16, steps_per_batch=4, bank_size=64, lr=0.05, temperature=4)
 
@@ -53,7 +53,6 @@ def test_resume_true_continues_from_the_checkpoint_and_a_path_from_that_path(bui
     assert Checkpoint.load(tmp_path / "b.ckpt", DISTILLATION, built.info.fingerprint).state["step"] == 8  # written there too
     with pytest.raises(FastDFKDError, match="resume=True continues from the checkpoint path, but none is set"):
         distill(built, resume=True)
-    assert resume_path(None, tmp_path / "a.ckpt") is None and resume_path(False, None) is None
 
 
 def test_a_distillation_checkpoint_of_the_previous_format_resumes_to_the_same_student(built, tmp_path, monkeypatch):
