@@ -58,6 +58,9 @@ MIN_ORT_VERSION = {"int16": "1.17", "uint16": "1.17", "int4": "1.18", "uint4": "
 QUANT_TYPES = {"int8": "QInt8", "uint8": "QUInt8", "int16": "QInt16", "uint16": "QUInt16", "int4": "QInt4", "uint4": "QUInt4"}
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "distribution": "Distribution"}
 QUANT_FORMATS = {"qdq": "QDQ", "qoperator": "QOperator"}
+# The quantize_static options the command line gives by name: ONNX Runtime's enum for each, and the names it takes.
+NAMED_OPTIONS = {"weight_type": ("QuantType", QUANT_TYPES), "activation_type": ("QuantType", QUANT_TYPES),
+                 "calibrate_method": ("CalibrationMethod", CALIBRATION_METHODS), "quant_format": ("QuantFormat", QUANT_FORMATS)}
 # Calibration sets larger than this are synthesised into a memory-mapped file, not RAM.
 IN_MEMORY_LIMIT_BYTES = 1 << 30
 
@@ -175,37 +178,24 @@ class QuantizationReport:
         return asdict(self)
 
 
-def quant_type(name: str) -> Any:
-    """``"int4"`` → ``QuantType.QInt4``, naming the ONNX Runtime release that has it when this one does not."""
-    quant_type_enum = ort_quantization().QuantType
-    key = name.lower()
-    if key not in QUANT_TYPES:
-        raise FastDFKDError(f"unknown quantization type {name!r}; choose one of {', '.join(QUANT_TYPES)}")
-    if not hasattr(quant_type_enum, QUANT_TYPES[key]):
+def ort_value(option: str, name: str) -> Any:
+    """The ONNX Runtime value a command-line name stands for (``weight_type`` ``"int4"`` → ``QuantType.QInt4``),
+    naming the ONNX Runtime release that has it when this one does not."""
+    enum_name, names = NAMED_OPTIONS[option]
+    enum, key = getattr(ort_quantization(), enum_name), name.lower()
+    if key not in names:
+        raise FastDFKDError(f"unknown {option} {name!r}; choose one of {', '.join(names)}")
+    if not hasattr(enum, names[key]):
         raise FastDFKDError(f"{name} quantization needs onnxruntime ≥ {MIN_ORT_VERSION[key]}, but "
                             f"{ort_runtime().__version__} is installed; upgrade it")
-    return getattr(quant_type_enum, QUANT_TYPES[key])
-
-
-def _named(options: dict[str, Any], key: str, names: dict[str, str], enum: Any) -> None:
-    """Replace ``options[key]`` given by name (``"minmax"``) with its ONNX Runtime value (``CalibrationMethod.MinMax``)."""
-    name = options.get(key)
-    if isinstance(name, str):
-        if name.lower() not in names:
-            raise FastDFKDError(f"unknown {key} {name!r}; choose one of {', '.join(names)}")
-        options[key] = getattr(enum, names[name.lower()])
+    return getattr(enum, names[key])
 
 
 def quantize_static_options(options: dict[str, Any]) -> dict[str, Any]:
-    """``quantize_static`` options with the types, calibration method and format also given by the CLI's names
+    """``quantize_static`` options, those of :data:`NAMED_OPTIONS` also given by the CLI's names
     (``weight_type="int4"``, ``calibrate_method="percentile"``, ``quant_format="qdq"``)."""
-    quantization, options = ort_quantization(), dict(options)
-    for key in ("weight_type", "activation_type"):
-        if isinstance(options.get(key), str):
-            options[key] = quant_type(options[key])
-    _named(options, "calibrate_method", CALIBRATION_METHODS, quantization.CalibrationMethod)
-    _named(options, "quant_format", QUANT_FORMATS, quantization.QuantFormat)
-    return options
+    return {key: ort_value(key, value) if key in NAMED_OPTIONS and isinstance(value, str) else value
+            for key, value in options.items()}
 
 
 def calibration_providers() -> list[str]:

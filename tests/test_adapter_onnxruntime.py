@@ -140,6 +140,15 @@ def test_onnx_input_shape_must_fit_the_teacher(teacher, onnx_file, tmp_path):
         quantize_datafree(teacher, tmp_path / "q.onnx", input_shape=(3, 16, 16), onnx_model=onnx_file, calibration=small)
 
 
+def test_options_may_be_given_by_the_command_lines_names():
+    options = ort_adapter.quantize_static_options({"weight_type": "int4", "activation_type": "UINT8", "per_channel": True,
+                                                   "calibrate_method": "percentile", "quant_format": "qoperator"})
+    assert options == {"weight_type": QuantType.QInt4, "activation_type": QuantType.QUInt8, "per_channel": True,
+                       "calibrate_method": CalibrationMethod.Percentile, "quant_format": QuantFormat.QOperator}
+    with pytest.raises(FastDFKDError, match="unknown calibrate_method 'best'; choose one of minmax, percentile"):
+        ort_adapter.quantize_static_options({"calibrate_method": "best"})
+
+
 def test_unsupported_quantization_type_names_the_onnxruntime_version(monkeypatch):
     class OldQuantType:
         QInt8 = QuantType.QInt8
@@ -148,7 +157,7 @@ def test_unsupported_quantization_type_names_the_onnxruntime_version(monkeypatch
 
     monkeypatch.setattr(q, "QuantType", OldQuantType)
     with pytest.raises(FastDFKDError, match=r"int4 quantization needs onnxruntime ≥ 1\.18"):
-        ort_adapter.quant_type("int4")
+        ort_adapter.ort_value("weight_type", "int4")
 
 
 # -- CLI -------------------------------------------------------------------------------------------
