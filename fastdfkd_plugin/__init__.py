@@ -29,6 +29,7 @@ _EXPORTS = {
     "SyntheticSet": ".sources.base",
     "Teacher": ".teacher",
     "agreement": ".metrics",
+    "atomic_path": ".io",
     "compact_generator": ".synthesis.generator",
     "distill": ".distillation",
     "distill_datafree": ".distillation",
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from .distillation import DistillConfig, Distiller, distill, distill_datafree, kd_loss
     from .errors import FastDFKDError
     from .finetune import kd_loader
+    from .io import atomic_path
     from .hookspecs import hookimpl
     from .loading import load_model, load_weights
     from .memory import keep_freed_memory

@@ -83,7 +83,8 @@ def test_no_import_circle_among_benchmark_modules():
 
 
 def test_results_are_written_as_json_and_markdown_atomically(tmp_path):
-    from benchmarks.common.report import atomic_path, write_results
+    from benchmarks.common.report import write_results
+    from fastdfkd_plugin import atomic_path
 
     out = tmp_path / "new" / "result"
     write_results(out, {"accuracy": 91.5}, "# result\n")

@@ -65,6 +65,5 @@ def accuracy_per_column(pre: Path, inputs: np.ndarray, eval_x: np.ndarray, eval_
 
 def w4a4_accuracy(pre: Path, inputs: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path) -> dict[str, float]:
     """Calibration method → W4A4 accuracy (%): where calibration data shows most, the screening benchmarks' score."""
-    weight_type, activation_type, options = CONFIGS["W4A4"]
-    return {name: quantized_accuracy(pre, inputs, weight_type, activation_type, method, eval_x, eval_y, workdir, **options)
-            for name, method in METHODS.items()}
+    scores = accuracy_per_column(pre, inputs, eval_x, eval_y, workdir, configs={"W4A4": CONFIGS["W4A4"]})
+    return {column.removeprefix("W4A4 "): accuracy for column, accuracy in scores.items()}

@@ -1,40 +1,23 @@
 """Writing benchmark results: JSON plus a markdown table, atomically, with the command that made them.
 
 A benchmark runs for minutes to hours and its files in docs/benchmarks/ are committed,
-so a crash must never leave half a file there: everything goes through
-:func:`atomic_path`. The markdown pieces several reports share (the heading with the
+so a crash must never leave half a file there: everything goes through the package's own
+:func:`fastdfkd_plugin.atomic_path`. The markdown pieces several reports share (the heading with the
 command, a table per teacher) are here so that they read the same in every report.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import platform
 import shlex
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 
-from fastdfkd_plugin import __version__
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path``, moved onto it only if the block succeeds (and removed if it fails)."""
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(descriptor)
-    try:
-        yield Path(temporary)
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide a committed result from other users
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+from fastdfkd_plugin import __version__, atomic_path
 
 
 def environment() -> dict[str, Any]:

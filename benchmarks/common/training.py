@@ -22,10 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from fastdfkd_plugin import load_weights
+from fastdfkd_plugin import atomic_path, load_weights
 
 from .data import MEAN, STD, resize
-from .report import atomic_path
 
 OptimizerFactory = Callable[[nn.Module], torch.optim.Optimizer]
 
