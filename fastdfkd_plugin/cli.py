@@ -20,12 +20,12 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from . import distributed
+from .argtypes import positive, positive_float
 from .distillation import distill_datafree
 from .errors import FastDFKDError
 from .io import atomic_path, check_disk_space, check_output_path, load_labelled
 from .loading import load_model
 from .memory import keep_freed_memory_unless_opted_out
-from .argtypes import positive, positive_float
 from .options import (
     CommandParser,
     add_checkpoint_arguments,

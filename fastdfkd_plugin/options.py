@@ -80,16 +80,18 @@ class CommandParser(argparse.ArgumentParser):
     """
 
     source_defaults: dict[str, Any] | None = None  # set by add_source_arguments: the command takes a source
+    source: type[DataSource] | None = None  # the source whose options were added
 
     def parse_known_args(self, args: Sequence[str] | None = None,
                          namespace: argparse.Namespace | None = None) -> tuple[argparse.Namespace, list[str]]:
         if self.source_defaults is None:
             return super().parse_known_args(args, namespace)
         args = sys.argv[1:] if args is None else list(args)
-        source = self._named_source(args)
-        self._add_options_of(source)
+        if self.source is None:
+            self.source = self._named_source(args)
+            self._add_options_of(self.source)
         namespace, extras = super().parse_known_args(args, namespace)
-        _refuse_other_sources_options(source, extras)
+        _refuse_other_sources_options(self.source, extras)
         return namespace, extras
 
     def _named_source(self, args: list[str]) -> type[DataSource]:
@@ -112,7 +114,6 @@ class CommandParser(argparse.ArgumentParser):
             except argparse.ArgumentError as exc:
                 raise FastDFKDError(f"source {source.name!r} has an option {'/'.join(option.flags)} that `{self.prog}` already "
                                     "has for itself; rename the source's option") from exc
-        self.source_defaults = None  # added once, however often the arguments are parsed
 
 
 def _refuse_other_sources_options(source: type[DataSource], extras: list[str]) -> None:
