@@ -12,6 +12,7 @@ onnxruntime-gpu) are imported only when used.
 from __future__ import annotations
 
 import argparse
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,6 +26,8 @@ from ..hookspecs import hookimpl
 from ..io import atomic_path, check_output_folder, staged_folder
 from ..optional import require
 from ..options import add_model_arguments, add_source_arguments, load_teacher, source_from_args
+from ..metrics import eval_chunk
+from ..tasks import DEFAULT_IGNORE_INDEX, PredictionTask, make_task, map_outputs, output_leaves
 from ..teacher import Teacher, unflatten_like
 from .generic import rebatch
 
@@ -137,7 +140,7 @@ class Verification:
     samples: int
     max_abs_error: float
     max_rel_error: float  # max |onnx − torch| / max |torch|
-    top1_agreement: float  # percent
+    top1_agreement: float  # percent: of inputs (pixels, for class maps) with the same top-1; outputs within 5 % for generic outputs
 
     def failures(self, atol: float, rtol: float, min_agreement: float) -> list[str]:
         problems = []
@@ -157,43 +160,58 @@ def session(model_path: str | Path, providers: Sequence[str] | None = None) -> A
         raise FastDFKDError(f"ONNX Runtime cannot load {model_path} ({str(exc).strip().splitlines()[0][:200]})") from exc
 
 
-def onnx_accuracy(model_path: str | Path, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> float:
-    """Top-1 accuracy (%) of an ONNX model on labelled inputs, e.g. your own validation data after quantizing."""
+def onnx_scores(model_path: str | Path, inputs: np.ndarray, labels: np.ndarray, task: str | PredictionTask = "auto",
+                batch_size: int | None = None, ignore_index: int = DEFAULT_IGNORE_INDEX) -> dict[str, float]:
+    """The task's scores (%) of an ONNX model's first output on labelled inputs, e.g. your own validation data after
+    quantizing: accuracy for class logits; mIoU and pixel accuracy for class maps (``ignore_index`` pixels left out).
+
+    ``task`` (default: recognised from the outputs) may be a Teacher's own (``teacher.task``).
+    """
     runner = session(model_path)
     name = runner.get_inputs()[0].name
-    correct = 0
-    for start in range(0, len(labels), batch_size):
-        logits = runner.run(None, {name: np.asarray(inputs[start : start + batch_size], dtype=np.float32)})[0]
-        correct += int((logits.argmax(1) == labels[start : start + batch_size]).sum())
-    return 100.0 * correct / len(labels)
+    size = batch_size or eval_chunk(tuple(inputs.shape[1:]))
+    chunks = ((torch.from_numpy(runner.run(None, {name: np.asarray(inputs[start : start + size], dtype=np.float32)})[0]),
+               torch.as_tensor(labels[start : start + size])) for start in range(0, len(labels), size))
+    first = next(chunks)
+    return make_task(task, first[0]).scores(itertools.chain([first], chunks), ignore_index)
+
+
+def onnx_accuracy(model_path: str | Path, inputs: np.ndarray, labels: np.ndarray, batch_size: int = 500) -> float:
+    """Top-1 accuracy (%) of an ONNX classifier on labelled inputs (:func:`onnx_scores` for other tasks)."""
+    return onnx_scores(model_path, inputs, labels, "classification", batch_size)["accuracy"]
 
 
 @torch.no_grad()
 def verify_onnx(teacher: Teacher, model_path: str | Path, batches: Sequence[torch.Tensor]) -> Verification:
-    """Run the teacher (torch) and ``model_path`` (ONNX Runtime, CPU) on the same batches and compare their logits.
+    """Run the teacher (torch) and ``model_path`` (ONNX Runtime, CPU) on the same batches and compare their outputs.
 
     The ONNX model's outputs are put back in the structure of the torch output, so the
-    teacher's ``output_transform`` picks the logits from both. A graph with a fixed
-    batch size gets the inputs in batches of that size.
+    teacher's ``output_transform`` picks the same outputs from both; every one is compared
+    (largest error), and agreement is the teacher's task's (top-1 per input, per pixel for
+    class maps, outputs within 5 % for generic outputs). A graph with a fixed batch size gets
+    the inputs in batches of that size.
     """
     runner = session(model_path)
     name, fixed = runner.get_inputs()[0].name, runner.get_inputs()[0].shape[0]
     batches = rebatch(list(batches), fixed if isinstance(fixed, int) else None, f"ONNX model {model_path}")  # symbolic: a name
     max_abs = max_ref = 0.0
-    agree = total = 0
+    agree = total = 0.0
     with teacher.frozen():
         for batch in batches:
             output = teacher.model(batch.to(teacher.device))
-            reference = teacher.logits_from(output).float().cpu().numpy()
+            reference = map_outputs(lambda leaf: leaf.float().cpu(), teacher.outputs_from(output))
             leaves = [torch.from_numpy(leaf) for leaf in run_batch(runner, name, batch, model_path)]
-            onnx_out = teacher.logits_from(unflatten_like(output, leaves)).float().numpy()
-            if onnx_out.shape != reference.shape:
-                raise FastDFKDError(f"the ONNX model's output has shape {onnx_out.shape}, torch's {reference.shape}; they are different models")
-            max_abs = max(max_abs, float(np.abs(onnx_out - reference).max()))
-            max_ref = max(max_ref, float(np.abs(reference).max()))
-            agree += int((onnx_out.argmax(1) == reference.argmax(1)).sum())
-            total += len(reference)
-    return Verification(len(batches), total, max_abs, max_abs / max(max_ref, 1e-12), 100.0 * agree / total)
+            onnx_out = map_outputs(torch.Tensor.float, teacher.outputs_from(unflatten_like(output, leaves)))
+            for mine, theirs in zip(output_leaves(reference), output_leaves(onnx_out)):
+                if mine.shape != theirs.shape:
+                    raise FastDFKDError(f"the ONNX model's output has shape {tuple(theirs.shape)}, torch's {tuple(mine.shape)}; "
+                                        "they are different models")
+                max_abs = max(max_abs, float((theirs - mine).abs().max()))
+                max_ref = max(max_ref, float(mine.abs().max()))
+            matched, count = teacher.task.agreement(reference, onnx_out)
+            agree, total = agree + matched, total + count
+    return Verification(len(batches), int(sum(len(batch) for batch in batches)), max_abs, max_abs / max(max_ref, 1e-12),
+                        100.0 * agree / total)
 
 
 def run_batch(runner: Any, input_name: str, batch: torch.Tensor, model_path: str | Path) -> list[np.ndarray]:

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils import _pytree as pytree
 
@@ -45,7 +44,8 @@ from ..loading import PRUNED_FORMAT, fit_layers_to_state_dict
 from ..metrics import agreement
 from ..optional import require
 from ..sources.base import DataSource
-from ..teacher import OutputTransform, Teacher, frozen, logits_of
+from ..tasks import output_leaves
+from ..teacher import OutputTransform, Teacher, frozen, outputs_of
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,13 @@ def synthetic_example(source: DataSource, batch_size: int = 1) -> torch.Tensor:
 # -- what the dependency graph can and cannot follow ------------------------------------------
 
 def output_layers(model: nn.Module, example: torch.Tensor, output_transform: OutputTransform | None = None) -> list[nn.Module]:
-    """Linear layers as wide as the model's logits: the classifier, whose outputs must all stay."""
+    """Layers as wide as one of the model's outputs (dimension 1: classes, or a head's channels): the classifier
+    and the output heads, whose outputs must all stay. A layer that only happens to be as wide is kept whole
+    too, which costs speed-up, never correctness."""
     with torch.no_grad(), frozen(model):
-        width = logits_of(model(example), output_transform).shape[1]
-    return [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == width]
+        widths = {leaf.shape[1] for leaf in output_leaves(outputs_of(model(example), output_transform)) if leaf.dim() > 1}
+    return [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features in widths
+            or isinstance(m, nn.modules.conv._ConvNd) and m.out_channels in widths]
 
 
 PRUNABLE = (nn.modules.conv._ConvNd, nn.Linear)
@@ -202,16 +205,6 @@ def _failing_layer(model: nn.Module, example: torch.Tensor) -> str | None:
 
 # -- data-driven importance --------------------------------------------------------------------
 
-def pseudo_label_loss(student_logits: torch.Tensor, teacher_logits_: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy to the teacher's top-1 predictions: the label-free loss for importance.
-
-    KL to the teacher (or soft-target cross-entropy) has zero gradient while the model
-    being pruned still equals the teacher, which would score every channel 0; the
-    teacher's hard predictions give the gradient the criteria were designed for.
-    """
-    return F.cross_entropy(student_logits, teacher_logits_.argmax(1), reduction=reduction)
-
-
 def _hook_obdc(model: nn.Module, importance: Any) -> list[Any]:
     """OBDC's input and output-gradient hooks on every Conv/Linear layer.
 
@@ -232,7 +225,8 @@ def _hook_obdc(model: nn.Module, importance: Any) -> list[Any]:
 def accumulate_importance(model: nn.Module, importance: Any, batches: list[torch.Tensor], teacher: Teacher) -> None:
     """Collect what ``importance`` needs before ``pruner.step()``, following each criterion's own protocol.
 
-    ``model`` is the copy being pruned (its logits are picked like the teacher's).
+    ``model`` is the copy being pruned (its outputs are picked like the teacher's); the gradients are those of
+    the teacher's task's importance loss (cross-entropy to the teacher's classes or class maps).
     Taylor: summed gradients; Hessian: per-sample gradients via ``accumulate_grad``;
     OBDC: hooks plus ``step()`` per batch; activation: one forward
     over all batches inside ``compute_importance``. Data-free criteria need nothing.
@@ -254,15 +248,15 @@ def accumulate_importance(model: nn.Module, importance: Any, batches: list[torch
         with teacher.frozen():
             for inputs in batches:
                 with torch.no_grad():
-                    target = teacher.logits(inputs)
-                logits = teacher.logits_from(model(inputs))
+                    target = teacher.outputs(inputs)
+                outputs = teacher.outputs_from(model(inputs))
                 if isinstance(importance, imp.GroupHessianImportance):
-                    for loss in pseudo_label_loss(logits, target, reduction="none"):
+                    for loss in teacher.task.importance_loss(outputs, target, reduction="none"):
                         model.zero_grad()
                         loss.backward(retain_graph=True)
                         importance.accumulate_grad(model)
                 else:
-                    pseudo_label_loss(logits, target).backward()
+                    teacher.task.importance_loss(outputs, target).backward()
                     if isinstance(importance, imp.OBDCImportance):
                         importance.step()
     finally:
@@ -498,7 +492,7 @@ def prune_datafree(
     if saved is not None:
         fit_layers_to_state_dict(student, saved.state["student"])
     else:
-        criterion = make_importance(importance, teacher.info.num_classes) if isinstance(importance, str) else importance
+        criterion = make_importance(importance, teacher.info.num_classes or 1) if isinstance(importance, str) else importance
         pruner = HeadAwarePruner(student, example, criterion, ratio, [names[m] for m in ignored + unsafe], heads,
                                  pruner_options, iterative_steps=rounds)
         for round_ in range(rounds):

@@ -1,6 +1,6 @@
-"""The built-in plugin: fastdfkd's own sources, generator architectures and inversion priors.
+"""The built-in plugin: fastdfkd's own sources, generator architectures, inversion priors and tasks.
 
-Registered exactly like a third-party plugin (:data:`fastdfkd_plugin.plugins.BUILTIN_PLUGINS`
+Registered exactly like a third-party plugin (:data:`fastdfkd_plugin.manager.BUILTIN_PLUGINS`
 names it as an entry point names theirs), so the modules that define these classes know
 nothing of the plugin machinery and nothing here is special to the registry.
 """
@@ -16,6 +16,7 @@ from .sources.fastdfkd import FastDFKDSource
 from .sources.noise import GaussianSource, UniformSource
 from .synthesis.generator import GeneratorFactory, compact_generator, compact_subpixel_generator, paper_generator
 from .synthesis.priors import BatchNormPrior, GenericPrior, Prior, TransformerPrior
+from .tasks import Classification, GenericOutputs, PredictionTask, Segmentation
 
 
 @hookimpl
@@ -35,3 +36,9 @@ def fastdfkd_register_generators(register: Callable[[str, GeneratorFactory], Non
 def fastdfkd_register_priors(register: Callable[[type[Prior]], None]) -> None:
     for prior in (BatchNormPrior, TransformerPrior, GenericPrior):
         register(prior)
+
+
+@hookimpl
+def fastdfkd_register_tasks(register: Callable[[type[PredictionTask]], None]) -> None:
+    for task in (Classification, Segmentation, GenericOutputs):
+        register(task)

@@ -38,7 +38,9 @@ from .options import (
     save_generator_state,
     source_from_args,
 )
-from .plugins import call_each, list_sources, prior_registry
+from .manager import call_each
+from .plugins import list_sources, prior_registry
+from .tasks import DEFAULT_IGNORE_INDEX, slice_outputs, task_registry
 from .version import __version__
 
 DEFAULT_KD_STEPS = 2000
@@ -67,6 +69,14 @@ def cmd_priors(args: argparse.Namespace) -> None:
         print(f"{cls.name:<{width}}  {cls.description()}")
 
 
+def cmd_tasks(args: argparse.Namespace) -> None:
+    registry = sorted(task_registry().values(), key=lambda cls: -cls.rank)
+    width = max(len(cls.name) for cls in registry)
+    print("--task auto picks the first that recognises the teacher's outputs, in this order:")
+    for cls in registry:
+        print(f"{cls.name:<{width}}  {cls.description()}")
+
+
 def cmd_synthesize(args: argparse.Namespace) -> None:
     from .preview import image_grid, write_png
 
@@ -77,7 +87,9 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
     synthetic.save(args.out)
     save_generator_state(args, source)
     if args.preview:
-        write_png(args.preview, image_grid(source.space.denormalize(synthetic.inputs[:64]), columns=8), scale=2)
+        shown = slice(0, 64)  # a segmenter's preview pairs each image with the teacher's label map: 32 of each
+        pictures = source.teacher.task.preview(source.space.denormalize(synthetic.inputs[shown]), slice_outputs(synthetic.logits, shown))
+        write_png(args.preview, image_grid(pictures[:64], columns=8), scale=2)
     meta = synthetic.metadata
     print(f"wrote {args.num_samples} {args.source} samples to {args.out} "
           f"({meta['seconds']:.1f} s, {meta['images_per_second']:.1f} images/s on {meta['device']})")
@@ -103,7 +115,8 @@ def cmd_distill(args: argparse.Namespace) -> None:
     config = dataclasses.replace(kd_config(args, steps, args.kd_steps_per_batch), seconds=args.minutes and args.minutes * 60)
     try:
         distiller = distill_datafree(
-            teacher, student, source, config, eval_data=eval_data, eval_samples=args.eval_samples, eval_every=args.eval_every,
+            teacher, student, source, config, eval_data=eval_data, ignore_index=args.ignore_index,
+            eval_samples=args.eval_samples, eval_every=args.eval_every,
             checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, resume=resume, progress=not args.quiet,
         )
     except KeyboardInterrupt:
@@ -119,7 +132,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     if not args.no_plot:
         plot_against_time(f"{args.out}.metrics.png", distiller.log.evaluations, title="distillation")
     last = distiller.log.evaluations[-1]
-    shown = ", ".join(f"{k} {v:.2f} %" for k, v in last.items() if k in ("accuracy", "agreement"))
+    shown = ", ".join(f"{k.replace('_', ' ')} {v:.2f} %" for k, v in last.items() if k not in ("step", "seconds", "loss"))
     print(f"{distiller.step} KD steps on {context.world_size} process(es) in {time.perf_counter() - started:.0f} s "
           f"(training {distiller.log.seconds:.0f} s, of which synthesis {distiller.log.synthesis_seconds:.0f} s): {shown}")
     print(f"wrote {args.out} (student state dict), {metrics}" + ("" if args.no_plot else f", {args.out}.metrics.png"))
@@ -141,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     sources.set_defaults(run=cmd_sources)
     priors = commands.add_parser("priors", help="list the inversion priors fastdfkd/deepinversion choose from")
     priors.set_defaults(run=cmd_priors)
+    tasks = commands.add_parser("tasks", help="list the kinds of teacher output (--task) and how auto picks one")
+    tasks.set_defaults(run=cmd_tasks)
 
     synth = commands.add_parser("synthesize", help="synthesise a set of model inputs from the teacher alone")
     add_model_arguments(synth)
@@ -163,8 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--kd-steps-per-batch", "--kd-steps-per-epoch", type=positive, default=20,
                          help="KD steps per new synthetic batch (paper: 400)")
     add_kd_arguments(distill, batch_size=128, bank_size=8192, lr=0.05, temperature=4.0, paper=True)
-    distill.add_argument("--eval-data", help="your own validation set for accuracy: .npz with normalised `inputs` and `labels`, "
-                                             "or uint8 `x` (N×H×W×C) and `y`, normalised with --mean/--std")
+    distill.add_argument("--eval-data", help="your own validation set for accuracy (mIoU and pixel accuracy for a segmenter): "
+                                             ".npz with normalised `inputs` and `labels`, or uint8 `x` (N×H×W×C) and `y` "
+                                             "(classes, or N×H×W label maps), normalised with --mean/--std")
+    distill.add_argument("--ignore-index", type=int, default=DEFAULT_IGNORE_INDEX,
+                         help=f"label of unlabelled pixels in --eval-data label maps, left out of the scores (default "
+                              f"{DEFAULT_IGNORE_INDEX}; CamVid's is 11)")
     distill.add_argument("--eval-samples", type=positive, default=512, help="held-out synthetic images for agreement when no --eval-data")
     distill.add_argument("--eval-every", type=positive, default=200, help="KD steps between evaluations")
     add_checkpoint_arguments(distill, every=200)

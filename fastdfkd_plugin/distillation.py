@@ -2,7 +2,8 @@
 
 Every ``steps_per_batch`` KD steps a new batch joins a bounded in-memory bank
 (oldest images evicted); each KD step draws a random minibatch from the bank,
-applies crop+flip, and minimises ``KL(p_T^τ ‖ p_S^τ)·τ²`` with SGD whose learning
+applies crop+flip, and minimises the teacher's task's KD loss (``KL(p_T^τ ‖ p_S^τ)·τ²``
+for class logits, per pixel for class maps, L1 for generic outputs) with SGD whose learning
 rate is one cosine function of progress (steps done, or the share of a time budget
 spent). When the batches come from a :class:`DataSource` with an adversarial term
 (``fastdfkd``), the loop aims it at the student being trained, so new batches go
@@ -30,26 +31,27 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed
 from .checkpoint import DISTILLATION, Checkpoint
 from .errors import FastDFKDError
-from .metrics import agreement
+from .metrics import agreement, eval_chunk
 from .sources.base import DataSource
 from .synthesis.augment import crop_flip
-from .teacher import OutputTransform, Teacher, frozen, logits_of, model_device
+from .tasks import DEFAULT_IGNORE_INDEX, Outputs, PredictionTask, describe, make_task, output_leaves
+from .teacher import OutputTransform, Teacher, frozen, model_device, outputs_of
 
 Evaluator = Callable[[nn.Module], dict[str, float]]
 
 
-def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
-    """``KL(p_T^τ ‖ p_S^τ)·τ²``, averaged over the batch (τ = 4: ``fastdfkd distill``'s default; the paper uses 20)."""
-    log_p_s = F.log_softmax(student_logits / temperature, dim=1)
-    log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
-    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature**2
+def kd_loss(student_outputs: Outputs, teacher_outputs: Outputs, temperature: float = 4.0,
+            task: str | PredictionTask = "auto") -> torch.Tensor:
+    """The distillation loss of ``task`` (default: recognised from the teacher's outputs, as a Teacher does):
+    ``KL(p_T^τ ‖ p_S^τ)·τ²`` averaged over the batch for class logits (τ = 4: ``fastdfkd distill``'s default;
+    the paper uses 20), over pixels for class maps, L1 for generic outputs. Pass ``task=teacher.task`` to skip detection."""
+    return make_task(task, teacher_outputs).kd_loss(student_outputs, teacher_outputs, temperature)
 
 
 class MemoryBank:
@@ -76,7 +78,7 @@ class MemoryBank:
 
 class KDBatches:
     """Algorithm 1's data side: new batches join a bounded bank on :meth:`refill`, and each
-    :meth:`draw` is a crop+flipped bank minibatch with the teacher's logits on it.
+    :meth:`draw` is a crop+flipped bank minibatch with the teacher's outputs on it.
 
     ``batches`` is a :class:`DataSource` (a batch of ``synthesis_batch_size`` synthesised
     per refill) or any iterator of input tensors.
@@ -95,11 +97,11 @@ class KDBatches:
             images = _next_tensor(self.batches)
         self.bank.add(images.to(self.teacher.device))
 
-    def draw(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(inputs, teacher logits): ``batch_size`` bank images, cropped and flipped."""
+    def draw(self) -> tuple[torch.Tensor, Outputs]:
+        """(inputs, teacher outputs): ``batch_size`` bank images, cropped and flipped."""
         inputs = crop_flip(self.bank.sample(self.batch_size, self.rng), self.rng)
         with torch.no_grad():
-            return inputs, self.teacher.logits(inputs)
+            return inputs, self.teacher.outputs(inputs)
 
 
 @dataclass
@@ -208,9 +210,9 @@ class Distiller:
         started = time.perf_counter()
         self.student.train()
         inputs, target = self.data.draw()
-        prediction = logits_of(self.model(inputs), self.student_output_transform)
+        prediction = outputs_of(self.model(inputs), self.student_output_transform)
         _check_shapes(prediction, target)
-        loss = kd_loss(prediction, target, self.config.temperature)
+        loss = self.teacher.task.kd_loss(prediction, target, self.config.temperature)
         self.optimizer.zero_grad()
         loss.backward()
         for group in self.optimizer.param_groups:
@@ -379,11 +381,12 @@ def check_same_shapes(saved: dict[str, torch.Tensor], student: nn.Module) -> Non
             )
 
 
-def _check_shapes(prediction: torch.Tensor, target: torch.Tensor) -> None:
-    if prediction.shape != target.shape:
+def _check_shapes(prediction: Outputs, target: Outputs) -> None:
+    mine, theirs = output_leaves(prediction), output_leaves(target)
+    if len(mine) != len(theirs) or any(a.shape != b.shape for a, b in zip(mine, theirs)):
         raise FastDFKDError(
-            f"the student outputs {tuple(prediction.shape[1:])} per input but the teacher {tuple(target.shape[1:])}; "
-            "give the student the teacher's number of classes"
+            f"the student returns {describe(prediction)} but the teacher {describe(target)}; "
+            "give the student the teacher's outputs (number of classes, output size)"
         )
 
 
@@ -418,7 +421,7 @@ def check_outputs_match(teacher: Teacher, student: nn.Module, student_output_tra
     """Refuse a student whose outputs differ in size from the teacher's, before any synthesis is spent."""
     probe = torch.zeros(2, *teacher.input_shape, device=teacher.device)
     with teacher.frozen(), frozen(student):
-        _check_shapes(logits_of(student(probe), student_output_transform), teacher.logits(probe))
+        _check_shapes(outputs_of(student(probe), student_output_transform), teacher.outputs(probe))
 
 
 def distill(
@@ -441,6 +444,7 @@ def distill_datafree(
     config: DistillConfig,
     *,
     eval_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ignore_index: int = DEFAULT_IGNORE_INDEX,
     eval_samples: int = 512,
     eval_every: int = 400,
     checkpoint: str | Path | None = None,
@@ -452,8 +456,9 @@ def distill_datafree(
     """Data-free distillation (the paper's Algorithm 1) of ``student`` from ``teacher``, on one process or under torchrun.
 
     ``student`` moves to the teacher's device and is trained in place. It is evaluated
-    every ``eval_every`` KD steps and at the end: accuracy (%) on ``eval_data``
-    (normalised inputs, labels) if given, else agreement (%) with the teacher on
+    every ``eval_every`` KD steps and at the end: the teacher's task's scores (%) on ``eval_data``
+    (normalised inputs, labels: accuracy for classes; mIoU and pixel accuracy for class maps,
+    pixels labelled ``ignore_index`` left out) if given, else agreement (%) with the teacher on
     ``eval_samples`` synthetic images that never enter the bank. ``checkpoint`` is written every
     ``checkpoint_every`` steps, at the end and on Ctrl-C; ``resume`` continues from a checkpoint:
     ``True`` from ``checkpoint``, or a path (then also written there when ``checkpoint`` is not given).
@@ -477,8 +482,9 @@ def distill_datafree(
         eval_x, eval_y = (tensor.to(teacher.device) for tensor in eval_data)
 
         def evaluate(model: nn.Module) -> dict[str, float]:
-            logits = torch.cat([logits_of(model(chunk), student_output_transform) for chunk in eval_x.split(256)])
-            return {"accuracy": 100 * (logits.argmax(1) == eval_y).float().mean().item()}
+            size = eval_chunk(teacher.input_shape)
+            pairs = ((outputs_of(model(x), student_output_transform), y) for x, y in zip(eval_x.split(size), eval_y.split(size)))
+            return teacher.task.scores(pairs, ignore_index)
     else:
         held_out = source.synthetic_set(eval_samples, config.synthesis_batch_size or config.batch_size).inputs
 

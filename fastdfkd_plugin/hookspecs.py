@@ -5,25 +5,23 @@ packages expose one through the ``fastdfkd`` entry-point group (see docs/plugins
 and fastdfkd's own sources, generators and priors come from :mod:`fastdfkd_plugin.builtin`
 the same way. Sources come from :func:`fastdfkd_register_sources`, the ``fastdfkd`` source's
 generator architectures from :func:`fastdfkd_register_generators`, the inversion
-priors of the sources that invert the teacher from :func:`fastdfkd_register_priors`; toolkit adapters
+priors of the sources that invert the teacher from :func:`fastdfkd_register_priors`, the kinds of
+teacher output (what the outputs mean) from :func:`fastdfkd_register_tasks`; toolkit adapters
 add their commands through :func:`fastdfkd_register_commands`.
 
-This module imports nothing of the package at run time (the names below are for type
-checkers only), so any module can import :data:`hookimpl` without a circle.
+This module imports nothing of the package, not even for type checkers: it sits below every
+other module, so any of them can import :data:`hookimpl` without a circle. What each
+``register`` takes is named in its hook's docstring.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import pluggy
 
 if TYPE_CHECKING:
     import argparse
-
-    from .sources.base import DataSource
-    from .synthesis.generator import GeneratorFactory
-    from .synthesis.priors import Prior
 
 PROJECT = "fastdfkd"
 ENTRY_POINT_GROUP = "fastdfkd"
@@ -33,8 +31,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def fastdfkd_register_sources(register: Callable[[type[DataSource]], None]) -> None:
-    """Register data sources: call ``register(SourceClass)`` once per :class:`DataSource` subclass.
+def fastdfkd_register_sources(register: Callable[[type], None]) -> None:
+    """Register data sources: call ``register(SourceClass)`` once per :class:`~.sources.base.DataSource` subclass.
 
     The class's ``name`` attribute is what users select (``--source NAME``); names must
     be unique across all installed plugins. The first line of its docstring is the
@@ -44,7 +42,7 @@ def fastdfkd_register_sources(register: Callable[[type[DataSource]], None]) -> N
 
 
 @hookspec
-def fastdfkd_register_generators(register: Callable[[str, GeneratorFactory], None]) -> None:
+def fastdfkd_register_generators(register: Callable[[str, Callable[..., Any]], None]) -> None:
     """Register generator architectures for the ``fastdfkd`` source: ``register(name, factory)``.
 
     ``factory(input_shape, teacher_macs, latent_dim)`` returns a module with a
@@ -55,13 +53,24 @@ def fastdfkd_register_generators(register: Callable[[str, GeneratorFactory], Non
 
 
 @hookspec
-def fastdfkd_register_priors(register: Callable[[type[Prior]], None]) -> None:
+def fastdfkd_register_priors(register: Callable[[type], None]) -> None:
     """Register inversion priors: call ``register(PriorClass)`` once per :class:`~.synthesis.priors.Prior` subclass.
 
     Sources that invert the teacher (``fastdfkd``, ``deepinversion``) add the prior's
     term to their loss. With ``prior="auto"`` (the default) the applicable prior
     (``applies_to(teacher)``) with the highest ``rank`` is used; users select one by
     name with ``prior=NAME`` (``--prior NAME``). Names must be unique.
+    """
+
+
+@hookspec
+def fastdfkd_register_tasks(register: Callable[[type], None]) -> None:
+    """Register kinds of teacher output: call ``register(TaskClass)`` once per :class:`~.tasks.PredictionTask` subclass.
+
+    A task says what the outputs mean to synthesis (target and adversarial terms),
+    distillation (KD loss), labels, agreement and evaluation. With ``task="auto"`` (the
+    default) the task of highest ``rank`` whose ``recognises(outputs)`` is true on a probe
+    batch is used; users select one by name with ``task=NAME`` (``--task NAME``). Names must be unique.
     """
 
 

@@ -158,30 +158,32 @@ def _holds_pickle(path: Path) -> bool:
         return zipfile.is_zipfile(handle) or handle.read(1) == b"\x80"
 
 
-def save_npz(path: str | os.PathLike, inputs: np.ndarray, labels: np.ndarray, metadata: dict[str, Any],
-             targets: np.ndarray | None = None) -> None:
-    """Write a synthetic set: ``inputs`` float32 N×C×H×W, ``labels`` int64, ``metadata`` JSON (and ``targets``, int64)."""
+def save_npz(path: str | os.PathLike, inputs: np.ndarray, labels: np.ndarray | None, metadata: dict[str, Any],
+             targets: np.ndarray | None = None, **outputs: np.ndarray) -> None:
+    """Write a synthetic set: ``inputs`` float32 N×C×H×W, ``labels`` int64 (classes or class maps), ``metadata`` JSON,
+    and ``targets`` (int64) and float32 ``outputs`` (the teacher's, where it has no labels) when given."""
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(
             handle,
             inputs=np.ascontiguousarray(inputs, dtype=np.float32),
-            labels=np.ascontiguousarray(labels, dtype=np.int64),
+            **({} if labels is None else {"labels": np.ascontiguousarray(labels, dtype=np.int64)}),
             metadata=np.array(json.dumps(metadata, sort_keys=True)),
             **({} if targets is None else {"targets": np.ascontiguousarray(targets, dtype=np.int64)}),
+            **{name: np.ascontiguousarray(array, dtype=np.float32) for name, array in outputs.items()},
         )
 
 
-def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """Read a set written by :func:`save_npz`; raise a clear error for anything else."""
+def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any]]:
+    """Read a set written by :func:`save_npz` (labels ``None`` for a generic teacher's set); a clear error for anything else."""
     path = Path(path)
     if not path.is_file():
         raise FastDFKDError(f"synthetic set {path} does not exist; write one with `fastdfkd synthesize --out {path}`")
     try:
         with np.load(path, allow_pickle=False) as data:
-            return data["inputs"], data["labels"], json.loads(str(data["metadata"]))
+            return data["inputs"], data["labels"] if "labels" in data.files else None, json.loads(str(data["metadata"]))
     except (KeyError, ValueError, OSError, zipfile.BadZipFile, json.JSONDecodeError) as exc:
         raise FastDFKDError(
-            f"{path} is not a synthetic set written by fastdfkd (expected inputs, labels and metadata): {exc}"
+            f"{path} is not a synthetic set written by fastdfkd (expected inputs and metadata): {exc}"
         ) from exc
 
 

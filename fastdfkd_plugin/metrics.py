@@ -1,7 +1,8 @@
 """How a compressed model compares with its teacher, and a run's measurements as JSON lines and a plot against time.
 
 :func:`agreement` is what distillation, pruning and the quantization adapters report when
-there are no labels: the share of inputs on which the model and the teacher pick the same class.
+there are no labels: the share of inputs (pixels, for class maps) on which the model and the
+teacher pick the same class, as the teacher's task measures it.
 """
 
 from __future__ import annotations
@@ -15,24 +16,30 @@ from torch import nn
 
 from .io import atomic_path
 from .optional import require
-from .teacher import OutputTransform, Teacher, logits_of, model_device
+from .teacher import OutputTransform, Teacher, model_device, outputs_of
 
 
 @torch.no_grad()
-def agreement(teacher: Teacher, model: nn.Module, inputs: torch.Tensor, batch_size: int = 256,
+def agreement(teacher: Teacher, model: nn.Module, inputs: torch.Tensor, batch_size: int | None = None,
               model_output_transform: OutputTransform | None = None) -> float:
-    """Fraction of ``inputs`` on which ``model`` and the teacher predict the same class.
+    """Fraction of ``inputs`` on which ``model`` and the teacher agree: same top-1 class (per pixel for class
+    maps; for generic outputs, outputs within 5 % relative L1 error of the teacher's).
 
-    ``model_output_transform`` picks the model's logits (for a pruned or quantized copy
-    of a tuple-output teacher, pass ``teacher.output_transform``).
+    ``model_output_transform`` picks the model's outputs (for a pruned or quantized copy
+    of a tuple-output teacher, pass ``teacher.output_transform``). ``batch_size``: default
+    256 inputs at 32×32 px, fewer for larger ones.
     """
     device = model_device(model)
-    same = 0
-    for chunk in inputs.split(batch_size):
-        expected = teacher.predict(chunk).argmax(1)
-        predicted = logits_of(model(chunk.to(device)), model_output_transform).argmax(1)
-        same += int((expected == predicted.to(expected.device)).sum())
-    return same / len(inputs)
+    same = total = 0.0
+    for chunk in inputs.split(batch_size or eval_chunk(teacher.input_shape)):
+        matched, count = teacher.task.agreement(teacher.predict(chunk), outputs_of(model(chunk.to(device)), model_output_transform))
+        same, total = same + matched, total + count
+    return same / total
+
+
+def eval_chunk(input_shape: tuple[int, int, int]) -> int:
+    """Inputs per forward pass when evaluating: 256 at 32×32 px, as many pixels at larger sizes."""
+    return max(1, 256 * 32 * 32 // (input_shape[1] * input_shape[2]))
 
 
 def write_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:

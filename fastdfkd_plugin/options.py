@@ -46,12 +46,16 @@ def add_model_arguments(parser: argparse.ArgumentParser, flag: str = "--model", 
                         help="the model takes pixels in [0, 1] as they are (no --mean/--std); needed to synthesise without them")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
     pick = parser.add_mutually_exclusive_group()
-    pick.add_argument("--output-index", type=int, help="the model returns a tuple/list: its class logits are item N")
-    pick.add_argument("--output-key", help="the model returns a dict: its class logits are under this key")
+    pick.add_argument("--output-index", type=int, help="the model returns a tuple/list: use only item N (e.g. its class logits)")
+    pick.add_argument("--output-key", help="the model returns a dict: use only the entry under this key")
+    parser.add_argument("--task", default="auto",
+                        help="what the outputs are: auto (default: recognised from one forward pass), classification "
+                             "(N×classes logits), segmentation (N×classes×H×W maps), generic (any tensors, compared "
+                             "element-wise), or a plugin's (see `fastdfkd tasks`)")
 
 
 def output_transform(args: argparse.Namespace) -> OutputTransform | None:
-    """What ``--output-index``/``--output-key`` say picks the logits from the model's output (``None``: it is the logits)."""
+    """What ``--output-index``/``--output-key`` say picks from the model's output (``None``: all of it)."""
     if args.output_index is not None:
         return operator.itemgetter(args.output_index)
     if args.output_key is not None:
@@ -65,7 +69,7 @@ def load_teacher(
     """The :class:`Teacher` the model options describe; ``input_shape``/``device`` override ``--input-shape``/``--device``."""
     model = load_model(args.model, args.weights, allow_pickle=args.allow_pickle)
     return Teacher(model, input_shape or args.input_shape, mean=args.mean, std=args.std, device=device or args.device,
-                   output_transform=output_transform(args))
+                   output_transform=output_transform(args), task=args.task)
 
 
 # -- the source ---------------------------------------------------------------------------------

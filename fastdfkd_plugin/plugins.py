@@ -1,27 +1,20 @@
-"""The plugin manager, the registries it yields, and every lookup by name beside its registry.
+"""Every lookup by name beside its registry: sources, generator architectures and inversion priors.
 
-Sources, generator architectures and inversion priors are registered through the hooks of
-:mod:`fastdfkd_plugin.hookspecs`; :func:`get_source`, :func:`make_generator` and
-:func:`make_prior` turn a name into the thing registered under it. The built-in plugin
-(:mod:`fastdfkd_plugin.builtin`) and the adapters are registered exactly like third-party
-plugins, by module name, so nothing below this module imports it. Third-party plugins come
-from the ``fastdfkd`` entry-point group unless ``FASTDFKD_DISABLE_PLUGIN_AUTOLOAD`` is set.
+They are registered through the hooks of :mod:`fastdfkd_plugin.hookspecs` and collected by
+:func:`fastdfkd_plugin.manager.registry`; :func:`get_source`, :func:`make_generator` and
+:func:`make_prior` turn a name into the thing registered under it. (Tasks, which the Teacher
+itself looks up, have theirs in :mod:`fastdfkd_plugin.tasks`.)
 """
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import logging
-import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
-import pluggy
 from torch import nn
 
-from . import hookspecs
-from .errors import FastDFKDError, reason
+from .errors import FastDFKDError
+from .manager import get_plugin_manager, registry
 from .sources.base import DataSource
 from .synthesis.priors import Prior
 from .teacher import Teacher
@@ -29,88 +22,8 @@ from .teacher import Teacher
 if TYPE_CHECKING:
     from .synthesis.generator import GeneratorFactory
 
-DISABLE_AUTOLOAD_ENV = "FASTDFKD_DISABLE_PLUGIN_AUTOLOAD"
-BUILTIN_PLUGINS = (
-    "fastdfkd_plugin.builtin",
-    "fastdfkd_plugin.adapters.onnx_export",
-    "fastdfkd_plugin.adapters.onnxruntime",
-    "fastdfkd_plugin.adapters.torchao",
-    "fastdfkd_plugin.adapters.torch_pruning",
-)
-
-log = logging.getLogger(__name__)
-_manager: pluggy.PluginManager | None = None
-_labels: dict[int, str] = {}  # id(plugin) → "distribution version", for plugins loaded from entry points
-
-
-def get_plugin_manager() -> pluggy.PluginManager:
-    """The process-wide plugin manager, with built-ins and (unless disabled) entry points loaded."""
-    global _manager
-    if _manager is None:
-        manager = pluggy.PluginManager(hookspecs.PROJECT)
-        manager.add_hookspecs(hookspecs)
-        for module_name in BUILTIN_PLUGINS:
-            manager.register(importlib.import_module(module_name), name=module_name)
-        if not os.environ.get(DISABLE_AUTOLOAD_ENV):
-            _load_entry_points(manager)
-        manager.check_pending()
-        _manager = manager
-    return _manager
-
-
-def _load_entry_points(manager: pluggy.PluginManager) -> None:
-    """Register every plugin of the entry-point group; one that fails to import is named and skipped.
-
-    A broken third-party package must not take the command line down with it: ``--help``,
-    ``sources`` and every other plugin keep working.
-    """
-    for dist in importlib.metadata.distributions():
-        for entry_point in dist.entry_points:
-            if entry_point.group != hookspecs.ENTRY_POINT_GROUP or manager.has_plugin(entry_point.name):
-                continue
-            label = f"{dist.metadata['name']} {dist.version}"
-            try:
-                plugin = entry_point.load()
-            except (Exception, SystemExit) as exc:  # importing third-party code may raise anything
-                log.warning("plugin %r (%s) from %s failed to load and is skipped (%s); uninstall %s or set %s=1",
-                            entry_point.name, entry_point.value, label, reason(exc), dist.metadata["name"],
-                            DISABLE_AUTOLOAD_ENV)
-                continue
-            manager.register(plugin, name=entry_point.name)
-            _labels[id(plugin)] = label
-
-
-def hook_calls(hook_name: str) -> Iterator[tuple[str, Callable[..., None]]]:
-    """(plugin label, guarded call) for every implementation of a hook.
-
-    A call that raises (or exits) is logged with the plugin's name and skipped, so one
-    broken plugin cannot disable the others. Our own :class:`FastDFKDError` (e.g. a
-    duplicate source name) still propagates: it already names the plugin and the fix.
-    """
-    for impl in getattr(get_plugin_manager().hook, hook_name).get_hookimpls():
-        label = plugin_label(impl)
-
-        def call(impl: pluggy.HookImpl = impl, label: str = label, **kwargs: Any) -> None:
-            try:
-                impl.function(**kwargs)
-            except FastDFKDError:
-                raise
-            except (Exception, SystemExit) as exc:  # third-party hook code may raise anything
-                log.warning("plugin %r failed in %s and is skipped (%s); uninstall it or set %s=1",
-                            label, hook_name, reason(exc), DISABLE_AUTOLOAD_ENV)
-
-        yield label, call
-
-
-def call_each(hook_name: str, **kwargs: Any) -> None:
-    """Call every plugin's implementation of ``hook_name`` with ``kwargs`` (see :func:`hook_calls`)."""
-    for _, call in hook_calls(hook_name):
-        call(**kwargs)
-
-
-def plugin_label(impl: pluggy.HookImpl) -> str:
-    """The installed distribution ("name version") a hook implementation comes from, else its plugin name."""
-    return _labels.get(id(impl.plugin), impl.plugin_name)
+__all__ = ["get_plugin_manager", "get_source", "list_sources", "source_class", "source_registry", "make_generator",
+           "generator_registry", "make_prior", "prior_registry", "SourceEntry"]
 
 
 @dataclass(frozen=True)
@@ -124,27 +37,6 @@ class SourceEntry:
     @property
     def description(self) -> str:
         return (self.cls.__doc__ or "").strip().splitlines()[0] if self.cls.__doc__ else ""
-
-
-def _registry(hook_name: str, kind: str, entry: Callable[..., tuple[str, Any]]) -> dict[str, tuple[Any, str]]:
-    """name → (what was registered, plugin label) from every plugin's ``hook_name``; two claims on one name are refused.
-
-    ``entry(plugin, *arguments)`` checks what a plugin passed to ``register`` and returns its (name, value).
-    """
-    registry: dict[str, tuple[Any, str]] = {}
-    for label, call in hook_calls(hook_name):
-
-        def register(*arguments: Any, plugin: str = label) -> None:
-            name, value = entry(plugin, *arguments)
-            if name in registry:
-                raise FastDFKDError(
-                    f"{kind} name {name!r} is registered by both {registry[name][1]!r} and {plugin!r}; "
-                    f"uninstall one of them or rename its {kind}"
-                )
-            registry[name] = (value, plugin)
-
-        call(register=register)
-    return registry
 
 
 # -- sources ------------------------------------------------------------------------------------
@@ -163,7 +55,7 @@ def _source_entry(plugin: str, cls: type[DataSource]) -> tuple[str, type[DataSou
 def source_registry() -> dict[str, SourceEntry]:
     """Every registered source by name; refuses two plugins claiming one name."""
     return {name: SourceEntry(name, cls, plugin)
-            for name, (cls, plugin) in _registry("fastdfkd_register_sources", "source", _source_entry).items()}
+            for name, (cls, plugin) in registry("fastdfkd_register_sources", "source", _source_entry).items()}
 
 
 def list_sources() -> list[SourceEntry]:
@@ -173,10 +65,10 @@ def list_sources() -> list[SourceEntry]:
 
 def source_class(name: str) -> type[DataSource]:
     """The source class registered as ``name``."""
-    registry = source_registry()
-    if name not in registry:
-        raise FastDFKDError(f"unknown source {name!r}; choose one of {', '.join(sorted(registry))} (see `fastdfkd sources`)")
-    return registry[name].cls
+    known = source_registry()
+    if name not in known:
+        raise FastDFKDError(f"unknown source {name!r}; choose one of {', '.join(sorted(known))} (see `fastdfkd sources`)")
+    return known[name].cls
 
 
 def get_source(
@@ -209,15 +101,15 @@ def _generator_entry(plugin: str, name: str, factory: GeneratorFactory) -> tuple
 
 def generator_registry() -> dict[str, GeneratorFactory]:
     """Every registered generator architecture by name (``paper``, ``compact`` and plugins')."""
-    return {name: factory for name, (factory, _) in _registry("fastdfkd_register_generators", "generator", _generator_entry).items()}
+    return {name: factory for name, (factory, _) in registry("fastdfkd_register_generators", "generator", _generator_entry).items()}
 
 
 def make_generator(name: str, input_shape: tuple[int, int, int], teacher_macs: int, latent_dim: int) -> nn.Module:
     """The generator registered as ``name``, sized for ``input_shape`` and a teacher of ``teacher_macs`` per image."""
-    registry = generator_registry()
-    if name not in registry:
-        raise FastDFKDError(f"unknown generator {name!r}; choose one of {', '.join(sorted(registry))}")
-    return registry[name](input_shape, teacher_macs, latent_dim)
+    known = generator_registry()
+    if name not in known:
+        raise FastDFKDError(f"unknown generator {name!r}; choose one of {', '.join(sorted(known))}")
+    return known[name](input_shape, teacher_macs, latent_dim)
 
 
 # -- inversion priors ---------------------------------------------------------------------------
@@ -230,21 +122,21 @@ def _prior_entry(plugin: str, cls: type[Prior]) -> tuple[str, type[Prior]]:
 
 def prior_registry() -> dict[str, type[Prior]]:
     """Every registered inversion prior by name (``batchnorm``, ``transformer``, ``generic`` and plugins')."""
-    return {name: cls for name, (cls, _) in _registry("fastdfkd_register_priors", "prior", _prior_entry).items()}
+    return {name: cls for name, (cls, _) in registry("fastdfkd_register_priors", "prior", _prior_entry).items()}
 
 
 def make_prior(name: str, teacher: Teacher, momentum: float) -> Prior:
     """The prior registered as ``name`` (``"auto"``: the applicable one of highest rank), built for ``teacher``."""
-    registry = prior_registry()
+    known = prior_registry()
     if name == "auto":
-        applicable = [cls for cls in registry.values() if cls.applies_to(teacher)]
+        applicable = [cls for cls in known.values() if cls.applies_to(teacher)]
         if not applicable:
-            raise FastDFKDError(f"no inversion prior applies to this teacher (installed: {', '.join(sorted(registry))}); "
+            raise FastDFKDError(f"no inversion prior applies to this teacher (installed: {', '.join(sorted(known))}); "
                                 "use the 'gaussian' or 'uniform' source, or install a prior plugin for it")
         return max(applicable, key=lambda cls: cls.rank)(teacher, momentum)
-    if name not in registry:
-        raise FastDFKDError(f"unknown prior {name!r}; choose auto or one of {', '.join(sorted(registry))}")
-    if not registry[name].applies_to(teacher):
-        raise FastDFKDError(f"prior {name!r} does not apply to this teacher ({registry[name].description()}); "
+    if name not in known:
+        raise FastDFKDError(f"unknown prior {name!r}; choose auto or one of {', '.join(sorted(known))}")
+    if not known[name].applies_to(teacher):
+        raise FastDFKDError(f"prior {name!r} does not apply to this teacher ({known[name].description()}); "
                             "use prior 'auto' to pick one that does")
-    return registry[name](teacher, momentum)
+    return known[name](teacher, momentum)

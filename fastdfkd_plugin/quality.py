@@ -3,8 +3,10 @@
 * ``bn_distance``: the BN-statistics loss of the whole set taken as one population,
   ``Σ_layers ‖μ − running_mean‖₂ + ‖σ² − running_var‖₂`` (lower is closer to the
   training data the teacher saw; ``None`` for a teacher without BatchNorm);
-* ``confidence``: the teacher's mean top-1 probability;
-* ``class_histogram``: how many inputs the teacher assigns to each class.
+* ``confidence``: the teacher's mean top-1 probability (per pixel for class maps);
+* ``class_histogram``: how many inputs (pixels) the teacher assigns to each class.
+
+Both are ``None`` for a teacher whose outputs are not class scores.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from .teacher import Teacher
 @dataclass
 class SetQuality:
     bn_distance: float | None
-    confidence: float
-    class_histogram: list[int]
+    confidence: float | None
+    class_histogram: list[int] | None
     label_agreement: float | None = None
 
     def as_dict(self) -> dict:
@@ -38,15 +40,17 @@ def set_quality(
     """Measure ``inputs`` (normalised, N×C×H×W) through the frozen teacher."""
     layers = teacher.batchnorm_layers()
     with BatchNormStatistics(layers) as statistics:
-        probabilities = teacher.predict(inputs, batch_size).softmax(1).cpu()
+        outputs = teacher.predict(inputs, batch_size)
     distance = 0.0
     for layer in layers:
         mean, var = statistics.mean(layer), statistics.variance(layer)
         distance += float(torch.norm(mean - layer.running_mean.double(), 2) + torch.norm(var - layer.running_var.double(), 2))
-    top = probabilities.argmax(1)
+    histogram = teacher.task.class_histogram(outputs)
+    classes = None if histogram is None else teacher.task.labels(outputs).cpu()
     return SetQuality(
         bn_distance=distance if layers else None,
-        confidence=probabilities.max(1).values.mean().item(),
-        class_histogram=torch.bincount(top, minlength=probabilities.shape[1]).tolist(),
-        label_agreement=None if labels is None else (top == labels.cpu()).float().mean().item() * 100,
+        confidence=None if histogram is None else outputs.softmax(1).max(1).values.mean().item(),
+        class_histogram=histogram,
+        label_agreement=(None if labels is None or classes is None or classes.shape != labels.shape
+                         else (classes == labels.cpu()).float().mean().item() * 100),
     )

@@ -1,11 +1,11 @@
 """The teacher: one object, built once, that every part of the pipeline takes.
 
 A :class:`Teacher` holds the user's model on its device, the input shape and
-normalisation it expects, the ``output_transform`` that picks its class logits, and
-what a probe forward pass tells about it (:class:`TeacherInfo`: class count,
-fingerprint, BatchNorm layers). Sources, the distillation loop, pruning, the adapters
-and the CLI all get logits through it, so a teacher that returns a tuple or a dict
-works everywhere once its ``output_transform`` is given.
+normalisation it expects, the ``output_transform`` that picks the outputs that matter,
+and what a probe forward pass tells about it: its :class:`~fastdfkd_plugin.tasks.PredictionTask`
+(class logits, class maps, or generic outputs; what they mean to every other part) and
+:class:`TeacherInfo` (class count, fingerprint, BatchNorm layers). Sources, the
+distillation loop, pruning, the adapters and the CLI all get outputs through it.
 
 The teacher is never modified: :func:`frozen` puts it in eval mode with
 ``requires_grad`` off (no wasted weight gradients) and restores both on exit,
@@ -31,8 +31,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from .devices import resolve_device
 from .errors import FastDFKDError
 from .inputspace import InputSpace
+from .tasks import Outputs, PredictionTask, cat_outputs, describe, make_task, map_outputs, output_leaves
 
-OutputTransform = Callable[[Any], torch.Tensor]
+OutputTransform = Callable[[Any], Any]
 
 
 @contextlib.contextmanager
@@ -80,26 +81,19 @@ def batchnorm_layers(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
     return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
 
 
-def logits_of(output: Any, output_transform: OutputTransform | None = None) -> torch.Tensor:
-    """Apply ``output_transform`` to a model's raw output; insist on a tensor of logits."""
-    if output_transform is not None:
-        output = output_transform(output)
-    if not isinstance(output, torch.Tensor):
-        raise FastDFKDError(
-            f"the model returned a {type(output).__name__}, not a tensor of logits; "
-            "pass output_transform (e.g. lambda out: out[0]; on the command line --output-index 0 or --output-key NAME) "
-            "to pick the logits"
-        )
-    return output
+def outputs_of(output: Any, output_transform: OutputTransform | None = None) -> Outputs:
+    """A model's raw output with ``output_transform`` applied (what the teacher's task reads)."""
+    return output if output_transform is None else output_transform(output)
 
 
 @dataclass(frozen=True)
 class TeacherInfo:
     """What a probe forward pass tells about a teacher."""
 
-    num_classes: int
+    num_classes: int | None  # None where the outputs are not class scores
     fingerprint: str
     num_batchnorm: int
+    task: str
 
 
 class Teacher:
@@ -107,10 +101,12 @@ class Teacher:
 
     ``device="auto"`` picks CUDA when present; ``None`` keeps the model where it is.
     ``mean``/``std`` are the per-channel normalisation of the model's inputs (0 and 1
-    if not given). ``output_transform`` maps the model's raw output to class logits
-    (e.g. ``lambda out: out[0]`` for a model returning ``(logits, features)``).
+    if not given). ``output_transform`` maps the model's raw output to the outputs that
+    matter (e.g. ``lambda out: out[0]`` for a model returning ``(logits, features)``).
+    ``task`` says what those outputs are (``"auto"``: recognised from a probe batch;
+    ``"classification"``, ``"segmentation"``, ``"generic"`` or a plugin's).
     Construction checks the model once: finite weights, inputs of ``input_shape``
-    accepted, batch × classes logits out.
+    accepted, outputs its task can read.
     """
 
     def __init__(
@@ -122,6 +118,7 @@ class Teacher:
         std: Sequence[float] | None = None,
         device: str | torch.device | None = "auto",
         output_transform: OutputTransform | None = None,
+        task: str | PredictionTask = "auto",
     ) -> None:
         if isinstance(model, Teacher):
             raise FastDFKDError("this is already a Teacher; pass it as it is (Teacher.of accepts both)")
@@ -132,7 +129,7 @@ class Teacher:
         self.model = model if model_device(model) == self.device else copy.deepcopy(model).to(self.device)
         self.output_transform = output_transform
         self.space = InputSpace(self.input_shape[0], mean, std, self.device)
-        self.info = self._probe()
+        self.task, self.info = self._probe(task)
 
     @classmethod
     def of(
@@ -144,38 +141,42 @@ class Teacher:
         std: Sequence[float] | None = None,
         device: str | torch.device | None = None,
         output_transform: OutputTransform | None = None,
+        task: str | PredictionTask | None = None,
     ) -> Teacher:
         """``teacher`` itself if it is a :class:`Teacher` (refusing options that contradict it), else a new one."""
         if not isinstance(teacher, Teacher):
             if input_shape is None:
                 raise FastDFKDError("the teacher's input shape is unknown; pass input_shape (C,H,W) or a Teacher")
-            return cls(teacher, input_shape, mean=mean, std=std, device=device, output_transform=output_transform)
+            return cls(teacher, input_shape, mean=mean, std=std, device=device, output_transform=output_transform,
+                       task=task or "auto")
         given = {
             "input_shape": (None if input_shape is None else _check_input_shape(input_shape), teacher.input_shape),
             "mean": (None if mean is None else [float(v) for v in mean], teacher.space.mean_values),
             "std": (None if std is None else [float(v) for v in std], teacher.space.std_values),
             "device": (None if device in (None, "auto") else resolve_device(device), teacher.device),
             "output_transform": (output_transform, teacher.output_transform),
+            "task": (None if task in (None, "auto") else getattr(task, "name", task), teacher.task.name),
         }
         for name, (value, own) in given.items():
             if value is not None and value != own:
                 raise FastDFKDError(f"{name} is already set on the Teacher ({own}); set it there, not here")
         return teacher
 
-    # -- logits ---------------------------------------------------------------------------
-    def logits(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The teacher's class logits for normalised ``inputs`` (gradients flow if the caller wants them)."""
-        return self.logits_from(self.model(inputs))
+    # -- outputs ----------------------------------------------------------------------------
+    def outputs(self, inputs: torch.Tensor) -> Outputs:
+        """The teacher's outputs (class logits for a classifier) for normalised ``inputs``; gradients flow if wanted."""
+        return self.outputs_from(self.model(inputs))
 
-    def logits_from(self, output: Any) -> torch.Tensor:
-        """Logits from the raw output of the teacher or of a model with its outputs (a pruned copy, a quantized one)."""
-        return logits_of(output, self.output_transform)
+    def outputs_from(self, output: Any) -> Outputs:
+        """Outputs from the raw output of the teacher or of a model with its outputs (a pruned copy, a quantized one)."""
+        return outputs_of(output, self.output_transform)
 
     @torch.no_grad()
-    def predict(self, inputs: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-        """Float logits for any number of inputs, in chunks, on the teacher's device, with the teacher frozen."""
+    def predict(self, inputs: torch.Tensor, batch_size: int = 256) -> Outputs:
+        """Float outputs for any number of inputs, in chunks, on the teacher's device, with the teacher frozen."""
         with self.frozen():
-            return torch.cat([self.logits(chunk.to(self.device)).float() for chunk in inputs.split(batch_size)])
+            return cat_outputs([map_outputs(torch.Tensor.float, self.outputs(chunk.to(self.device)))
+                                for chunk in inputs.split(batch_size)])
 
     # -- safety -----------------------------------------------------------------------------
     def frozen(self) -> contextlib.AbstractContextManager[nn.Module]:
@@ -190,7 +191,7 @@ class Teacher:
         with self.frozen():
             return forward_macs(self.model, torch.zeros(2, *self.input_shape, device=self.device)) // 2
 
-    def _probe(self) -> TeacherInfo:
+    def _probe(self, task: str | PredictionTask) -> tuple[PredictionTask, TeacherInfo]:
         tensors = {name: tensor for name, tensor in self.model.state_dict().items() if tensor.is_floating_point()}
         dtypes = sorted({str(tensor.dtype).removeprefix("torch.") for tensor in tensors.values()} - {"float32"})
         if dtypes:
@@ -209,17 +210,16 @@ class Teacher:
                 raise FastDFKDError(
                     f"the teacher cannot take inputs of shape {self.input_shape} ({first_line}); check --input-shape"
                 ) from exc
-        logits = self.logits_from(output)
-        if logits.dim() != 2 or logits.shape[0] != 2:
-            raise FastDFKDError(
-                f"the teacher's output has shape {tuple(logits.shape)}, not batch×classes; "
-                "pass output_transform to pick the class logits"
-            )
-        return TeacherInfo(int(logits.shape[1]), fingerprint(self.model), len(self.batchnorm_layers()))
+        outputs = self.outputs_from(output)
+        if any(leaf.dim() == 0 or leaf.shape[0] != 2 for leaf in output_leaves(outputs)):
+            raise FastDFKDError(f"for a batch of 2 the teacher returns {describe(outputs)}, which does not keep the batch "
+                                "as the first dimension; pick batched outputs with output_transform (--output-index/--output-key)")
+        task = make_task(task, outputs)
+        return task, TeacherInfo(task.num_classes, fingerprint(self.model), len(self.batchnorm_layers()), task.name)
 
     def __repr__(self) -> str:
         return (f"Teacher({type(self.model).__name__}, input_shape={self.input_shape}, device={self.device}, "
-                f"classes={self.info.num_classes}, fingerprint={self.info.fingerprint})")
+                f"task={self.task.name}, classes={self.info.num_classes}, fingerprint={self.info.fingerprint})")
 
 
 def unflatten_like(reference: Any, leaves: Sequence[Any]) -> Any:

@@ -237,3 +237,87 @@ def hard_coded_heads() -> nn.Module:
         literal.load_state_dict(block.attn.state_dict())
         block.attn = literal
     return model.eval()
+
+
+# -- teachers that are not classifiers ---------------------------------------------------------
+
+class TinySegmenter(nn.Module):
+    """Encoder-decoder with a skip connection, returning N×classes×H×W maps at the input size (any H, W)."""
+
+    def __init__(self, width: int = 8, classes: int = 5) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.down = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU())
+        self.fuse = nn.Sequential(nn.Conv2d(3 * width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.classifier = nn.Conv2d(width, classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.stem(x)
+        deep = nn.functional.interpolate(self.down(skip), size=skip.shape[2:], mode="bilinear", align_corners=False)
+        return self.classifier(self.fuse(torch.cat([skip, deep], 1)))
+
+
+class TwoHeads(nn.Module):
+    """A detector-like model: a box map and a score map at two scales, returned as a tuple."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.deeper = nn.Sequential(nn.Conv2d(width, width, 3, stride=2, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.fine, self.coarse = nn.Conv2d(width, 6, 1), nn.Conv2d(width, 6, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.body(x)
+        return self.fine(features), self.coarse(self.deeper(features))
+
+
+class DictHeads(nn.Module):
+    """Returns ``{"depth": N×1×H×W, "embedding": N×16}``: no classes anywhere."""
+
+    def __init__(self, width: int = 8) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
+        self.depth, self.embedding = nn.Conv2d(width, 1, 1), nn.Linear(width, 16)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.body(x)
+        return {"depth": self.depth(features), "embedding": self.embedding(features.mean((2, 3)))}
+
+
+def segmenter() -> nn.Module:
+    return make_teacher(model=TinySegmenter)
+
+
+def small_segmenter() -> nn.Module:
+    return TinySegmenter(width=4)
+
+
+def two_heads() -> nn.Module:
+    return make_teacher(model=TwoHeads, width=16)  # 8 channels are too few for Torch-Pruning's 90 % ratio
+
+
+def small_two_heads() -> nn.Module:
+    return TwoHeads(width=4)
+
+
+def dict_heads() -> nn.Module:
+    return make_teacher(model=DictHeads)
+
+
+def small_dict_heads() -> nn.Module:
+    return DictHeads(width=4)
+
+
+class ConvLogits(nn.Module):
+    """A classifier whose head is a 1×1 convolution left unflattened: N×classes×1×1, which is ambiguous."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = make_teacher()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)[:, :, None, None]
+
+
+def conv_logits() -> nn.Module:
+    return ConvLogits()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from imports import find_circle, import_graph, imported_modules, module_files
 
-from fastdfkd_plugin import plugins
+from fastdfkd_plugin import manager, plugins
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = module_files(ROOT / "fastdfkd_plugin", "fastdfkd_plugin")
@@ -44,7 +44,7 @@ def test_built_in_sources_generators_and_priors_come_from_one_plugin_module_list
                           if any(isinstance(node, ast.FunctionDef) and any(ast.unparse(d) == "hookimpl" for d in node.decorator_list)
                                  for node in ast.walk(ast.parse(path.read_text()))))
     assert implementing == ["fastdfkd_plugin.builtin"]  # the adapters are plugins of their own (their commands)
-    assert plugins.BUILTIN_PLUGINS[0] == "fastdfkd_plugin.builtin"
+    assert manager.BUILTIN_PLUGINS[0] == "fastdfkd_plugin.builtin"
     builtin = {entry.name for entry in plugins.list_sources() if entry.plugin == "fastdfkd_plugin.builtin"}
     assert builtin == {"fastdfkd", "deepinversion", "gaussian", "uniform"}
     assert {"paper", "compact", "compact-subpixel"} <= set(plugins.generator_registry())

@@ -12,7 +12,7 @@ import torch
 
 from conftest import SHAPE, registered
 from fastdfkd_plugin import DataSource, FastDFKDError, get_source, hookimpl, list_sources
-from fastdfkd_plugin.plugins import BUILTIN_PLUGINS
+from fastdfkd_plugin.manager import BUILTIN_PLUGINS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fastdfkd-checkerboard"

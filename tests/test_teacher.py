@@ -60,10 +60,11 @@ def test_the_teacher_model_is_frozen_only_while_used_and_never_changed(teacher):
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_structured_output_needs_its_transform_and_says_how(kind):
-    with pytest.raises(FastDFKDError, match="--output-index 0 or --output-key NAME"):
-        Teacher(KINDS[kind][0](), SHAPE, device="cpu")
-    assert structured(kind).info.num_classes == 10
+def test_structured_output_is_generic_until_its_transform_picks_the_logits(kind):
+    assert Teacher(KINDS[kind][0](), SHAPE, device="cpu").task.name == "generic"  # compared element-wise, no classes
+    with pytest.raises(FastDFKDError, match="task 'classification' needs batch×classes logits.*--output-index/--output-key"):
+        Teacher(KINDS[kind][0](), SHAPE, device="cpu", task="classification")
+    assert structured(kind).info.num_classes == 10 and structured(kind).task.name == "classification"
 
 
 # -- every pipeline, through the Python API -----------------------------------------------------
@@ -101,7 +102,7 @@ def test_structured_teacher_prunes_and_recovers_keeping_its_outputs(kind):
     assert report.speed_up >= 1.3 and set(report.agreement) == {"pruned", "recovered"}
     output = pruned(torch.rand(2, *SHAPE))
     assert type(output) is type(teacher.model(torch.rand(2, *SHAPE)))  # same output structure as the teacher
-    assert teacher.logits_from(output).shape == (2, 10)
+    assert teacher.outputs_from(output).shape == (2, 10)
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -147,9 +148,9 @@ def test_structured_teacher_through_every_command(kind, tmp_path, capsys):
         assert data["inputs"].shape == (8, *SHAPE)
 
 
-def test_structured_teacher_without_a_choice_is_refused_in_one_sentence(tmp_path, capsys):
+def test_structured_teacher_as_a_classifier_without_a_choice_is_refused_in_one_sentence(tmp_path, capsys):
     code = main(["synthesize", "--model", f"{MODELS}:dict_output", "--input-shape", "3,32,32", "--num-samples", "8",
-                 "--out", str(tmp_path / "set.npz"), *CLI_FAST])
+                 "--task", "classification", "--out", str(tmp_path / "set.npz"), *CLI_FAST])
     err = capsys.readouterr().err
     assert code == 2 and "--output-key" in err and "Traceback" not in err
     assert not (tmp_path / "set.npz").exists()

@@ -5,9 +5,9 @@ usually :func:`~fastdfkd_plugin.plugins.get_source`) into batches in the model's
 (normalised) input space: ``next_batch`` for one, ``stream`` for an endless
 supply (distillation), and ``synthetic_set`` for a finite, seeded, replayable set
 (calibration). Subclasses implement one method, :meth:`DataSource.synthesize_pixels`,
-which returns pixels in [0, 1] for a given set of labels; everything else (freezing
-the teacher, balanced labels, non-finite checks, normalisation, logits, progress,
-timing) lives here once. What only some sources can do (aim an adversarial term at a
+which returns pixels in [0, 1] for a given batch of targets (what the teacher's task draws:
+balanced classes for class outputs); everything else (freezing the teacher, targets,
+non-finite checks, normalisation, the teacher's outputs, progress, timing) lives here once. What only some sources can do (aim an adversarial term at a
 student, save a warm state, share it across processes) are methods with harmless
 defaults, so callers never probe for attributes. A source's constructor options are its
 keyword arguments; :attr:`DataSource.options` says which of them the command line sets.
@@ -33,6 +33,7 @@ from ..devices import check_fits
 from ..errors import FastDFKDError
 from ..inputspace import InputSpace
 from ..io import save_npz
+from ..tasks import Outputs, cat_outputs, output_leaves, slice_outputs
 from ..teacher import OutputTransform, Teacher
 from ..version import __version__
 
@@ -44,15 +45,16 @@ MAX_ATTEMPTS = 3
 class Batch(NamedTuple):
     """One batch, which unpacks like a loader's: ``inputs, labels, logits = batch``.
 
-    From :meth:`DataSource.next_batch`, ``labels`` are the classes the inputs were
-    synthesised for and ``logits`` the teacher's (``None`` unless the source was built
-    ``with_logits=True``); from :meth:`SyntheticSet.batches`, ``labels`` are the teacher's
-    own classes and ``logits`` are always there.
+    From :meth:`DataSource.next_batch`, ``labels`` are the targets the inputs were
+    synthesised for (classes for class outputs) and ``logits`` the teacher's outputs
+    (``None`` unless the source was built ``with_logits=True``); from
+    :meth:`SyntheticSet.batches`, ``labels`` are the teacher's own labels (its task's:
+    classes, class maps, or its outputs) and ``logits`` are always there.
     """
 
     inputs: torch.Tensor
-    labels: torch.Tensor
-    logits: torch.Tensor | None = None
+    labels: Outputs
+    logits: Outputs | None = None
 
 
 class NonFiniteBatch(RuntimeError):
@@ -133,7 +135,7 @@ class DataSource(ABC):
     # -- what a subclass implements -------------------------------------------------
     @abstractmethod
     def synthesize_pixels(self, labels: torch.Tensor) -> torch.Tensor:
-        """Pixels in [0, 1] (N×C×H×W) for ``labels``; the teacher is already frozen."""
+        """Pixels in [0, 1] (N×C×H×W) for ``labels`` (the task's targets, one per image); the teacher is already frozen."""
 
     def settings(self) -> dict[str, Any]:
         """The source's own settings, recorded in every saved set's metadata (keys ending ``_seconds`` are timings)."""
@@ -178,9 +180,9 @@ class DataSource(ABC):
 
     # -- the public API ---------------------------------------------------------------
     def next_batch(self, batch_size: int) -> Batch:
-        """Synthesise one batch of ``batch_size`` normalised inputs with class-balanced labels."""
+        """Synthesise one batch of ``batch_size`` normalised inputs for the task's targets (balanced classes for class outputs)."""
         check_positive("batch_size", batch_size)
-        labels = self.balanced_labels(batch_size, self._labels_drawn)
+        labels = self.draw_targets(batch_size, self._labels_drawn)
         self._labels_drawn += batch_size
         for attempt in range(1, MAX_ATTEMPTS + 1):
             with self.teacher.frozen():
@@ -210,7 +212,7 @@ class DataSource(ABC):
         """A finite set, materialised once: a ``Dataset`` of ``(input, label)`` pairs that replays the same samples.
 
         ``batch_size`` is the synthesis batch (and the default of :meth:`SyntheticSet.batches`).
-        The teacher's logits are always attached: its top-1 class is each sample's label.
+        The teacher's outputs are always attached; its task's labels (top-1 class, class map) are each sample's label.
         """
         check_positive("num_samples", num_samples)
         check_positive("batch_size", batch_size)
@@ -240,43 +242,43 @@ class DataSource(ABC):
             "seconds": round(seconds, 3),
             "images_per_second": round(num_samples / seconds, 3) if seconds > 0 else None,
         }
-        return SyntheticSet(torch.cat(inputs), torch.cat(targets), torch.cat(logits), batch_size, metadata)
+        return SyntheticSet(torch.cat(inputs), torch.cat(targets), cat_outputs(logits), batch_size, metadata,
+                            self.teacher.task.labels)
 
     def set_bytes(self, num_samples: int) -> int:
-        """Memory (or disk) a set of ``num_samples`` takes: float32 inputs and logits, int64 labels and targets."""
-        per_sample = 4 * math.prod(self.input_shape) + 16 + 4 * self.teacher.info.num_classes
+        """Memory (or disk) a set of ``num_samples`` takes: float32 inputs and outputs, int64 labels and targets."""
+        label_bytes = 8 * math.prod(self.input_shape[1:]) if self.teacher.task.name == "segmentation" else 8
+        per_sample = 4 * math.prod(self.input_shape) + 8 + label_bytes + self.teacher.task.sample_bytes
         return num_samples * per_sample
 
     # -- helpers ------------------------------------------------------------------------
-    def balanced_labels(self, batch_size: int, offset: int) -> torch.Tensor:
-        """Labels ``offset, offset+1, …`` modulo the class count, shuffled: balanced across batches."""
-        labels = (torch.arange(batch_size, device=self.device) + offset) % self.teacher.info.num_classes
-        order = torch.randperm(batch_size, generator=self.rng, device=self.rng.device).to(self.device)
-        return labels[order]
+    def draw_targets(self, batch_size: int, offset: int) -> torch.Tensor:
+        """The task's targets for images ``offset, offset+1, …`` (for class outputs, classes balanced across batches)."""
+        return self.teacher.task.targets(batch_size, offset, self.rng, self.device)
 
 
 class SyntheticSet(Dataset):
     """A materialised synthetic set: a map-style ``Dataset`` of ``(input, label)`` samples.
 
-    ``label`` is the teacher's top-1 class on the input (what a training loop should
-    fit); ``targets`` keeps the class each input was synthesised for and ``logits`` the
-    teacher's logits. ``len()`` counts samples, so it works with ``DataLoader(set,
+    ``label`` is the teacher's label for the input (its task's: top-1 class, class map,
+    or the outputs themselves; what a training loop should fit); ``targets`` keeps what
+    each input was synthesised for and ``logits`` the teacher's outputs. ``len()`` counts samples, so it works with ``DataLoader(set,
     batch_size=..., shuffle=...)`` and any sampler; :meth:`batches` replays the set in
     its synthesis order as :class:`Batch` tuples.
     """
 
-    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, logits: torch.Tensor, batch_size: int,
-                 metadata: dict[str, Any]) -> None:
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, logits: Outputs, batch_size: int,
+                 metadata: dict[str, Any], labels_of: Callable[[Outputs], Outputs]) -> None:
         self.inputs, self.targets, self.logits = inputs, targets, logits
-        self.labels = logits.argmax(1)
+        self.labels = labels_of(logits)
         self.batch_size, self.metadata = batch_size, metadata
 
     def __len__(self) -> int:
         """Number of samples."""
         return len(self.inputs)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.inputs[index], self.labels[index]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, Outputs]:
+        return self.inputs[index], slice_outputs(self.labels, index)
 
     def batches(self, batch_size: int | None = None) -> Iterator[Batch]:
         """The set in order, ``batch_size`` samples at a time (default: the synthesis batch size)."""
@@ -284,11 +286,18 @@ class SyntheticSet(Dataset):
         check_positive("batch_size", size)
         for start in range(0, len(self), size):
             end = start + size
-            yield Batch(self.inputs[start:end], self.labels[start:end], self.logits[start:end])
+            yield Batch(self.inputs[start:end], slice_outputs(self.labels, slice(start, end)),
+                        slice_outputs(self.logits, slice(start, end)))
 
     def save(self, path: str) -> None:
-        """Write ``inputs``, ``labels`` (the teacher's classes), ``targets`` and ``metadata`` to ``path`` (.npz), atomically."""
-        save_npz(path, self.inputs.cpu().numpy(), self.labels.cpu().numpy(), self.metadata, targets=self.targets.cpu().numpy())
+        """Write ``inputs``, ``labels`` (the teacher's classes or class maps), ``targets`` and ``metadata`` to ``path``
+        (.npz), atomically; for generic outputs, ``outputs_0``, ``outputs_1``, … (the teacher's outputs, flattened in order)
+        take the place of ``labels``."""
+        if isinstance(self.labels, torch.Tensor) and not self.labels.is_floating_point():
+            labels, outputs = self.labels.cpu().numpy(), {}
+        else:
+            labels, outputs = None, {f"outputs_{i}": leaf.cpu().numpy() for i, leaf in enumerate(output_leaves(self.logits))}
+        save_npz(path, self.inputs.cpu().numpy(), labels, self.metadata, targets=self.targets.cpu().numpy(), **outputs)
 
 
 def check_positive(name: str, value: int) -> None:

@@ -154,7 +154,7 @@ class FastDFKDSource(InvertingSource):
                        disable=None if self.progress else True, leave=False)
             for task in bar:
                 self.rng.manual_seed(WARMUP_SEED + 100_003 * self.seed + task)
-                self._task(self.balanced_labels(size, task * size), adversarial=False, steps=self.warmup_steps)
+                self._task(self.draw_targets(size, task * size), adversarial=False, steps=self.warmup_steps)
         finally:
             self.rng.set_state(stream)
 

@@ -1,7 +1,9 @@
 """The inversion loss shared by FastDFKD and DeepInversion.
 
-``L = w_prior·L_prior + w_oh·CE(teacher(x), y) + w_adv·L_adv`` on the augmented,
-normalised batch. ``L_prior`` comes from the teacher's :mod:`prior <.priors>`: for a
+``L = w_prior·L_prior + w_oh·L_target(teacher(x), y) + w_adv·L_adv`` on the augmented,
+normalised batch; the teacher's task (:mod:`fastdfkd_plugin.tasks`) says what the target
+term and the adversarial divergence are for its kind of output (cross-entropy and
+agreement-masked KL for class logits, per pixel for class maps, L1 for generic outputs). ``L_prior`` comes from the teacher's :mod:`prior <.priors>`: for a
 BatchNorm teacher it compares each BN layer's input statistics with its running
 statistics; with BN momentum the comparison uses a blend of the current batch and an
 exponential average of earlier batches, so the *population* of synthesised batches
@@ -16,10 +18,10 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..teacher import OutputTransform, Teacher, frozen, logits_of
+from ..teacher import OutputTransform, Teacher, frozen, outputs_of
+from ..tasks import map_outputs
 from .priors import Prior, Statistics
 
 
@@ -27,11 +29,13 @@ from .priors import Prior, Statistics
 class LossWeights:
     """Weights of the three inversion terms (the paper's CIFAR settings by default).
 
-    ``prior`` ``None`` takes the prior's own default (10 for BatchNorm, as in the paper).
+    ``prior`` ``None`` takes the prior's own default (10 for BatchNorm, as in the paper);
+    ``oh`` ``None`` the task's (0.5 for classifiers, 0 for segmenters as in the paper's
+    segmentation experiment, 0 for generic outputs, which have no target term).
     """
 
     prior: float | None = None
-    oh: float = 0.5
+    oh: float | None = None
     adv: float = 1.0
 
 
@@ -51,7 +55,8 @@ class InversionObjective:
         self.rng = rng
         self.prior = prior
         weights = weights or LossWeights()
-        self.weights = replace(weights, prior=self.prior.weight if weights.prior is None else weights.prior)
+        self.weights = replace(weights, prior=self.prior.weight if weights.prior is None else weights.prior,
+                               oh=teacher.task.default_target_weight if weights.oh is None else weights.oh)
         self.augment = augment
         self.autocast_dtype = autocast_dtype
         self.student: nn.Module | None = None
@@ -72,23 +77,22 @@ class InversionObjective:
         """The mixed-precision context teacher and generator forwards run in (none unless ``autocast_dtype`` is set)."""
         return torch.autocast(device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None)
 
-    def __call__(self, pixels: torch.Tensor, labels: torch.Tensor, adversarial: bool = True) -> torch.Tensor:
+    def __call__(self, pixels: torch.Tensor, targets: torch.Tensor, adversarial: bool = True) -> torch.Tensor:
         """The weighted loss of one pixel batch; ``adversarial`` False switches ``L_adv`` off (warm-up)."""
         pixels = self.augment(pixels, self.rng) if self.augment else pixels
         inputs = self.teacher.space.normalize(pixels)
+        task = self.teacher.task
         with self.autocast(inputs.device):
-            logits = self.teacher.logits(inputs).float()
+            outputs = map_outputs(torch.Tensor.float, self.teacher.outputs(inputs))
         terms: dict[str, torch.Tensor] = {}
         if self.weights.prior:
             terms["prior"] = self.prior.loss(inputs)
         if self.weights.oh:
-            terms["oh"] = F.cross_entropy(logits, labels)
+            terms["oh"] = task.target_loss(outputs, targets)
         if self.weights.adv and adversarial and self.student is not None:
             with self.autocast(inputs.device):
-                student_logits = logits_of(self.student(inputs), self.student_output_transform).float()
-            agree = (logits.argmax(1) == student_logits.argmax(1)).float()
-            kl = F.kl_div(F.log_softmax(student_logits, 1), F.log_softmax(logits, 1), reduction="none", log_target=True).sum(1)
-            terms["adv"] = -(agree * kl).mean()
+                student_outputs = map_outputs(torch.Tensor.float, outputs_of(self.student(inputs), self.student_output_transform))
+            terms["adv"] = -task.divergence(student_outputs, outputs)
         return sum((getattr(self.weights, name) * value for name, value in terms.items()), torch.zeros((), device=pixels.device))
 
     def batch_statistics(self) -> Statistics:
