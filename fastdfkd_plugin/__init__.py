@@ -37,6 +37,10 @@ _EXPORTS = {
     "get_source": ".plugins",
     "hookimpl": ".hookspecs",
     "image_grid": ".preview",
+    "Classification": ".tasks",
+    "GenericOutputs": ".tasks",
+    "PredictionTask": ".tasks",
+    "Segmentation": ".tasks",
     "kd_loader": ".finetune",
     "kd_loss": ".distillation",
     "keep_freed_memory": ".memory",
@@ -70,6 +74,7 @@ if TYPE_CHECKING:
     from .sources.base import Batch, DataSource, SourceOption, SyntheticSet
     from .synthesis.generator import compact_generator
     from .synthesis.objective import LossWeights
+    from .tasks import Classification, GenericOutputs, PredictionTask, Segmentation
     from .teacher import Teacher
 
 

@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -61,20 +61,21 @@ def cmd_sources(args: argparse.Namespace) -> None:
         print(f"{entry.name:<{width}}  {entry.plugin}\n{'':<{width}}  {entry.description}")
 
 
-def cmd_priors(args: argparse.Namespace) -> None:
-    registry = sorted(prior_registry().values(), key=lambda cls: -cls.rank)
-    width = max(len(cls.name) for cls in registry)
-    print("prior=auto picks the first that applies to the teacher, in this order:")
-    for cls in registry:
+def print_by_rank(classes: Iterable[Any], heading: str) -> None:
+    """Registered classes with a ``rank`` (priors, tasks) in the order ``auto`` tries them, one line each."""
+    ranked = sorted(classes, key=lambda cls: -cls.rank)
+    width = max(len(cls.name) for cls in ranked)
+    print(heading)
+    for cls in ranked:
         print(f"{cls.name:<{width}}  {cls.description()}")
+
+
+def cmd_priors(args: argparse.Namespace) -> None:
+    print_by_rank(prior_registry().values(), "prior=auto picks the first that applies to the teacher, in this order:")
 
 
 def cmd_tasks(args: argparse.Namespace) -> None:
-    registry = sorted(task_registry().values(), key=lambda cls: -cls.rank)
-    width = max(len(cls.name) for cls in registry)
-    print("--task auto picks the first that recognises the teacher's outputs, in this order:")
-    for cls in registry:
-        print(f"{cls.name:<{width}}  {cls.description()}")
+    print_by_rank(task_registry().values(), "--task auto picks the first that recognises the teacher's outputs, in this order:")
 
 
 def cmd_synthesize(args: argparse.Namespace) -> None:

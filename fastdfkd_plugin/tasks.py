@@ -75,7 +75,9 @@ class PredictionTask(ABC):
 
     def __init__(self, example: Outputs) -> None:
         self.check(example)
-        self.sample_bytes = sum(4 * leaf[0].numel() for leaf in output_leaves(example))
+        labels = self.labels(example)
+        label_bytes = 0 if labels is example else sum(8 * leaf[0].numel() for leaf in output_leaves(labels))
+        self.sample_bytes = sum(4 * leaf[0].numel() for leaf in output_leaves(example)) + label_bytes  # float32 outputs, int64 labels
 
     @classmethod
     def description(cls) -> str:
@@ -102,7 +104,7 @@ class PredictionTask(ABC):
 
     def target_loss(self, outputs: Outputs, targets: torch.Tensor) -> torch.Tensor:
         """The synthesis term that pulls outputs towards ``targets``."""
-        raise FastDFKDError(f"task {self.name!r} has no synthesis target term; set its weight to 0 (loss_weights.oh, --oh-weight 0)")
+        raise FastDFKDError(f"task {self.name!r} has no synthesis target term; set its weight to 0 (loss_weights=LossWeights(oh=0))")
 
     @abstractmethod
     def divergence(self, student: Outputs, teacher: Outputs) -> torch.Tensor:

@@ -303,3 +303,9 @@ def test_calibration_reader_and_forward_loop_take_a_segmenter(tmp_path):
     seen = []
     calibration_data(source, num_samples=4, batch_size=2).forward_loop(lambda x: seen.append(tuple(teacher.model(x).shape)))
     assert seen == [(2, 5, 24, 40)] * 2
+
+
+def test_cli_lists_the_tasks_in_the_order_auto_tries_them(capsys):
+    code, out, _ = run_cli(capsys, "tasks")
+    names = [line.split()[0] for line in out.splitlines()[1:]]
+    assert code == 0 and names == ["classification", "segmentation", "generic"]

@@ -38,16 +38,24 @@ def prepared_onnx(model: torch.nn.Module, workdir: Path, name: str = "model",
     return fp32, pre
 
 
+def quantized_model(pre: Path, inputs: np.ndarray, weight_type: QuantType, activation_type: QuantType,
+                    method: CalibrationMethod, workdir: Path, batch_size: int = 64, per_channel: bool = True,
+                    **options: Any) -> Path:
+    """The QDQ model calibrated on ``inputs`` (per-channel weights unless told otherwise); ``options`` go to ``quantize_static``."""
+    out = workdir / "quantized.onnx"
+    with quiet_root_logger():
+        quantize_static(str(pre), str(out), calibration_reader(pre, inputs, batch_size), quant_format=QuantFormat.QDQ,
+                        per_channel=per_channel, weight_type=weight_type, activation_type=activation_type,
+                        calibrate_method=method, **options)
+    return out
+
+
 def quantized_accuracy(pre: Path, inputs: np.ndarray, weight_type: QuantType, activation_type: QuantType,
                        method: CalibrationMethod, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path,
                        batch_size: int = 64, **options: Any) -> float:
     """Accuracy (%) of the QDQ model (per-channel weights) calibrated on ``inputs``; ``options`` go to ``quantize_static``."""
-    out = workdir / "quantized.onnx"
-    with quiet_root_logger():
-        quantize_static(str(pre), str(out), calibration_reader(pre, inputs, batch_size), quant_format=QuantFormat.QDQ,
-                        per_channel=True, weight_type=weight_type, activation_type=activation_type, calibrate_method=method,
-                        **options)
-    return onnx_accuracy(out, eval_x, eval_y)
+    return onnx_accuracy(quantized_model(pre, inputs, weight_type, activation_type, method, workdir, batch_size, **options),
+                         eval_x, eval_y)
 
 
 def columns(configs: dict[str, QuantConfig] = CONFIGS) -> list[str]:

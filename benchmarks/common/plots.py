@@ -33,13 +33,14 @@ class Panel:
 
 
 def accuracy_over_time(panels: list[Panel], path: Path, *, xlabel: str, ylabel: str,
-                       panel_size: tuple[float, float] = (6, 4)) -> None:
-    """Accuracy (%) against training time in minutes, one panel beside the other, written to ``path`` (PNG at 120 dpi)."""
+                       panel_size: tuple[float, float] = (6, 4), metric: str = "accuracy") -> None:
+    """``metric`` (%, accuracy unless told) against training time in minutes, one panel beside the other, written to
+    ``path`` (PNG at 120 dpi)."""
     plt = pyplot()
     figure, axes = plt.subplots(1, len(panels), figsize=(panel_size[0] * len(panels), panel_size[1]), squeeze=False)
     for axis, panel in zip(axes[0], panels):
         for run in panel.runs:
-            axis.plot([e["seconds"] / 60 for e in run["curve"]], [e["accuracy"] for e in run["curve"]], marker="o", label=run["source"])
+            axis.plot([e["seconds"] / 60 for e in run["curve"]], [e[metric] for e in run["curve"]], marker="o", label=run["source"])
         axis.axhline(panel.reference, color="grey", linestyle="--", label=panel.reference_label)
         axis.set(title=panel.title, xlabel=xlabel, ylabel=ylabel)
         axis.legend()

@@ -67,5 +67,5 @@ def generator_seconds_per_task(source: DataSource, batch_size: int, tasks: int =
     """
     synthesizer = source.synthesizer
     synthesizer.objective = TeacherFreeObjective(synthesizer.objective)
-    labels = source.balanced_labels(batch_size, 0)
+    labels = source.draw_targets(batch_size, 0)
     return seconds_per_call(lambda: synthesizer.task(labels), source.device, repeats=tasks)

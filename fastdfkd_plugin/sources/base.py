@@ -246,9 +246,8 @@ class DataSource(ABC):
                             self.teacher.task.labels)
 
     def set_bytes(self, num_samples: int) -> int:
-        """Memory (or disk) a set of ``num_samples`` takes: float32 inputs and outputs, int64 labels and targets."""
-        label_bytes = 8 * math.prod(self.input_shape[1:]) if self.teacher.task.name == "segmentation" else 8
-        per_sample = 4 * math.prod(self.input_shape) + 8 + label_bytes + self.teacher.task.sample_bytes
+        """Memory (or disk) a set of ``num_samples`` takes: float32 inputs, int64 targets, the task's outputs and labels."""
+        per_sample = 4 * math.prod(self.input_shape) + 8 + self.teacher.task.sample_bytes
         return num_samples * per_sample
 
     # -- helpers ------------------------------------------------------------------------
