@@ -10,8 +10,8 @@ The teacher and the student are the DeepLabV3+-like BatchNorm segmenters that
 is mean IoU over the 11 classes (pixels labelled 11 left out) and pixel accuracy, on
 ``test_a`` unless ``--split val`` (where settings are tuned; ``test_a`` reports them).
 
-- ``quantize``: ONNX Runtime QDQ, W8A8 per-channel and per-tensor (MinMax), W4A8 and W4A4
-  per-channel (MinMax and Percentile), calibrated on 256 images of each source: ``fastdfkd`` (the
+- ``quantize``: ONNX Runtime QDQ, W8A8 per-channel and per-tensor (MinMax), W4A8 per-channel
+  (MinMax and Percentile), calibrated on 256 images of each source: ``fastdfkd`` (the
   defaults, from cold, one set per seed), ``deepinversion`` with as many steps as fit
   ``fastdfkd``'s time, N(0, 1) ``gaussian`` noise, and 256 real training images.
   ``--oh-weights 0,0.5`` adds fastdfkd sets with the class-presence target term (tuning on val).
@@ -57,10 +57,9 @@ QUANTIZATION = {  # column: (weights, activations, per-channel, method)
     "W8A8 per-tensor": (QuantType.QInt8, QuantType.QUInt8, False, CalibrationMethod.MinMax),
     "W4A8 MinMax": (QuantType.QInt4, QuantType.QUInt8, True, CalibrationMethod.MinMax),
     "W4A8 Percentile": (QuantType.QInt4, QuantType.QUInt8, True, CalibrationMethod.Percentile),
-    "W4A4 MinMax": (QuantType.QInt4, QuantType.QUInt4, True, CalibrationMethod.MinMax),  # where calibration data shows
-    "W4A4 Percentile": (QuantType.QInt4, QuantType.QUInt4, True, CalibrationMethod.Percentile),
-}
-KD = dict(batch_size=16, synthesis_batch_size=16, steps_per_batch=5, bank_size=4096, lr=0.05, temperature=4.0)
+}  # no W4A4: ONNX Runtime 1.32 writes a graph it cannot load (uint4 into MaxPool) for this network
+# A new batch of 16 every 20 KD steps: at 5 (tried first) synthesis took 83 % of an 8-minute budget and KD only 155 steps.
+KD = dict(batch_size=16, synthesis_batch_size=16, steps_per_batch=20, bank_size=4096, lr=0.05, temperature=4.0)
 
 
 def build_teacher(args) -> Teacher:
@@ -94,7 +93,7 @@ def calibration_sets(teacher: Teacher, args) -> list[dict[str, Any]]:
             if len(sets) == 1:
                 write_preview(teacher, data, args.out / f"segmentation_preview{'' if weight == 0 else '_oh'}.png")
     if not args.skip_deepinversion:
-        budget = sets[0]["seconds"]
+        budget = min(entry["seconds"] for entry in sets if entry["source"] == "fastdfkd")  # the least disturbed timing
         steps = max(1, int(budget / (CALIBRATION_IMAGES // 64) / deepinversion_seconds_per_step(teacher, 64)))
         data, seconds = timed_set(cold_source("deepinversion", teacher, steps=steps, seed=args.seeds[0]), CALIBRATION_IMAGES)
         sets.append({"source": f"deepinversion ({steps} steps)", "seed": args.seeds[0], "inputs": data.inputs,
