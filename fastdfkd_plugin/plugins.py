@@ -77,11 +77,11 @@ def get_source(
     """Create the source registered as ``name`` for ``teacher``; options go to its constructor.
 
     ``teacher`` is a :class:`~fastdfkd_plugin.teacher.Teacher`, or a model together with
-    ``input_shape`` and the options that build one (``mean``, ``std``, ``device``, ``output_transform``).
+    ``input_shape`` and the options that build one (``mean``, ``std``, ``device``, ``output_transform``, ``task``).
     An option the source does not take is refused by name.
     """
     cls = source_class(name)
-    described = {key: options.pop(key) for key in ("mean", "std", "output_transform") if key in options}
+    described = {key: options.pop(key) for key in ("mean", "std", "output_transform", "task") if key in options}
     teacher = Teacher.of(teacher, input_shape, device=options.pop("device", "auto"), **described)
     accepted = cls.option_names()
     unknown = sorted(set(options) - accepted)

@@ -231,7 +231,8 @@ def test_teacher_problems_are_explained():
     with pytest.raises(FastDFKDError, match="cannot take inputs of shape"):
         get_source("fastdfkd", make_teacher(), (1, 32, 32))
     with pytest.raises(FastDFKDError, match="output_transform"):
-        get_source("fastdfkd", TupleOutput(), SHAPE)
+        get_source("fastdfkd", TupleOutput(), SHAPE, task="classification")
+    assert get_source("fastdfkd", TupleOutput(), SHAPE, **FAST).teacher.task.name == "generic"
     source = get_source("fastdfkd", TupleOutput(), SHAPE, output_transform=lambda out: out[0], **FAST)
     assert source.next_batch(4).inputs.shape == (4, *SHAPE)
 
