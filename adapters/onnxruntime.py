@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..argtypes import positive, positive_float
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
 from ..io import atomic_path, check_disk_space
@@ -50,6 +51,7 @@ from .onnx_export import (
     static_input_shape,
     verify_onnx,
 )
+from .quark import RECONSTRUCTIONS, quantize_reconstructed
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +200,17 @@ def quantize_static_options(options: dict[str, Any]) -> dict[str, Any]:
             for key, value in options.items()}
 
 
+def reconstruction_settings(options: dict[str, Any]) -> dict[str, Any]:
+    """The ``quantize_static`` options that carry over to Quark's reconstruction, refusing the others by name."""
+    options = dict(options)
+    if options.pop("quant_format", "qdq") not in ("qdq", "QDQ"):
+        raise FastDFKDError("reconstruction writes QDQ models only; drop --quant-format qoperator")
+    unsupported = sorted(set(options) - {"weight_type", "activation_type", "calibrate_method", "per_channel"})
+    if unsupported:
+        raise FastDFKDError(f"{', '.join(unsupported)} do not apply to Quark's reconstruction; drop them or quantize without it")
+    return options
+
+
 def calibration_providers() -> list[str]:
     """CUDA for calibration when onnxruntime-gpu is installed and sees a GPU, else CPU."""
     available = ort_runtime().get_available_providers()
@@ -234,6 +247,8 @@ def quantize_datafree(
     preprocess: bool = True,
     min_agreement: float = 99.0,
     progress: bool = False,
+    reconstruction: str | None = None,
+    reconstruction_options: dict[str, Any] | None = None,
     **quantize_options: Any,
 ) -> QuantizationReport:
     """Export (if needed), check, pre-process and statically quantize ``teacher`` with data-free calibration.
@@ -248,11 +263,20 @@ def quantize_datafree(
     ``calibrate_method="minmax"``, ``quant_format="qdq"``). Before quantizing, the ONNX model
     is run against the teacher on synthetic batches; disagreement (for example, other
     weights) stops here with a clear message.
+
+    ``reconstruction`` (``"adaround"`` or ``"adaquant"``) quantizes with AMD Quark's
+    reconstruction instead of ``quantize_static`` (:mod:`fastdfkd_plugin.adapters.quark`): then
+    ``quantize_options`` are the types, ``calibrate_method`` and ``per_channel`` by name, and
+    ``reconstruction_options`` its ``iterations``, ``learning_rate`` and ``batch_size``.
     """
     quantization = ort_quantization()
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    quantize_options = quantize_static_options(quantize_options)
+    if reconstruction is None:
+        quantize_options = quantize_static_options(quantize_options)
+        quantize_options.setdefault("calibration_providers", calibration_providers())
+    else:
+        quantize_options = reconstruction_settings(quantize_options) | dict(reconstruction_options or {})
     teacher = Teacher.of(teacher, input_shape, mean=mean, std=std, device=device)
     input_shape = teacher.input_shape
     with tempfile.TemporaryDirectory(prefix="fastdfkd-ort-") as workdir:
@@ -292,10 +316,12 @@ def quantize_datafree(
             with quiet_root_logger():
                 quant_pre_process(str(fp32), str(model_in))
         started = time.perf_counter()
-        quantize_options.setdefault("calibration_providers", calibration_providers())
         with atomic_path(output) as tmp, quiet_root_logger():
-            quantization.quantize_static(str(model_in), str(tmp), calibration_reader(model_in, inputs, batch_size),
-                                         **quantize_options)
+            reader = calibration_reader(model_in, inputs, batch_size)
+            if reconstruction is None:
+                quantization.quantize_static(str(model_in), str(tmp), reader, **quantize_options)
+            else:
+                quantize_reconstructed(model_in, tmp, reader, reconstruction, **quantize_options)
         return QuantizationReport(
             output=str(output), calibration_samples=len(inputs), calibration_source=source_name,
             synthesis_seconds=synthesis_seconds, quantization_seconds=time.perf_counter() - started, agreement=agreement,
@@ -332,16 +358,20 @@ def cmd_quantize_onnx(args: argparse.Namespace) -> None:
         options["op_types_to_quantize"] = [name.strip() for name in args.op_types.split(",") if name.strip()]
     if args.extra_option:
         options["extra_options"] = dict(args.extra_option)
+    tuning = {key: value for key, value in (("iterations", args.iterations), ("learning_rate", args.learning_rate)) if value is not None}
+    if tuning and args.reconstruction is None:
+        raise FastDFKDError("--iterations and --learning-rate tune a reconstruction; add --reconstruction adaround or adaquant")
     report = quantize_datafree(
         teacher, args.out, onnx_model=args.onnx, calibration=args.calibration, source=args.source,
         num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, source_options=source_options(args),
-        preprocess=not args.no_preprocess,
-        progress=not args.quiet, **options,
+        preprocess=not args.no_preprocess, progress=not args.quiet,
+        reconstruction=args.reconstruction, reconstruction_options=tuning, **options,
     )
     print(f"calibrated on {report.calibration_samples} samples from {report.calibration_source} "
           f"({report.synthesis_seconds:.1f} s), ONNX model agrees with the teacher on {report.agreement.top1_agreement:.1f} % of them")
     print(f"quantized ({args.weight_type} weights, {args.activation_type} activations, {args.calibrate_method}, "
-          f"{args.quant_format}{', per-channel' if args.per_channel else ''}) in {report.quantization_seconds:.1f} s -> {report.output}")
+          f"{args.quant_format}{', per-channel' if args.per_channel else ''}"
+          f"{', ' + args.reconstruction + ' (AMD Quark)' if args.reconstruction else ''}) in {report.quantization_seconds:.1f} s -> {report.output}")
 
 
 @hookimpl
@@ -362,4 +392,9 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
                                           "(LayerNorm, Softmax and GELU stay in float; default: all the quantizer supports)")
     quant.add_argument("--extra-option", action="append", type=_extra_option, help="KEY=VALUE passed in extra_options (repeatable)")
     quant.add_argument("--no-preprocess", action="store_true", help="skip quant_pre_process (shape inference + optimisation)")
+    quant.add_argument("--reconstruction", choices=sorted(RECONSTRUCTIONS),
+                       help="fit each layer's rounding (adaround) or weights (adaquant) to the calibration images with "
+                            "AMD Quark (extra [quark]) instead of ONNX Runtime's calibrators")
+    quant.add_argument("--iterations", type=positive, help="reconstruction steps per layer (Quark's default: 1000 adaround, 3000 adaquant)")
+    quant.add_argument("--learning-rate", type=positive_float, help="reconstruction learning rate (Quark's default: 0.1 adaround, 1e-5 adaquant)")
     quant.set_defaults(run=cmd_quantize_onnx)

@@ -1,0 +1,142 @@
+"""4-bit quantization with reconstruction (AMD Quark's AdaRound) against plain ONNX Runtime calibration, per data source.
+
+    python -m benchmarks.reconstruction [--teachers resnet20] [--samples 256] [--seeds 0,1,2] [--iterations 100]
+                                        [--eval test_a|heldout]
+
+For each teacher and seed, three calibration sets of ``--samples`` images: ``fastdfkd``
+(defaults, from cold), N(0, 1) ``gaussian`` noise and real ``train_10k`` images (a
+different random subset per seed). Each set quantizes the teacher at W4A8 and W4A4
+(per-channel weights) four ways: ONNX Runtime MinMax and Percentile, Quark's own MinMax
+calibration (symmetric 16-level weights: what Quark does without reconstruction), and
+Quark AdaRound on top of it (``--iterations`` steps per layer). Accuracy on
+``test_a`` (``--eval heldout``: 2,000 ``train_10k`` images no set uses; tune there).
+The table gives mean ± standard deviation over the seeds; the plot, each source's bars.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
+from fastdfkd_plugin.adapters.onnxruntime import calibration_reader
+from fastdfkd_plugin.adapters.quark import quantize_reconstructed
+
+from .common.cli import benchmark_parser, int_list
+from .common.data import evaluation_split
+from .common.ort import CONFIGS, METHODS, prepared_onnx, quantized_accuracy
+from .common.plots import pyplot
+from .common.report import environment, heading, publish
+from .common.sources import cold_source, timed_set
+from .common.teachers import load_teacher
+
+BITS = {"W4A8": ("int4", "uint8"), "W4A4": ("int4", "uint4")}  # Quark's names for CONFIGS' types
+SOURCES = ("fastdfkd", "gaussian", "real")
+
+
+def calibration_set(source: str, model, args, seed: int, real: np.ndarray) -> tuple[np.ndarray, float]:
+    """(normalised inputs, seconds to make them) for one source and seed; ``real`` holds the real images of this seed."""
+    if source == "real":
+        return real, 0.0
+    data, seconds = timed_set(cold_source(source, model, seed=seed, **({"clip": False} if source == "gaussian" else {})),
+                              args.samples)
+    return data.inputs.numpy(), seconds
+
+
+def scores(pre: Path, inputs: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path, iterations: int) -> dict:
+    """Column → (accuracy %, quantization seconds) for every configuration and way of quantizing."""
+    row = {}
+    for config, (weight_type, activation_type) in BITS.items():
+        ort_weights, ort_activations, _ = CONFIGS[config]
+        for method_name, method in METHODS.items():
+            started = time.perf_counter()
+            accuracy = quantized_accuracy(pre, inputs, ort_weights, ort_activations, method, eval_x, eval_y, workdir)
+            row[f"{config} ORT {method_name}"] = (accuracy, time.perf_counter() - started)
+        for label, method, tuning in (("Quark MinMax", None, {}), ("AdaRound", "adaround", {"iterations": iterations})):
+            started = time.perf_counter()
+            out = workdir / "quark.onnx"
+            quantize_reconstructed(pre, out, calibration_reader(pre, inputs, 32), method, weight_type=weight_type,
+                                   activation_type=activation_type, batch_size=32, **tuning)
+            row[f"{config} {label}"] = (onnx_accuracy(out, eval_x, eval_y), time.perf_counter() - started)
+    return row
+
+
+def run_teacher(name: str, args) -> dict:
+    model = load_teacher(name, args.data_dir)
+    real, eval_x, eval_y = evaluation_split(args.eval, args.samples * len(args.seeds), args.data_dir, args.seed)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        workdir = Path(folder)
+        fp32, pre = prepared_onnx(model, workdir, name)
+        fp32_accuracy = onnx_accuracy(fp32, eval_x, eval_y)
+        print(f"{name}: FP32 {fp32_accuracy:.2f} %", flush=True)
+        for index, seed in enumerate(args.seeds):
+            for source in SOURCES:
+                inputs, seconds = calibration_set(source, model, args, seed, real[index * args.samples:(index + 1) * args.samples])
+                row = scores(pre, inputs, eval_x, eval_y, workdir, args.iterations)
+                rows.append({"source": source, "seed": seed, "set_seconds": round(seconds, 1),
+                             "accuracy": {column: round(value[0], 2) for column, value in row.items()},
+                             "quantize_seconds": {column: round(value[1], 1) for column, value in row.items()}})
+                print(f"  {source} seed {seed}: " + ", ".join(f"{c} {v[0]:.2f}" for c, v in row.items()), flush=True)
+    return {"teacher": name, "fp32": fp32_accuracy, "rows": rows}
+
+
+def mean_spread(values: list[float]) -> str:
+    return f"{np.mean(values):.2f}" if len(values) == 1 else f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+
+
+def markdown(results: dict) -> str:
+    lines = heading("4-bit quantization: AdaRound (AMD Quark) against ONNX Runtime calibration, per calibration source",
+                    results, "{samples} calibration images per set, AdaRound {iterations} iterations per layer; accuracy % on "
+                    "{eval}, mean ± standard deviation over seeds {seeds}; {threads} threads.")
+    columns = list(results["teachers"][0]["rows"][0]["accuracy"])
+    for teacher in results["teachers"]:
+        lines += [f"## {teacher['teacher']} (FP32 {teacher['fp32']:.2f} %)", "",
+                  "| source | set s | " + " | ".join(columns) + " |", "| --- | --- |" + " --- |" * len(columns)]
+        for source in SOURCES:
+            rows = [row for row in teacher["rows"] if row["source"] == source]
+            cells = [mean_spread([row["accuracy"][column] for row in rows]) for column in columns]
+            lines.append(f"| {source} | {mean_spread([row['set_seconds'] for row in rows])} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    """Bars per column, one per source (mean, with the seeds' standard deviation as error bars)."""
+    plt = pyplot()
+    figure, axes = plt.subplots(1, len(results["teachers"]), figsize=(11, 4), squeeze=False)
+    for axis, teacher in zip(axes[0], results["teachers"]):
+        columns = list(teacher["rows"][0]["accuracy"])
+        width = 0.8 / len(SOURCES)
+        for index, source in enumerate(SOURCES):
+            values = np.array([[row["accuracy"][column] for column in columns] for row in teacher["rows"] if row["source"] == source])
+            axis.bar(np.arange(len(columns)) + index * width, values.mean(0), width, yerr=values.std(0), label=source)
+        axis.axhline(teacher["fp32"], color="grey", linestyle="--", label="FP32")
+        axis.set_xticks(np.arange(len(columns)) + width, columns, rotation=30, ha="right")
+        axis.set(title=teacher["teacher"], ylabel=f"accuracy on {results['eval']} (%)")
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--teachers", default="resnet20")
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--seeds", type=int_list, default=[0, 1, 2])
+    parser.add_argument("--iterations", type=int, default=100, help="AdaRound steps per layer")
+    parser.add_argument("--eval", choices=("test_a", "heldout"), default="test_a")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    args = parser.parse_args(argv)
+    results = {"samples": args.samples, "iterations": args.iterations, "eval": args.eval, "seeds": args.seeds,
+               "environment": environment(), "teachers": [run_teacher(name, args) for name in args.teachers.split(",")]}
+    name = "reconstruction" if args.eval == "test_a" else f"reconstruction_{args.eval}"
+    publish(args.out / name, results, markdown(results))
+    plot(results, args.out / f"{name}.png")
+
+
+if __name__ == "__main__":
+    main()
