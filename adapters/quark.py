@@ -34,7 +34,6 @@ from ..optional import require
 RECONSTRUCTIONS = {"adaround": "AdaRoundConfig", "adaquant": "AdaQuantConfig"}
 WEIGHT_TYPES = ("int8", "int4")
 ACTIVATION_TYPES = ("uint8", "uint4")
-CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy", "distribution": "Distribution"}
 # Integer range of an 8-bit type narrowed to 16 levels: (full, symmetric) for int8 weights, full for uint8 activations.
 INT4_IN_INT8 = ((-8, 7), (-7, 7))
 UINT4_IN_UINT8 = (0, 15)
@@ -54,7 +53,7 @@ def narrowed_integer_ranges(weight_type: str, activation_type: str) -> Iterator[
     from quark.onnx.quantization import quant_utils
 
     ranges, symmetric = quant_utils.ONNX_INT_TYPE_RANGE, quant_utils.ONNX_INT_TYPE_SYMMETRIC_RANGE
-    saved = (dict(ranges), dict(symmetric), ONNXModelParser._dtype_to_qrange)
+    saved_ranges, saved_symmetric, original = dict(ranges), dict(symmetric), ONNXModelParser._dtype_to_qrange
     narrowed = {}
     if weight_type == "int4":
         (low, high), (sym_low, sym_high) = INT4_IN_INT8
@@ -64,13 +63,12 @@ def narrowed_integer_ranges(weight_type: str, activation_type: str) -> Iterator[
     if activation_type == "uint4":
         ranges[TensorProto.UINT8] = tuple(np.array(value, np.uint8) for value in UINT4_IN_UINT8)
         narrowed[TensorProto.UINT8] = UINT4_IN_UINT8
-    original = saved[2]
     ONNXModelParser._dtype_to_qrange = lambda parser: {**original(parser), **narrowed}
     try:
         yield
     finally:
-        ranges.update(saved[0])
-        symmetric.update(saved[1])
+        ranges.update(saved_ranges)
+        symmetric.update(saved_symmetric)
         ONNXModelParser._dtype_to_qrange = original
 
 
@@ -107,11 +105,12 @@ def reconstruction_config(
     if weight_type not in WEIGHT_TYPES or activation_type not in ACTIVATION_TYPES:
         raise FastDFKDError(f"Quark's reconstruction takes weights {' or '.join(WEIGHT_TYPES)} and activations "
                             f"{' or '.join(ACTIVATION_TYPES)}, not {weight_type}/{activation_type}; choose from those")
-    if calibrate_method not in CALIBRATION_METHODS:
-        raise FastDFKDError(f"unknown calibration method {calibrate_method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
+    methods = {name.lower(): member for name, member in quark.CalibMethod.__members__.items()}  # Quark's, by the CLI's names
+    if calibrate_method not in methods:
+        raise FastDFKDError(f"unknown calibration method {calibrate_method!r}; choose one of {', '.join(methods)}")
     granularity = quark.QuantGranularity.Channel if per_channel else quark.QuantGranularity.Tensor
     layer = quark.QLayerConfig(
-        input_tensors=quark.UInt8Spec(calibration_method=getattr(quark.CalibMethod, CALIBRATION_METHODS[calibrate_method])),
+        input_tensors=quark.UInt8Spec(calibration_method=methods[calibrate_method]),
         weight=quark.Int8Spec(calibration_method=quark.CalibMethod.MinMax, quant_granularity=granularity),
     )
     tuning = {"batch_size": batch_size, "optim_device": "cpu", "infer_device": "cpu"}

@@ -29,7 +29,7 @@ from .common.cli import benchmark_parser, int_list
 from .common.data import evaluation_split
 from .common.ort import CONFIGS, METHODS, prepared_onnx, quantized_accuracy
 from .common.plots import pyplot
-from .common.report import environment, heading, publish
+from .common.report import environment, heading, mean_spread, publish
 from .common.sources import cold_source, timed_set
 from .common.teachers import load_teacher
 
@@ -82,10 +82,6 @@ def run_teacher(name: str, args) -> dict:
                              "quantize_seconds": {column: round(value[1], 1) for column, value in row.items()}})
                 print(f"  {source} seed {seed}: " + ", ".join(f"{c} {v[0]:.2f}" for c, v in row.items()), flush=True)
     return {"teacher": name, "fp32": fp32_accuracy, "rows": rows}
-
-
-def mean_spread(values: list[float]) -> str:
-    return f"{np.mean(values):.2f}" if len(values) == 1 else f"{np.mean(values):.2f} ± {np.std(values):.2f}"
 
 
 def markdown(results: dict) -> str:

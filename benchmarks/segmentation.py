@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import torch
 from onnxruntime.quantization import CalibrationMethod, QuantType
 
@@ -46,7 +45,7 @@ from .common.cli import benchmark_parser, float_list, int_list
 from .common.data import endless
 from .common.ort import prepared_onnx, quantized_model
 from .common.plots import Panel, accuracy_over_time
-from .common.report import environment, publish
+from .common.report import environment, mean_spread, publish
 from .common.seg_training import load_segmenter
 from .common.sources import cold_source, deepinversion_seconds_per_step, timed_set
 from .common.timing import floor_seconds_per_image, seconds_per_call
@@ -133,10 +132,6 @@ def run_quantize(teacher: Teacher, args) -> None:
                "rows": rows, "environment": environment()}
     publish(args.out / f"segmentation_quantization{'' if args.split == 'test_a' else '_' + args.split}", results,
             quantize_markdown(results))
-
-
-def mean_spread(values: list[float]) -> str:
-    return f"{np.mean(values):.2f}" if len(values) == 1 else f"{np.mean(values):.2f} ± {np.std(values):.2f}"
 
 
 def quantize_markdown(results: dict) -> str:

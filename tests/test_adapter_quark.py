@@ -67,7 +67,8 @@ def test_adaround_moves_some_weights_to_the_other_neighbour_and_none_further(qua
     assert steps.max() <= 1 and (steps == 1).sum() > 0
 
 
-def test_a_quark_script_takes_the_calibration_reader_as_it_is(quark, onnx_file, synthetic, tmp_path):
+def test_a_quark_script_takes_the_calibration_reader_as_it_is(quark, onnx_file, synthetic, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a bare Quark call writes quantized_info.csv into the current directory
     quark.ModelQuantizer(reconstruction_config("adaquant", iterations=5)).quantize_model(
         str(onnx_file), str(tmp_path / "q.onnx"), calibration_reader(onnx_file, synthetic, batch_size=8))
     assert quantized_weights(tmp_path / "q.onnx")

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from fastdfkd_plugin import __version__, atomic_path
@@ -54,6 +55,11 @@ def heading(title: str, results: dict[str, Any], summary: str, **values: Any) ->
     """
     environment = results["environment"]
     return [f"# {title}", "", f"Command: `{environment['command']}`  ", summary.format(**{**environment, **results, **values}), ""]
+
+
+def mean_spread(values: list[float]) -> str:
+    """A table cell: the mean, with the standard deviation over seeds when there is more than one value."""
+    return f"{np.mean(values):.2f}" if len(values) == 1 else f"{np.mean(values):.2f} ± {np.std(values):.2f}"
 
 
 def scored_rows(sets: dict[str, tuple[Any, float]], score: Callable[[Any], dict[str, float]], digits: int = 2) -> list[dict[str, Any]]:
