@@ -14,6 +14,7 @@ every shape replays the same batches however often a toolkit calls it:
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -26,8 +27,9 @@ from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from ..errors import FastDFKDError
 from ..io import atomic_path, load_npz
+from ..options import source_from_args
 from ..sources.base import DataSource, SyntheticSet
-from ..teacher import model_device
+from ..teacher import Teacher, model_device
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +151,15 @@ def calibration_data(data: CalibrationInput, num_samples: int | None = None, bat
     if [len(batch) for batch in batches] != [size] * (count // size) + ([count % size] if count % size else []):
         batches = list(torch.cat(batches)[:count].split(size))
     return CalibrationData(batches)
+
+
+def calibration_from_args(args: argparse.Namespace, teacher: Teacher) -> tuple[CalibrationData, str]:
+    """The calibration batches a command's ``--calibration FILE`` or source options describe, and their origin's name."""
+    if args.calibration:
+        data, origin = torch.from_numpy(load_npz(args.calibration)[0]), args.calibration
+    else:
+        data, origin = source_from_args(args, teacher).synthetic_set(args.num_samples, args.batch_size), args.source
+    return calibration_data(data, batch_size=args.batch_size), origin
 
 
 def save_inputs_npz(path: str | Path, inputs: dict[str, np.ndarray]) -> None:

@@ -28,12 +28,12 @@ from torch import nn
 
 from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
-from ..io import atomic_path, load_npz
+from ..io import atomic_path
 from ..metrics import agreement
 from ..optional import require
-from ..options import add_model_arguments, add_source_arguments, load_teacher, source_from_args
+from ..options import add_model_arguments, add_source_arguments, load_teacher
 from ..teacher import Teacher, model_device
-from .generic import CalibrationInput, calibration_data
+from .generic import CalibrationInput, calibration_data, calibration_from_args
 
 QUANTIZERS = ("x86",)
 
@@ -166,11 +166,7 @@ def cmd_quantize_torch(args: argparse.Namespace) -> None:
     _pt2e()
     _check_pt2(args.out)
     teacher = load_teacher(args)
-    if args.calibration:
-        data, source_name = torch.from_numpy(load_npz(args.calibration)[0]), args.calibration
-    else:
-        data, source_name = source_from_args(args, teacher).synthetic_set(args.num_samples, args.batch_size), args.source
-    calibration = calibration_data(data, batch_size=args.batch_size)
+    calibration, source_name = calibration_from_args(args, teacher)
     quantizer = default_quantizer(per_channel=not args.per_tensor, reduce_range=args.reduce_range)
     model = teacher.model if teacher.device.type == "cpu" else copy.deepcopy(teacher.model).cpu()  # X86 targets the CPU
     quantized = quantize_pt2e_datafree(model, calibration, quantizer)

@@ -23,6 +23,7 @@ from .errors import FastDFKDError, reason
 DISABLE_AUTOLOAD_ENV = "FASTDFKD_DISABLE_PLUGIN_AUTOLOAD"
 BUILTIN_PLUGINS = (
     "fastdfkd_plugin.builtin",
+    "fastdfkd_plugin.adapters.brevitas",
     "fastdfkd_plugin.adapters.onnx_export",
     "fastdfkd_plugin.adapters.onnxruntime",
     "fastdfkd_plugin.adapters.torchao",
