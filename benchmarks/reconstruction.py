@@ -1,4 +1,4 @@
-"""4-bit quantization with reconstruction (AMD Quark's AdaRound) against plain ONNX Runtime calibration, per data source.
+"""4-bit quantization with reconstruction (AMD Quark's AdaRound on ONNX, Brevitas' GPTQ on PyTorch) against plain calibration, per data source.
 
     python -m benchmarks.reconstruction [--teachers resnet20] [--samples 256] [--seeds 0,1,2] [--iterations 100]
                                         [--eval test_a|heldout]
@@ -8,7 +8,8 @@ For each teacher and seed, three calibration sets of ``--samples`` images: ``fas
 different random subset per seed). Each set quantizes the teacher at W4A8 and W4A4
 (per-channel weights) four ways: ONNX Runtime MinMax and Percentile, Quark's own MinMax
 calibration (symmetric 16-level weights: what Quark does without reconstruction), and
-Quark AdaRound on top of it (``--iterations`` steps per layer). Accuracy on
+Quark AdaRound on top of it (``--iterations`` steps per layer); then, in PyTorch, Brevitas
+round-to-nearest (its percentile activation ranges) and Brevitas GPTQ on top of it. Accuracy on
 ``test_a`` (``--eval heldout``: 2,000 ``train_10k`` images no set uses; tune there).
 The table gives mean ± standard deviation over the seeds; the plot, each source's bars.
 """
@@ -21,12 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+import torch
+
+from fastdfkd_plugin.adapters import brevitas
 from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader
 from fastdfkd_plugin.adapters.quark import quantize_reconstructed
 
 from .common.cli import benchmark_parser, int_list
-from .common.data import evaluation_split
+from .common.data import accuracy, evaluation_split
 from .common.ort import CONFIGS, METHODS, prepared_onnx, quantized_accuracy
 from .common.plots import pyplot
 from .common.report import environment, heading, mean_spread, publish
@@ -46,21 +50,29 @@ def calibration_set(source: str, model, args, seed: int, real: np.ndarray) -> tu
     return data.inputs.numpy(), seconds
 
 
-def scores(pre: Path, inputs: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path, iterations: int) -> dict:
+def scores(model, pre: Path, inputs: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path, iterations: int) -> dict:
     """Column → (accuracy %, quantization seconds) for every configuration and way of quantizing."""
     row = {}
     for config, (weight_type, activation_type) in BITS.items():
+        activation_bits = 8 if activation_type == "uint8" else 4
         ort_weights, ort_activations, _ = CONFIGS[config]
         for method_name, method in METHODS.items():
             started = time.perf_counter()
-            accuracy = quantized_accuracy(pre, inputs, ort_weights, ort_activations, method, eval_x, eval_y, workdir)
-            row[f"{config} ORT {method_name}"] = (accuracy, time.perf_counter() - started)
+            score = quantized_accuracy(pre, inputs, ort_weights, ort_activations, method, eval_x, eval_y, workdir)
+            row[f"{config} ORT {method_name}"] = (score, time.perf_counter() - started)
         for label, method, tuning in (("Quark MinMax", None, {}), ("AdaRound", "adaround", {"iterations": iterations})):
             started = time.perf_counter()
             out = workdir / "quark.onnx"
             quantize_reconstructed(pre, out, calibration_reader(pre, inputs, 32), method, weight_type=weight_type,
                                    activation_type=activation_type, batch_size=32, **tuning)
             row[f"{config} {label}"] = (onnx_accuracy(out, eval_x, eval_y), time.perf_counter() - started)
+        for label, method in (("Brevitas RTN", "none"), ("Brevitas GPTQ", "gptq")):
+            started = time.perf_counter()
+            quantized = brevitas.quantize_datafree(model, torch.from_numpy(inputs), weight_bits=4, activation_bits=activation_bits,
+                                                   method=method, batch_size=32, progress=False)
+            with torch.no_grad():
+                row[f"{config} {label}"] = (accuracy(quantized, torch.from_numpy(eval_x), torch.from_numpy(eval_y)),
+                                            time.perf_counter() - started)
     return row
 
 
@@ -76,7 +88,7 @@ def run_teacher(name: str, args) -> dict:
         for index, seed in enumerate(args.seeds):
             for source in SOURCES:
                 inputs, seconds = calibration_set(source, model, args, seed, real[index * args.samples:(index + 1) * args.samples])
-                row = scores(pre, inputs, eval_x, eval_y, workdir, args.iterations)
+                row = scores(model, pre, inputs, eval_x, eval_y, workdir, args.iterations)
                 rows.append({"source": source, "seed": seed, "set_seconds": round(seconds, 1),
                              "accuracy": {column: round(value[0], 2) for column, value in row.items()},
                              "quantize_seconds": {column: round(value[1], 1) for column, value in row.items()}})
@@ -85,7 +97,7 @@ def run_teacher(name: str, args) -> dict:
 
 
 def markdown(results: dict) -> str:
-    lines = heading("4-bit quantization: AdaRound (AMD Quark) against ONNX Runtime calibration, per calibration source",
+    lines = heading("4-bit quantization: AdaRound (AMD Quark) and GPTQ (Brevitas) against plain calibration, per calibration source",
                     results, "{samples} calibration images per set, AdaRound {iterations} iterations per layer; accuracy % on "
                     "{eval}, mean ± standard deviation over seeds {seeds}; {threads} threads.")
     columns = list(results["teachers"][0]["rows"][0]["accuracy"])
@@ -103,7 +115,7 @@ def markdown(results: dict) -> str:
 def plot(results: dict, path: Path) -> None:
     """Bars per column, one per source (mean, with the seeds' standard deviation as error bars)."""
     plt = pyplot()
-    figure, axes = plt.subplots(1, len(results["teachers"]), figsize=(11, 4), squeeze=False)
+    figure, axes = plt.subplots(1, len(results["teachers"]), figsize=(14, 4.5), squeeze=False)
     for axis, teacher in zip(axes[0], results["teachers"]):
         columns = list(teacher["rows"][0]["accuracy"])
         width = 0.8 / len(SOURCES)
