@@ -35,9 +35,9 @@ from ..hookspecs import hookimpl
 from ..io import atomic_path
 from ..metrics import agreement
 from ..optional import require
-from ..options import add_model_arguments, add_source_arguments, load_teacher
+from ..options import add_model_arguments, load_teacher
 from ..teacher import Teacher, model_device
-from .generic import CalibrationInput, calibration_data, calibration_from_args
+from .generic import CalibrationInput, add_calibration_arguments, calibration_data, calibration_from_args
 
 METHODS = ("gptq", "none")
 BIT_WIDTHS = range(2, 9)
@@ -164,8 +164,7 @@ def cmd_quantize_brevitas(args: argparse.Namespace) -> None:
 def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     quant = subparsers.add_parser("quantize-brevitas", help="Brevitas GPTQ (PyTorch) calibrated on synthetic data, saved as ONNX QCDQ")
     add_model_arguments(quant)
-    add_source_arguments(quant, default_samples=256)
-    quant.add_argument("--calibration", help="use this synthetic set (.npz from `fastdfkd synthesize`) instead of synthesising")
+    add_calibration_arguments(quant, default_samples=256)
     quant.add_argument("--weight-bits", type=int, default=4, help="weight bit width, 2-8 (default 4)")
     quant.add_argument("--activation-bits", type=int, default=8, help="activation bit width, 2-8 (default 8)")
     quant.add_argument("--method", default="gptq", choices=METHODS,

@@ -27,7 +27,7 @@ from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from ..errors import FastDFKDError
 from ..io import atomic_path, load_npz
-from ..options import source_from_args
+from ..options import CommandParser, add_source_arguments, source_from_args
 from ..sources.base import DataSource, SyntheticSet
 from ..teacher import Teacher, model_device
 
@@ -151,6 +151,12 @@ def calibration_data(data: CalibrationInput, num_samples: int | None = None, bat
     if [len(batch) for batch in batches] != [size] * (count // size) + ([count % size] if count % size else []):
         batches = list(torch.cat(batches)[:count].split(size))
     return CalibrationData(batches)
+
+
+def add_calibration_arguments(parser: CommandParser, default_samples: int) -> None:
+    """The source options and ``--calibration FILE``: what :func:`calibration_from_args` reads."""
+    add_source_arguments(parser, default_samples=default_samples)
+    parser.add_argument("--calibration", help="use this synthetic set (.npz from `fastdfkd synthesize`) instead of synthesising")
 
 
 def calibration_from_args(args: argparse.Namespace, teacher: Teacher) -> tuple[CalibrationData, str]:

@@ -37,11 +37,11 @@ from ..errors import FastDFKDError
 from ..hookspecs import hookimpl
 from ..io import atomic_path, check_disk_space
 from ..optional import require
-from ..options import add_model_arguments, add_source_arguments, load_teacher, require_normalisation, source_options
+from ..options import add_model_arguments, load_teacher, require_normalisation, source_options
 from ..plugins import get_source
 from ..sources.base import SyntheticSet
 from ..teacher import Teacher
-from .generic import DEFAULT_BATCH_SIZE, CalibrationInput, calibration_data, load_inputs, whole_batches
+from .generic import DEFAULT_BATCH_SIZE, CalibrationInput, add_calibration_arguments, calibration_data, load_inputs, whole_batches
 from .onnx_export import (
     Verification,
     check_input_shape,
@@ -379,8 +379,7 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     quant = subparsers.add_parser("quantize-onnx", help="ONNX Runtime static quantization calibrated on synthetic data")
     quant.add_argument("--onnx", help="the FP32 ONNX model (default: export it from --model)")
     add_model_arguments(quant, input_shape_required=False)
-    add_source_arguments(quant, default_samples=512)
-    quant.add_argument("--calibration", help="use this synthetic set (.npz from `fastdfkd synthesize`) instead of synthesising")
+    add_calibration_arguments(quant, default_samples=512)
     quant.add_argument("--out", required=True, help="the quantized ONNX model")
     quant.add_argument("--weight-type", default="int8", choices=sorted(QUANT_TYPES))
     quant.add_argument("--activation-type", default="uint8", choices=sorted(QUANT_TYPES))

@@ -31,9 +31,9 @@ from ..hookspecs import hookimpl
 from ..io import atomic_path
 from ..metrics import agreement
 from ..optional import require
-from ..options import add_model_arguments, add_source_arguments, load_teacher
+from ..options import add_model_arguments, load_teacher
 from ..teacher import Teacher, model_device
-from .generic import CalibrationInput, calibration_data, calibration_from_args
+from .generic import CalibrationInput, add_calibration_arguments, calibration_data, calibration_from_args
 
 QUANTIZERS = ("x86",)
 
@@ -183,8 +183,7 @@ def cmd_quantize_torch(args: argparse.Namespace) -> None:
 def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     quant = subparsers.add_parser("quantize-torch", help="torchao PT2E static quantization calibrated on synthetic data")
     add_model_arguments(quant)
-    add_source_arguments(quant, default_samples=512)
-    quant.add_argument("--calibration", help="use this synthetic set (.npz from `fastdfkd synthesize`) instead of synthesising")
+    add_calibration_arguments(quant, default_samples=512)
     quant.add_argument("--quantizer", default="x86", choices=QUANTIZERS, help="X86InductorQuantizer (int8 weights, uint8 activations)")
     quant.add_argument("--per-tensor", action="store_true", help="per-tensor weights instead of the quantizer's per-channel default")
     quant.add_argument("--reduce-range", action="store_true", help="7-bit activations, for CPUs without VNNI")

@@ -24,7 +24,7 @@ import numpy as np
 
 import torch
 
-from fastdfkd_plugin.adapters import brevitas
+from fastdfkd_plugin.adapters.brevitas import quantize_datafree as brevitas_quantize
 from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader
 from fastdfkd_plugin.adapters.quark import quantize_reconstructed
@@ -68,7 +68,7 @@ def scores(model, pre: Path, inputs: np.ndarray, eval_x: np.ndarray, eval_y: np.
             row[f"{config} {label}"] = (onnx_accuracy(out, eval_x, eval_y), time.perf_counter() - started)
         for label, method in (("Brevitas RTN", "none"), ("Brevitas GPTQ", "gptq")):
             started = time.perf_counter()
-            quantized = brevitas.quantize_datafree(model, torch.from_numpy(inputs), weight_bits=4, activation_bits=activation_bits,
+            quantized = brevitas_quantize(model, torch.from_numpy(inputs), weight_bits=4, activation_bits=activation_bits,
                                                    method=method, batch_size=32, progress=False)
             with torch.no_grad():
                 row[f"{config} {label}"] = (accuracy(quantized, torch.from_numpy(eval_x), torch.from_numpy(eval_y)),
