@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import FastDFKDError
+from ..errors import FastDFKDError, reason
 from ..hookspecs import hookimpl
 from ..io import atomic_path
 from ..metrics import agreement
@@ -113,12 +113,13 @@ def quantize_datafree(
             graph = quantize.preprocess_for_quantize(model)
         except Exception as exc:  # torch.fx raises many exception types for code it cannot trace
             raise FastDFKDError(
-                f"Brevitas cannot trace the model with torch.fx ({str(exc).strip().splitlines()[0][:200]}); quantize it "
+                f"Brevitas cannot trace the model with torch.fx ({reason(exc)}); quantize it "
                 "through ONNX instead (`fastdfkd quantize-onnx --reconstruction adaround`)") from exc
         quantized = quantize.quantize(graph, **layer_maps(weight_bits, activation_bits))
         with torch.no_grad(), calibrate.calibration_mode(quantized):
             calibration.forward_loop(quantized)
-        calibration.forward_loop(quantized)  # one quantized pass fixes the weight scales from the weights
+        with torch.no_grad():  # one quantized batch fixes the weight scales from the weights
+            quantized(calibration.batches[0].to(model_device(quantized)))
         if method == "gptq":
             with torch.no_grad(), gptq.gptq_mode(quantized, device=model_device(quantized)) as rounding:
                 for _ in tqdm(range(rounding.num_layers), desc="GPTQ layers", disable=not progress):
