@@ -28,6 +28,7 @@ from torch.fx.experimental.symbolic_shapes import is_concrete_int
 from ..errors import FastDFKDError
 from ..io import atomic_path, load_npz
 from ..options import CommandParser, add_source_arguments, source_from_args
+from ..plugins import source_class
 from ..sources.base import DataSource, SyntheticSet
 from ..teacher import Teacher, model_device
 
@@ -153,9 +154,20 @@ def calibration_data(data: CalibrationInput, num_samples: int | None = None, bat
     return CalibrationData(batches)
 
 
+# Source options a calibration set takes by default: 4-bit activations calibrate better from the generic
+# prior's images than from the BatchNorm prior's (docs/benchmarks/activation_ranges.md).
+CALIBRATION_SOURCE_DEFAULTS: dict[str, Any] = {"prior": "auto-calibration"}
+
+
+def calibration_source_options(source: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``options`` for source ``source``, with the calibration defaults it takes filled in where the caller left them out."""
+    accepted = source_class(source).option_names()
+    return {**{key: value for key, value in CALIBRATION_SOURCE_DEFAULTS.items() if key in accepted}, **(options or {})}
+
+
 def add_calibration_arguments(parser: CommandParser, default_samples: int) -> None:
-    """The source options and ``--calibration FILE``: what :func:`calibration_from_args` reads."""
-    add_source_arguments(parser, default_samples=default_samples)
+    """The source options (with the calibration defaults) and ``--calibration FILE``: what :func:`calibration_from_args` reads."""
+    add_source_arguments(parser, default_samples=default_samples, source_defaults=CALIBRATION_SOURCE_DEFAULTS)
     parser.add_argument("--calibration", help="use this synthetic set (.npz from `fastdfkd synthesize`) instead of synthesising")
 
 

@@ -41,7 +41,8 @@ from ..options import add_model_arguments, load_teacher, require_normalisation, 
 from ..plugins import get_source
 from ..sources.base import SyntheticSet
 from ..teacher import Teacher
-from .generic import DEFAULT_BATCH_SIZE, CalibrationInput, add_calibration_arguments, calibration_data, load_inputs, whole_batches
+from .generic import (DEFAULT_BATCH_SIZE, CalibrationInput, add_calibration_arguments, calibration_data, calibration_source_options,
+                      load_inputs, whole_batches)
 from .onnx_export import (
     Verification,
     check_input_shape,
@@ -282,7 +283,7 @@ def quantize_datafree(
     with tempfile.TemporaryDirectory(prefix="fastdfkd-ort-") as workdir:
         started = time.perf_counter()
         if calibration is None:
-            data_source = get_source(source, teacher, seed=seed, progress=progress, **(source_options or {}))
+            data_source = get_source(source, teacher, seed=seed, progress=progress, **calibration_source_options(source, source_options))
             if num_samples * int(np.prod(input_shape)) * 4 > IN_MEMORY_LIMIT_BYTES:
                 calibration = synthesize_to_disk(data_source, num_samples, batch_size, Path(workdir) / "calibration.npy")
             else:

@@ -125,17 +125,22 @@ def prior_registry() -> dict[str, type[Prior]]:
     return {name: cls for name, (cls, _) in registry("fastdfkd_register_priors", "prior", _prior_entry).items()}
 
 
+AUTO_PRIORS = ("auto", "auto-calibration")  # the selectors make_prior takes besides a prior's name
+
+
 def make_prior(name: str, teacher: Teacher, momentum: float) -> Prior:
-    """The prior registered as ``name`` (``"auto"``: the applicable one of highest rank), built for ``teacher``."""
+    """The prior registered as ``name`` built for ``teacher``: ``"auto"`` picks the applicable one of highest rank,
+    ``"auto-calibration"`` the same among those that suit calibration sets (``Prior.suits_calibration``)."""
     known = prior_registry()
-    if name == "auto":
-        applicable = [cls for cls in known.values() if cls.applies_to(teacher)]
+    if name in AUTO_PRIORS:
+        applicable = [cls for cls in known.values()
+                      if cls.applies_to(teacher) and (name == "auto" or cls.suits_calibration)]
         if not applicable:
             raise FastDFKDError(f"no inversion prior applies to this teacher (installed: {', '.join(sorted(known))}); "
                                 "use the 'gaussian' or 'uniform' source, or install a prior plugin for it")
         return max(applicable, key=lambda cls: cls.rank)(teacher, momentum)
     if name not in known:
-        raise FastDFKDError(f"unknown prior {name!r}; choose auto or one of {', '.join(sorted(known))}")
+        raise FastDFKDError(f"unknown prior {name!r}; choose auto, auto-calibration or one of {', '.join(sorted(known))}")
     if not known[name].applies_to(teacher):
         raise FastDFKDError(f"prior {name!r} does not apply to this teacher ({known[name].description()}); "
                             "use prior 'auto' to pick one that does")

@@ -11,6 +11,8 @@ from models import make_teacher, no_batchnorm, tiny_vit
 
 from fastdfkd_plugin import FastDFKDError, Teacher, get_source, hookimpl
 from fastdfkd_plugin.batchnorm import reestimate_batchnorm
+from fastdfkd_plugin.cli import build_parser
+from fastdfkd_plugin.options import source_options
 from fastdfkd_plugin.plugins import prior_registry
 from fastdfkd_plugin.quality import set_quality
 from fastdfkd_plugin.attention import attention_modules
@@ -44,6 +46,21 @@ def test_a_named_prior_overrides_auto_and_a_wrong_one_is_refused():
         get_source("fastdfkd", make_teacher(), SHAPE, prior="nope", **FAST)
 
 
+@pytest.mark.parametrize("model, prior", [(make_teacher, "generic"), (tiny_vit, "transformer"), (no_batchnorm, "generic")])
+def test_auto_calibration_picks_like_auto_but_never_the_batchnorm_prior(model, prior):
+    source = get_source("fastdfkd", model(), SHAPE, prior="auto-calibration", **FAST)
+    assert source.settings()["prior"] == prior
+
+
+@pytest.mark.parametrize("command", ["quantize-onnx", "quantize-torch", "quantize-brevitas"])
+def test_quantize_commands_default_to_auto_calibration_and_a_named_prior_still_wins(command):
+    common = [command, "--model", f"{MODELS}:tiny", "--input-shape", "3,32,32", "--out", "q.onnx"] + (["--onnx", "m.onnx"] if command == "quantize-onnx" else [])
+    assert source_options(build_parser().parse_args(common))["prior"] == "auto-calibration"
+    assert source_options(build_parser().parse_args([*common, "--prior", "batchnorm"]))["prior"] == "batchnorm"
+    assert "prior" not in source_options(build_parser().parse_args([*common, "--source", "gaussian"]))
+    assert "prior" not in source_options(build_parser().parse_args(["synthesize", "--model", f"{MODELS}:tiny", "--out", "s.npz", "--num-samples", "4", "--input-shape", "3,32,32"]))
+
+
 class Brightness(GenericPrior):
     """Mean pixel brightness (a test plugin)."""
 
@@ -70,6 +87,12 @@ def test_a_plugin_prior_is_registered_like_the_builtins_and_auto_respects_its_ra
     assert {"batchnorm", "transformer", "generic", "brightness"} <= set(prior_registry())
     source = get_source("fastdfkd", make_teacher(), SHAPE, **FAST)
     assert source.settings()["prior"] == "brightness"
+
+
+def test_a_plugin_prior_that_does_not_suit_calibration_is_skipped_by_auto_calibration(prior_plugin, monkeypatch):
+    monkeypatch.setattr(Brightness, "suits_calibration", False)
+    assert get_source("fastdfkd", no_batchnorm(), SHAPE, **FAST).settings()["prior"] == "brightness"
+    assert get_source("fastdfkd", no_batchnorm(), SHAPE, prior="auto-calibration", **FAST).settings()["prior"] == "generic"
 
 
 def test_two_priors_with_one_name_are_refused(prior_plugin):

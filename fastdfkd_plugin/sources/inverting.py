@@ -23,8 +23,9 @@ class InvertingSource(DataSource):
     """A source whose batches minimise the inversion loss against the teacher (prior + CE, + adversarial)."""
 
     options = (
-        SourceOption(("--prior",), "prior", "inversion prior: auto (default: batchnorm for BN models, transformer for "
-                                            "LayerNorm/attention ones, else generic) or a name (see `fastdfkd priors`)"),
+        SourceOption(("--prior",), "prior", "inversion prior: auto (batchnorm for BN models, transformer for LayerNorm/"
+                                            "attention ones, else generic), auto-calibration (the same without batchnorm; "
+                                            "the quantize commands' default) or a name (see `fastdfkd priors`)"),
         SourceOption(("--no-flip",), "flip", "no mirrored images while inverting, for a teacher trained without horizontal "
                                              "flips (digits, text)", const=False),
         SourceOption(("--max-shift",), "shift", "largest random shift in pixels while inverting (default an eighth of the "
