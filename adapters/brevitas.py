@@ -5,7 +5,7 @@ column at a time and pushes every rounding error onto the columns not yet rounde
 weighted by the layer's input covariance on the calibration images, so at 4 bits the
 data decides. In a Brevitas script only the calibration batches change:
 
-    calibration = calibration_data(get_source("fastdfkd", teacher), num_samples=256)   # adapters.generic
+    calibration = calibration_data(get_source("fastdfkd", teacher, prior="auto-calibration"), num_samples=256)   # adapters.generic
     with torch.no_grad(), calibration_mode(quant_model):
         calibration.forward_loop(quant_model)
     with torch.no_grad(), gptq_mode(quant_model) as gptq:

@@ -7,7 +7,8 @@ Compressor a ``run_fn(model)`` of the same shape, AIMET a
 plain input tensors. :func:`calibration_data` synthesises (or takes) the inputs once, so
 every shape replays the same batches however often a toolkit calls it:
 
-    calib = calibration_data(get_source("fastdfkd", teacher, (3, 32, 32), mean=MEAN, std=STD), num_samples=512)
+    calib = calibration_data(get_source("fastdfkd", teacher, (3, 32, 32), mean=MEAN, std=STD, prior="auto-calibration"),
+                            num_samples=512)
     mtq.quantize(model, config, forward_loop=calib.forward_loop)             # TensorRT Model Optimizer
     sim.compute_encodings(calib.forward_pass_callback, None)                 # AIMET
 """

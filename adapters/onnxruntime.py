@@ -5,7 +5,7 @@ In an existing ONNX Runtime script, only the reader changes:
     from fastdfkd_plugin import get_source
     from fastdfkd_plugin.adapters.onnxruntime import calibration_reader
 
-    calibration = get_source("fastdfkd", teacher, (3, 32, 32), mean=MEAN, std=STD).synthetic_set(512)
+    calibration = get_source("fastdfkd", teacher, (3, 32, 32), mean=MEAN, std=STD, prior="auto-calibration").synthetic_set(512)
     quantize_static("model.onnx", "model.qdq.onnx", calibration_reader("model.onnx", calibration), ...)
 
 or everything in one call (export, a check against torch, pre-processing, quantization):

@@ -1,0 +1,207 @@
+"""Why one calibration set beats another at 4 bits: activation ranges per layer, against real images, and what they score.
+
+    python -m benchmarks.activation_ranges [--teachers resnet20,resnet56] [--samples 256] [--seeds 0,1,2]
+
+For each teacher and seed, four calibration sets of ``--samples`` images: real ``train_10k``
+images (a different subset per seed), N(0, 1) noise, and ``fastdfkd`` from cold with the
+``batchnorm`` prior (what ``prior="auto"`` picks for these teachers) and with
+``prior="auto-calibration"`` (the quantize commands' default, ``generic`` here). Per set:
+
+* every activation tensor's ONNX Runtime MinMax range (what a MinMax calibrator would use),
+  as a ratio to the real set's of the same seed, summarised per stage (geometric mean);
+* ORT QDQ accuracy at W4A4 per-channel under all four calibrators (MinMax, Percentile,
+  Entropy, Distribution), W4A8 per-channel and W8A8 per-tensor (MinMax, Percentile), on
+  2,000 held-out ``train_10k`` images (the split settings are chosen on) and on ``test_a``.
+
+Then the real set's MinMax ranges are shrunk by a factor (1.0 to 0.6) and W4A4 scored again
+on the held-out images: whether ranges tighter than real ones help a 4-bit activation grid,
+which is what tells a good calibration set from a faithful one.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from onnxruntime.quantization import CalibrationMethod, QuantType
+from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
+
+from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
+from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quiet_root_logger
+
+from .common.cli import benchmark_parser, float_list, int_list
+from .common.data import evaluation_split, load_images
+from .common.ort import prepared_onnx, quantized_model
+from .common.plots import pyplot
+from .common.report import environment, heading, mean_spread, publish
+from .common.sources import cold_source, timed_set
+from .common.teachers import load_teacher
+
+SOURCES = {"real": None, "gaussian": {"clip": False}, "fastdfkd, batchnorm prior": {"prior": "batchnorm"},
+           "fastdfkd, auto-calibration prior": {"prior": "auto-calibration"}}
+# column: (weight type, activation type, calibrator, per-channel weights)
+COLUMNS = {f"W4A4 {method}": (QuantType.QInt4, QuantType.QUInt4, method, True)
+           for method in ("MinMax", "Percentile", "Entropy", "Distribution")}
+COLUMNS |= {f"W4A8 {method}": (QuantType.QInt4, QuantType.QUInt8, method, True) for method in ("MinMax", "Percentile")}
+COLUMNS |= {f"W8A8 per-tensor {method}": (QuantType.QInt8, QuantType.QUInt8, method, False) for method in ("MinMax", "Percentile")}
+STAGES = ("stem", "layer1", "layer2", "layer3", "head")
+
+
+def stage(tensor: str) -> str | None:
+    """The stage of a CIFAR ResNet an activation tensor belongs to (None for the graph input)."""
+    for name in ("layer1", "layer2", "layer3"):
+        if f"/{name}/" in tensor:
+            return name
+    if tensor == "input":
+        return None
+    return "stem" if tensor.startswith(("/conv1", "/Relu_output", "/bn1")) else "head"
+
+
+def minmax_ranges(pre: Path, inputs: np.ndarray, workdir: Path) -> TensorsData:
+    """ONNX Runtime's MinMax calibration data (per activation tensor: lowest, highest) for ``inputs``."""
+    with quiet_root_logger():
+        calibrator = create_calibrator(pre, augmented_model_path=str(workdir / "augmented.onnx"),
+                                       calibrate_method=CalibrationMethod.MinMax)
+        calibrator.collect_data(calibration_reader(pre, inputs, 64))
+        return calibrator.compute_data()
+
+
+def widths(ranges: TensorsData) -> dict[str, float]:
+    """Tensor → width of its range (highest − min(lowest, 0): what a uint grid with a zero point must span)."""
+    return {name: float(np.max(data.range_value[1]) - min(float(np.min(data.range_value[0])), 0.0))
+            for name, data in ranges.data.items()}
+
+
+def stage_ratios(ranges: dict[str, float], real: dict[str, float]) -> dict[str, float]:
+    """Stage → geometric mean over its tensors of this set's range width over the real set's."""
+    logs: dict[str, list[float]] = {}
+    for name, width in ranges.items():
+        if stage(name) and real[name] > 0 and width > 0:
+            logs.setdefault(stage(name), []).append(float(np.log(width / real[name])))
+    return {name: round(float(np.exp(np.mean(logs[name]))), 3) for name in STAGES if name in logs}
+
+
+def scores(pre: Path, inputs: np.ndarray, splits: dict[str, tuple[np.ndarray, np.ndarray]], workdir: Path) -> dict[str, dict[str, float]]:
+    """Split → column → accuracy (%) of the model ORT quantizes with ``inputs``."""
+    row: dict[str, dict[str, float]] = {split: {} for split in splits}
+    for column, (weights, activations, method, per_channel) in COLUMNS.items():
+        model = quantized_model(pre, inputs, weights, activations, getattr(CalibrationMethod, method), workdir, per_channel=per_channel)
+        for split, (x, y) in splits.items():
+            row[split][column] = round(onnx_accuracy(model, x, y), 2)
+    return row
+
+
+def shrunk_real_scores(pre: Path, real_set: np.ndarray, ranges: TensorsData, factors: list[float],
+                       heldout: tuple[np.ndarray, np.ndarray], workdir: Path) -> dict[str, float]:
+    """Factor → held-out W4A4 MinMax accuracy with every activation range of the real set scaled by it (the input's kept)."""
+    results = {}
+    for factor in factors:
+        scaled = TensorsData(CalibrationMethod.MinMax, {
+            name: data.range_value if name == "input" else tuple(np.asarray(value) * factor for value in data.range_value)
+            for name, data in ranges.data.items()})
+        cache = workdir / f"ranges_x{factor}.json"
+        save_tensors_data(scaled, cache)
+        model = quantized_model(pre, real_set, QuantType.QInt4, QuantType.QUInt4, CalibrationMethod.MinMax, workdir,
+                                calibration_cache_path=str(cache))
+        results[str(factor)] = round(onnx_accuracy(model, *heldout), 2)
+    return results
+
+
+def run_teacher(name: str, args) -> dict[str, Any]:
+    model = load_teacher(name, args.data_dir)
+    real, heldout_x, heldout_y = evaluation_split("heldout", args.samples * len(args.seeds), args.data_dir, args.seed)
+    test_x, test_y = (array.numpy() for array in load_images("test_a", args.data_dir))
+    splits = {"heldout": (heldout_x, heldout_y), "test_a": (test_x, test_y)}
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        workdir = Path(folder)
+        fp32, pre = prepared_onnx(model, workdir, name)
+        fp32_accuracy = {split: onnx_accuracy(fp32, x, y) for split, (x, y) in splits.items()}
+        print(f"{name}: FP32 {fp32_accuracy}", flush=True)
+        for index, seed in enumerate(args.seeds):
+            real_set = real[index * args.samples:(index + 1) * args.samples]
+            real_ranges = minmax_ranges(pre, real_set, workdir)
+            for source, options in SOURCES.items():
+                if options is None:
+                    inputs, seconds = real_set, 0.0
+                else:
+                    synthetic, seconds = timed_set(cold_source("gaussian" if source == "gaussian" else "fastdfkd", model,
+                                                               seed=seed, **options), args.samples)
+                    inputs = synthetic.inputs.numpy()
+                ranges = real_ranges if options is None else minmax_ranges(pre, inputs, workdir)
+                row = {"source": source, "seed": seed, "set_seconds": round(seconds, 1),
+                       "range_ratio": stage_ratios(widths(ranges), widths(real_ranges)),
+                       "tensor_ratio": {tensor: round(width / widths(real_ranges)[tensor], 3)
+                                        for tensor, width in widths(ranges).items() if widths(real_ranges)[tensor] > 0},
+                       "accuracy": scores(pre, inputs, splits, workdir)}
+                if options is None:
+                    row["shrunk_real_w4a4_minmax_heldout"] = shrunk_real_scores(pre, real_set, real_ranges, args.factors, splits["heldout"], workdir)
+                rows.append(row)
+                print(f"  {source} seed {seed}: ranges {row['range_ratio']}, heldout {row['accuracy']['heldout']}, "
+                      f"test_a {row['accuracy']['test_a']}", flush=True)
+    return {"teacher": name, "fp32": fp32_accuracy, "rows": rows}
+
+
+def markdown(results: dict) -> str:
+    lines = heading("Activation ranges of calibration sets, and what they score at 4 bits", results,
+                    "{samples} images per set; ONNX Runtime QDQ; mean ± standard deviation over seeds {seeds}; {threads} threads. "
+                    "Settings are chosen on the held-out train_10k images; test_a is the report.")
+    for teacher in results["teachers"]:
+        lines += [f"## {teacher['teacher']} (FP32 held-out {teacher['fp32']['heldout']:.2f} %, test_a {teacher['fp32']['test_a']:.2f} %)", "",
+                  "MinMax range width per stage against the real set of the same seed (geometric mean over the stage's tensors):", "",
+                  "| source | " + " | ".join(STAGES) + " |", "| --- |" + " --- |" * len(STAGES)]
+        for source in SOURCES:
+            rows = [row for row in teacher["rows"] if row["source"] == source]
+            lines.append(f"| {source} | " + " | ".join(mean_spread([row["range_ratio"].get(s, float("nan")) for row in rows])
+                                                       for s in STAGES) + " |")
+        for split in ("heldout", "test_a"):
+            lines += ["", f"Accuracy (%) on {split}:", "", "| source | set s | " + " | ".join(COLUMNS) + " |",
+                      "| --- | --- |" + " --- |" * len(COLUMNS)]
+            for source in SOURCES:
+                rows = [row for row in teacher["rows"] if row["source"] == source]
+                lines.append(f"| {source} | {mean_spread([row['set_seconds'] for row in rows])} | "
+                             + " | ".join(mean_spread([row["accuracy"][split][c] for row in rows]) for c in COLUMNS) + " |")
+        shrunk = [row["shrunk_real_w4a4_minmax_heldout"] for row in teacher["rows"] if row["source"] == "real"]
+        lines += ["", "Real set's MinMax ranges scaled by a factor, W4A4 MinMax on held-out images:", "",
+                  "| factor | " + " | ".join(shrunk[0]) + " |", "| --- |" + " --- |" * len(shrunk[0]),
+                  "| accuracy | " + " | ".join(mean_spread([seed[f] for seed in shrunk]) for f in shrunk[0]) + " |", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    """Per tensor (in graph order), each source's MinMax range width over the real set's; mean over seeds."""
+    plt = pyplot()
+    figure, axes = plt.subplots(1, len(results["teachers"]), figsize=(7 * len(results["teachers"]), 4.5), squeeze=False)
+    for axis, teacher in zip(axes[0], results["teachers"]):
+        for source in SOURCES:
+            rows = [row["tensor_ratio"] for row in teacher["rows"] if row["source"] == source]
+            tensors = [t for t in rows[0] if stage(t)]
+            order = sorted(tensors, key=lambda t: (STAGES.index(stage(t)), t))
+            axis.plot(range(len(order)), [np.mean([r[t] for r in rows]) for t in order], marker=".", label=source)
+        axis.axhline(1.0, color="grey", linestyle="--")
+        axis.set(title=teacher["teacher"], xlabel="activation tensor (stem → layer1 → layer2 → layer3 → head)",
+                 ylabel="MinMax range / real set's", yscale="log")
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--teachers", default="resnet20,resnet56")
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--seeds", type=int_list, default=[0, 1, 2])
+    parser.add_argument("--factors", type=float_list, default=[1.0, 0.9, 0.8, 0.7, 0.6])
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    args = parser.parse_args(argv)
+    results = {"samples": args.samples, "seeds": args.seeds, "environment": environment(),
+               "teachers": [run_teacher(name, args) for name in args.teachers.split(",")]}
+    publish(args.out / "activation_ranges", results, markdown(results))
+    plot(results, args.out / "activation_ranges.png")
+
+
+if __name__ == "__main__":
+    main()
