@@ -5,7 +5,7 @@ column at a time and pushes every rounding error onto the columns not yet rounde
 weighted by the layer's input covariance on the calibration images, so at 4 bits the
 data decides. In a Brevitas script only the calibration batches change:
 
-    calibration = calibration_data(get_source("fastdfkd", teacher, prior="auto-calibration"), num_samples=256)   # adapters.generic
+    calibration = calibration_data(get_source("fastdfkd", teacher), num_samples=256)   # adapters.generic
     with torch.no_grad(), calibration_mode(quant_model):
         calibration.forward_loop(quant_model)
     with torch.no_grad(), gptq_mode(quant_model) as gptq:
@@ -151,7 +151,7 @@ def cmd_quantize_brevitas(args: argparse.Namespace) -> None:
     if Path(args.out).suffix != ".onnx":
         raise FastDFKDError(f"--out is written as ONNX QCDQ, so name it *.onnx, not {args.out}")
     teacher = load_teacher(args)
-    calibration, source_name = calibration_from_args(args, teacher)
+    calibration, source_name = calibration_from_args(args, teacher, args.activation_bits)
     quantized = quantize_datafree(teacher, calibration, weight_bits=args.weight_bits,
                                   activation_bits=args.activation_bits, method=args.method, progress=not args.quiet)
     same = 100 * agreement(teacher, quantized, calibration.inputs, model_output_transform=teacher.output_transform)

@@ -7,8 +7,7 @@ Compressor a ``run_fn(model)`` of the same shape, AIMET a
 plain input tensors. :func:`calibration_data` synthesises (or takes) the inputs once, so
 every shape replays the same batches however often a toolkit calls it:
 
-    calib = calibration_data(get_source("fastdfkd", teacher, (3, 32, 32), mean=MEAN, std=STD, prior="auto-calibration"),
-                            num_samples=512)
+    calib = calibration_data(get_source("fastdfkd", teacher, (3, 32, 32), mean=MEAN, std=STD), num_samples=512)
     mtq.quantize(model, config, forward_loop=calib.forward_loop)             # TensorRT Model Optimizer
     sim.compute_encodings(calib.forward_pass_callback, None)                 # AIMET
 """
@@ -28,7 +27,7 @@ from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
 from ..errors import FastDFKDError
 from ..io import atomic_path, load_npz
-from ..options import CommandParser, add_source_arguments, source_from_args
+from ..options import CommandParser, add_source_arguments, source_from_args, source_options
 from ..plugins import source_class
 from ..sources.base import DataSource, SyntheticSet
 from ..teacher import Teacher, model_device
@@ -155,29 +154,37 @@ def calibration_data(data: CalibrationInput, num_samples: int | None = None, bat
     return CalibrationData(batches)
 
 
-# Source options a calibration set takes by default: 4-bit activations calibrate better from the generic
-# prior's images than from the BatchNorm prior's (docs/benchmarks/activation_ranges.md).
-CALIBRATION_SOURCE_DEFAULTS: dict[str, Any] = {"prior": "auto-calibration"}
+LOW_BIT_ACTIVATIONS = 4  # activation grids of this many bits or fewer are calibrated from prior="auto-calibration"
 
 
-def calibration_source_options(source: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``options`` for source ``source``, with the calibration defaults it takes filled in where the caller left them out."""
+def calibration_source_options(source: str, activation_bits: int, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``options`` for source ``source``, with the calibration default filled in where the caller left it out.
+
+    For activations of :data:`LOW_BIT_ACTIVATIONS` bits or fewer that is ``prior="auto-calibration"``:
+    a 16-level grid wants ranges tighter than real images give, and the generic prior's images give
+    them, while the BatchNorm prior's stretch the deep layers' (W4A4 +2 to +9 points on held-out
+    images). At 8 bits the tighter ranges cost about a point, so the source's own prior stays
+    (docs/onnxruntime.md#which-prior-for-calibration-sets).
+    """
+    defaults = {"prior": "auto-calibration"} if activation_bits <= LOW_BIT_ACTIVATIONS else {}
     accepted = source_class(source).option_names()
-    return {**{key: value for key, value in CALIBRATION_SOURCE_DEFAULTS.items() if key in accepted}, **(options or {})}
+    return {**{key: value for key, value in defaults.items() if key in accepted}, **(options or {})}
 
 
 def add_calibration_arguments(parser: CommandParser, default_samples: int) -> None:
-    """The source options (with the calibration defaults) and ``--calibration FILE``: what :func:`calibration_from_args` reads."""
-    add_source_arguments(parser, default_samples=default_samples, source_defaults=CALIBRATION_SOURCE_DEFAULTS)
+    """The source options and ``--calibration FILE``: what :func:`calibration_from_args` reads."""
+    add_source_arguments(parser, default_samples=default_samples)
     parser.add_argument("--calibration", help="use this synthetic set (.npz from `fastdfkd synthesize`) instead of synthesising")
 
 
-def calibration_from_args(args: argparse.Namespace, teacher: Teacher) -> tuple[CalibrationData, str]:
-    """The calibration batches a command's ``--calibration FILE`` or source options describe, and their origin's name."""
+def calibration_from_args(args: argparse.Namespace, teacher: Teacher, activation_bits: int) -> tuple[CalibrationData, str]:
+    """The calibration batches a command's ``--calibration FILE`` or source options describe (with the calibration
+    defaults for ``activation_bits``-bit activations), and their origin's name."""
     if args.calibration:
         data, origin = torch.from_numpy(load_npz(args.calibration)[0]), args.calibration
     else:
-        data, origin = source_from_args(args, teacher).synthetic_set(args.num_samples, args.batch_size), args.source
+        source = source_from_args(args, teacher, **calibration_source_options(args.source, activation_bits, source_options(args)))
+        data, origin = source.synthetic_set(args.num_samples, args.batch_size), args.source
     return calibration_data(data, batch_size=args.batch_size), origin
 
 

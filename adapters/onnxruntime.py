@@ -21,6 +21,7 @@ import contextlib
 import functools
 import logging
 import math
+import re
 import shutil
 import tempfile
 import time
@@ -201,6 +202,11 @@ def quantize_static_options(options: dict[str, Any]) -> dict[str, Any]:
             for key, value in options.items()}
 
 
+def activation_bits(activation_type: Any) -> int:
+    """Bits of an activation type given as ONNX Runtime's ``QuantType`` or by the CLI's name (absent: ORT's default, uint8)."""
+    return int(re.search(r"\d+", str(getattr(activation_type, "name", activation_type or "uint8"))).group())
+
+
 def reconstruction_settings(options: dict[str, Any]) -> dict[str, Any]:
     """The ``quantize_static`` options that carry over to Quark's reconstruction, refusing the others by name."""
     options = dict(options)
@@ -283,7 +289,7 @@ def quantize_datafree(
     with tempfile.TemporaryDirectory(prefix="fastdfkd-ort-") as workdir:
         started = time.perf_counter()
         if calibration is None:
-            data_source = get_source(source, teacher, seed=seed, progress=progress, **calibration_source_options(source, source_options))
+            data_source = get_source(source, teacher, seed=seed, progress=progress, **calibration_source_options(source, activation_bits(quantize_options.get("activation_type")), source_options))
             if num_samples * int(np.prod(input_shape)) * 4 > IN_MEMORY_LIMIT_BYTES:
                 calibration = synthesize_to_disk(data_source, num_samples, batch_size, Path(workdir) / "calibration.npy")
             else:

@@ -7,7 +7,7 @@ so in a Quark script only the reader changes:
 
     from fastdfkd_plugin.adapters.onnxruntime import calibration_reader
 
-    calibration = get_source("fastdfkd", teacher, prior="auto-calibration").synthetic_set(256)
+    calibration = get_source("fastdfkd", teacher).synthetic_set(256)
     ModelQuantizer(config).quantize_model("model.onnx", "model.q.onnx", calibration_reader("model.onnx", calibration))
 
 or one call: ``quantize_datafree(..., reconstruction="adaround")``, also

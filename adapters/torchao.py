@@ -166,7 +166,7 @@ def cmd_quantize_torch(args: argparse.Namespace) -> None:
     _pt2e()
     _check_pt2(args.out)
     teacher = load_teacher(args)
-    calibration, source_name = calibration_from_args(args, teacher)
+    calibration, source_name = calibration_from_args(args, teacher, 8)  # PT2E quantizes activations to int8
     quantizer = default_quantizer(per_channel=not args.per_tensor, reduce_range=args.reduce_range)
     model = teacher.model if teacher.device.type == "cpu" else copy.deepcopy(teacher.model).cpu()  # X86 targets the CPU
     quantized = quantize_pt2e_datafree(model, calibration, quantizer)

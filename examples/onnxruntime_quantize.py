@@ -63,7 +63,7 @@ def main() -> None:
 
     if args.data_free:
         teacher = Teacher(model, (1, 32, 32), mean=[digits.mean], std=[digits.std])                         # data-free
-        synthetic = get_source("fastdfkd", teacher, prior="auto-calibration", warmup_tasks=args.warmup_tasks).synthetic_set(args.num_samples)  # data-free
+        synthetic = get_source("fastdfkd", teacher, warmup_tasks=args.warmup_tasks).synthetic_set(args.num_samples)  # data-free
         reader = calibration_reader(prepared, synthetic)                                                    # data-free
     else:
         reader = DigitsDataReader(digits.train_x[: args.num_samples].numpy(), "input")

@@ -57,7 +57,7 @@ def main() -> None:
 
     if args.data_free:
         calibration_set = get_source("fastdfkd", Teacher(model, (1, 32, 32), mean=[digits.mean], std=[digits.std]),  # data-free
-                                     prior="auto-calibration", warmup_tasks=args.warmup_tasks).synthetic_set(args.num_samples)  # data-free
+                                     warmup_tasks=args.warmup_tasks).synthetic_set(args.num_samples)                 # data-free
     else:
         calibration_set = TensorDataset(digits.train_x[: args.num_samples], digits.train_y[: args.num_samples])
     data_loader = DataLoader(calibration_set, batch_size=BATCH_SIZE, shuffle=True, drop_last=True)

@@ -2,7 +2,7 @@
 
 >>> from fastdfkd_plugin import Teacher, get_source
 >>> teacher = Teacher(model, (3, 32, 32), mean=MEAN, std=STD)   # built once, passed everywhere
->>> calibration = get_source("fastdfkd", teacher, prior="auto-calibration").synthetic_set(num_samples=512, batch_size=64)
+>>> calibration = get_source("fastdfkd", teacher).synthetic_set(num_samples=512, batch_size=64)
 
 The names below are imported on first use, so ``import fastdfkd_plugin`` (and the
 ``fastdfkd`` command's start-up) does not pay for torch until something needs it.

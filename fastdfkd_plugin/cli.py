@@ -74,7 +74,7 @@ def cmd_priors(args: argparse.Namespace) -> None:
     priors = prior_registry().values()
     print_by_rank(priors, "prior=auto picks the first that applies to the teacher, in this order:")
     skipped = ", ".join(sorted(cls.name for cls in priors if not cls.suits_calibration)) or "none"
-    print(f"prior=auto-calibration (the quantize commands' default) picks the same way but skips: {skipped}")
+    print(f"prior=auto-calibration (the quantize commands' default for 4-bit activations) picks the same way but skips: {skipped}")
 
 
 def cmd_tasks(args: argparse.Namespace) -> None:

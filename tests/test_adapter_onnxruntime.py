@@ -107,7 +107,7 @@ def test_quantize_datafree_end_to_end_keeps_outputs_close_and_the_teacher_intact
     assert state_hash(teacher) == before
 
 
-def test_quantize_datafree_synthesises_with_the_calibration_prior_unless_told(teacher, tmp_path, monkeypatch):
+def test_quantize_datafree_synthesises_4_bit_activation_sets_with_the_calibration_prior(teacher, tmp_path, monkeypatch):
     priors = []
 
     def spy(*args, **options):
@@ -116,10 +116,11 @@ def test_quantize_datafree_synthesises_with_the_calibration_prior_unless_told(te
         return source
 
     monkeypatch.setattr(ort_adapter, "get_source", spy)
-    for options in ({}, {"prior": "batchnorm"}):
+    for activation_type, options in (("uint4", {}), ("uint8", {}), ("uint4", {"prior": "batchnorm"})):
         quantize_datafree(teacher, tmp_path / "q.onnx", input_shape=SHAPE, num_samples=8, batch_size=8, preprocess=False,
-                          source_options={"steps": 2, "warmup_tasks": 2, "latent_dim": 32, **options}, device="cpu", weight_type=QuantType.QInt8)
-    assert priors == ["generic", "batchnorm"]
+                          source_options={"steps": 2, "warmup_tasks": 2, "latent_dim": 32, **options}, device="cpu",
+                          weight_type="int8", activation_type=activation_type)
+    assert priors == ["generic", "batchnorm", "batchnorm"]
 
 
 def test_options_pass_through_to_quantize_static(teacher, synthetic, tmp_path, monkeypatch):

@@ -139,7 +139,7 @@ def test_cli_quantize_torch_round_trip(teacher, tmp_path, capsys):
     assert code == 0, stderr
     assert "calibrated on 24 samples from fastdfkd" in stdout and "per-channel" in stdout and str(out) in stdout
     # the same seeded synthesis and calibration in Python gives the very same quantized model
-    same = get_source("fastdfkd", teacher, SHAPE, prior="auto-calibration", steps=2, warmup_tasks=1, device="cpu").synthetic_set(24, 8)
+    same = get_source("fastdfkd", teacher, SHAPE, steps=2, warmup_tasks=1, device="cpu").synthetic_set(24, 8)
     expected, probe = quantize_pt2e_datafree(teacher, same), torch.rand(8, *SHAPE)
     with torch.no_grad():
         assert torch.equal(torch.export.load(out).module()(probe), expected(probe))

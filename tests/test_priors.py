@@ -11,8 +11,10 @@ from models import make_teacher, no_batchnorm, tiny_vit
 
 from fastdfkd_plugin import FastDFKDError, Teacher, get_source, hookimpl
 from fastdfkd_plugin.batchnorm import reestimate_batchnorm
+from fastdfkd_plugin import options as options_module
+from fastdfkd_plugin.adapters.generic import calibration_from_args, calibration_source_options
 from fastdfkd_plugin.cli import build_parser
-from fastdfkd_plugin.options import source_options
+from fastdfkd_plugin.options import load_teacher
 from fastdfkd_plugin.plugins import prior_registry
 from fastdfkd_plugin.quality import set_quality
 from fastdfkd_plugin.attention import attention_modules
@@ -52,16 +54,26 @@ def test_auto_calibration_picks_like_auto_but_never_the_batchnorm_prior(model, p
     assert source.settings()["prior"] == prior
 
 
-@pytest.mark.parametrize("command", ["quantize-onnx", "quantize-torch", "quantize-brevitas"])
-def test_quantize_commands_default_to_auto_calibration_and_a_named_prior_still_wins(command):
-    def prior(*arguments):
-        return source_options(build_parser().parse_args([*arguments, "--model", f"{MODELS}:tiny", "--input-shape", "3,32,32"])).get("prior")
+@pytest.mark.parametrize("bits, prior", [(4, "auto-calibration"), (2, "auto-calibration"), (8, None)])
+def test_calibration_sets_for_low_bit_activations_default_to_auto_calibration(bits, prior):
+    assert calibration_source_options("fastdfkd", bits).get("prior") == prior
+    assert calibration_source_options("fastdfkd", bits, {"prior": "batchnorm"})["prior"] == "batchnorm"  # the user's wins
+    assert "prior" not in calibration_source_options("gaussian", bits)  # noise takes no prior
 
-    common = [command, "--out", "q.onnx", *(["--onnx", "m.onnx"] if command == "quantize-onnx" else [])]
-    assert prior(*common) == "auto-calibration"
-    assert prior(*common, "--prior", "batchnorm") == "batchnorm"
-    assert prior(*common, "--source", "gaussian") is None  # noise takes no prior
-    assert prior("synthesize", "--out", "s.npz", "--num-samples", "4") is None  # synthesize keeps the source's own "auto"
+
+@pytest.mark.parametrize("bits, prior", [("4", "generic"), ("8", "batchnorm")])
+def test_quantize_brevitas_synthesises_with_the_prior_its_activation_bits_call_for(bits, prior, monkeypatch):
+    built = []
+
+    def spy(*args, **options):
+        built.append(get_source(*args, **options))
+        return built[-1]
+
+    monkeypatch.setattr(options_module, "get_source", spy)
+    args = build_parser().parse_args(["quantize-brevitas", "--model", f"{MODELS}:tiny", "--out", "q.onnx", "--activation-bits", bits,
+                                      "--num-samples", "4", *CLI_ARGS])
+    calibration_from_args(args, load_teacher(args), int(bits))
+    assert [source.settings()["prior"] for source in built] == [prior]
 
 
 class Brightness(GenericPrior):

@@ -25,7 +25,7 @@ class InvertingSource(DataSource):
     options = (
         SourceOption(("--prior",), "prior", "inversion prior: auto (batchnorm for BN models, transformer for LayerNorm/"
                                             "attention ones, else generic), auto-calibration (the same without batchnorm; "
-                                            "the quantize commands' default) or a name (see `fastdfkd priors`)"),
+                                            "the quantize commands' default for 4-bit activations) or a name (see `fastdfkd priors`)"),
         SourceOption(("--no-flip",), "flip", "no mirrored images while inverting, for a teacher trained without horizontal "
                                              "flips (digits, text)", const=False),
         SourceOption(("--max-shift",), "shift", "largest random shift in pixels while inverting (default an eighth of the "

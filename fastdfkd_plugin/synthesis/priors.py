@@ -155,8 +155,8 @@ class BatchNormPrior(Prior):
     weight = 10.0
     rank = 30
     # Its images stretch the deep layers' activation ranges past real ones (×1.13 on ResNet-20's third
-    # stage), while 4-bit activations want ranges tighter than real; the generic prior's are (×0.6–0.9)
-    # and calibrated W4A4 2–9 points better on held-out images (docs/benchmarks/activation_ranges.md).
+    # stage), while 4-bit activations want ranges tighter than real; the generic prior's are (×0.6–0.85)
+    # and calibrate W4A4 better on held-out images (docs/benchmarks/activation_ranges.md).
     suits_calibration = False
 
     def __init__(self, teacher: Teacher, momentum: float) -> None:
