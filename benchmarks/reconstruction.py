@@ -1,10 +1,11 @@
 """4-bit quantization with reconstruction (AMD Quark's AdaRound on ONNX, Brevitas' GPTQ on PyTorch) against plain calibration, per data source.
 
     python -m benchmarks.reconstruction [--teachers resnet20] [--samples 256] [--seeds 0,1,2] [--iterations 100]
-                                        [--eval test_a|heldout]
+                                        [--eval test_a|heldout] [--sources fastdfkd,gaussian,real] [--configs W4A8,W4A4]
+                                        [--prior auto|auto-calibration|NAME]
 
 For each teacher and seed, three calibration sets of ``--samples`` images: ``fastdfkd``
-(defaults, from cold), N(0, 1) ``gaussian`` noise and real ``train_10k`` images (a
+(defaults, from cold; ``--prior`` sets its prior), N(0, 1) ``gaussian`` noise and real ``train_10k`` images (a
 different random subset per seed). Each set quantizes the teacher at W4A8 and W4A4
 (per-channel weights) four ways: ONNX Runtime MinMax and Percentile, Quark's own MinMax
 calibration (symmetric 16-level weights: what Quark does without reconstruction), and
@@ -29,7 +30,7 @@ from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader
 from fastdfkd_plugin.adapters.quark import quantize_reconstructed
 
-from .common.cli import benchmark_parser, int_list
+from .common.cli import benchmark_parser, choice_list, int_list
 from .common.data import accuracy, evaluation_split
 from .common.ort import CONFIGS, METHODS, prepared_onnx, quantized_accuracy
 from .common.plots import pyplot
@@ -45,15 +46,17 @@ def calibration_set(source: str, model, args, seed: int, real: np.ndarray) -> tu
     """(normalised inputs, seconds to make them) for one source and seed; ``real`` holds the real images of this seed."""
     if source == "real":
         return real, 0.0
-    data, seconds = timed_set(cold_source(source, model, seed=seed, **({"clip": False} if source == "gaussian" else {})),
-                              args.samples)
+    options = {"clip": False} if source == "gaussian" else {"prior": args.prior}
+    data, seconds = timed_set(cold_source(source, model, seed=seed, **options), args.samples)
     return data.inputs.numpy(), seconds
 
 
-def scores(model, pre: Path, inputs: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path, iterations: int) -> dict:
-    """Column → (accuracy %, quantization seconds) for every configuration and way of quantizing."""
+def scores(model, pre: Path, inputs: np.ndarray, eval_x: np.ndarray, eval_y: np.ndarray, workdir: Path, iterations: int,
+           configs: list[str]) -> dict:
+    """Column → (accuracy %, quantization seconds) for each of ``configs`` and every way of quantizing."""
     row = {}
-    for config, (weight_type, activation_type) in BITS.items():
+    for config in configs:
+        weight_type, activation_type = BITS[config]
         activation_bits = 8 if activation_type == "uint8" else 4
         ort_weights, ort_activations, _ = CONFIGS[config]
         for method_name, method in METHODS.items():
@@ -86,9 +89,9 @@ def run_teacher(name: str, args) -> dict:
         fp32_accuracy = onnx_accuracy(fp32, eval_x, eval_y)
         print(f"{name}: FP32 {fp32_accuracy:.2f} %", flush=True)
         for index, seed in enumerate(args.seeds):
-            for source in SOURCES:
+            for source in args.sources:
                 inputs, seconds = calibration_set(source, model, args, seed, real[index * args.samples:(index + 1) * args.samples])
-                row = scores(model, pre, inputs, eval_x, eval_y, workdir, args.iterations)
+                row = scores(model, pre, inputs, eval_x, eval_y, workdir, args.iterations, args.configs)
                 rows.append({"source": source, "seed": seed, "set_seconds": round(seconds, 1),
                              "accuracy": {column: round(value[0], 2) for column, value in row.items()},
                              "quantize_seconds": {column: round(value[1], 1) for column, value in row.items()}})
@@ -99,12 +102,12 @@ def run_teacher(name: str, args) -> dict:
 def markdown(results: dict) -> str:
     lines = heading("4-bit quantization: AdaRound (AMD Quark) and GPTQ (Brevitas) against plain calibration, per calibration source",
                     results, "{samples} calibration images per set, AdaRound {iterations} iterations per layer; accuracy % on "
-                    "{eval}, mean ± standard deviation over seeds {seeds}; {threads} threads.")
+                    "{eval}, mean ± standard deviation over seeds {seeds}; {threads} threads; fastdfkd sets with prior={prior}.")
     columns = list(results["teachers"][0]["rows"][0]["accuracy"])
     for teacher in results["teachers"]:
         lines += [f"## {teacher['teacher']} (FP32 {teacher['fp32']:.2f} %)", "",
                   "| source | set s | " + " | ".join(columns) + " |", "| --- | --- |" + " --- |" * len(columns)]
-        for source in SOURCES:
+        for source in results["sources"]:
             rows = [row for row in teacher["rows"] if row["source"] == source]
             cells = [mean_spread([row["accuracy"][column] for row in rows]) for column in columns]
             lines.append(f"| {source} | {mean_spread([row['set_seconds'] for row in rows])} | " + " | ".join(cells) + " |")
@@ -118,8 +121,8 @@ def plot(results: dict, path: Path) -> None:
     figure, axes = plt.subplots(1, len(results["teachers"]), figsize=(14, 4.5), squeeze=False)
     for axis, teacher in zip(axes[0], results["teachers"]):
         columns = list(teacher["rows"][0]["accuracy"])
-        width = 0.8 / len(SOURCES)
-        for index, source in enumerate(SOURCES):
+        width = 0.8 / len(results["sources"])
+        for index, source in enumerate(results["sources"]):
             values = np.array([[row["accuracy"][column] for column in columns] for row in teacher["rows"] if row["source"] == source])
             axis.bar(np.arange(len(columns)) + index * width, values.mean(0), width, yerr=values.std(0), label=source)
         axis.axhline(teacher["fp32"], color="grey", linestyle="--", label="FP32")
@@ -137,11 +140,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int_list, default=[0, 1, 2])
     parser.add_argument("--iterations", type=int, default=100, help="AdaRound steps per layer")
     parser.add_argument("--eval", choices=("test_a", "heldout"), default="test_a")
+    parser.add_argument("--sources", type=choice_list(SOURCES), default=list(SOURCES))
+    parser.add_argument("--configs", type=choice_list(BITS), default=list(BITS))
+    parser.add_argument("--prior", default="auto", help="the fastdfkd sets' prior (auto-calibration: the quantize commands' at 4 bits)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args(argv)
-    results = {"samples": args.samples, "iterations": args.iterations, "eval": args.eval, "seeds": args.seeds,
-               "environment": environment(), "teachers": [run_teacher(name, args) for name in args.teachers.split(",")]}
-    name = "reconstruction" if args.eval == "test_a" else f"reconstruction_{args.eval}"
+    results = {"samples": args.samples, "iterations": args.iterations, "eval": args.eval, "seeds": args.seeds, "prior": args.prior,
+               "sources": args.sources, "environment": environment(),
+               "teachers": [run_teacher(name, args) for name in args.teachers.split(",")]}
+    name = "_".join(["reconstruction", *([] if args.eval == "test_a" else [args.eval]),
+                     *([] if args.configs == list(BITS) else [c.lower() for c in args.configs]),
+                     *([] if args.prior == "auto" else [args.prior.replace("-", "_")])])
     publish(args.out / name, results, markdown(results))
     plot(results, args.out / f"{name}.png")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Callable, Iterable
 
 from .data import accuracy, default_data_dir, load_images, resize
 from .teachers import TRAINED, load_teacher, teacher_input_shape
@@ -26,6 +27,18 @@ def benchmark_parser(description: str | None) -> argparse.ArgumentParser:
 def int_list(text: str) -> list[int]:
     """``--seeds 0,1,2`` → [0, 1, 2]."""
     return [int(value) for value in text.split(",")]
+
+
+def choice_list(known: Iterable[str]) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated, non-empty subset of ``known``, in the order given."""
+    known = list(known)
+
+    def parse(text: str) -> list[str]:
+        chosen = [name.strip() for name in text.split(",") if name.strip()]
+        if not chosen or any(name not in known for name in chosen):
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(known)}, not {text!r}")
+        return chosen
+    return parse
 
 
 def float_list(text: str) -> list[float]:
