@@ -163,8 +163,8 @@ def calibration_source_options(source: str, activation_bits: int, options: dict[
     For activations of :data:`LOW_BIT_ACTIVATIONS` bits or fewer that is ``prior="auto-calibration"``:
     a 16-level grid wants ranges tighter than real images give, and the generic prior's images give
     them, while the BatchNorm prior's stretch the deep layers' (W4A4 +2 to +9 points on held-out
-    images). At 8 bits the tighter ranges cost about a point, so the source's own prior stays
-    (docs/onnxruntime.md#which-prior-for-calibration-sets).
+    images). At 8 bits the tighter ranges cost about a point, so the source's own prior stays, as it
+    does for reconstruction (AdaRound), which wants faithful images (docs/onnxruntime.md#which-prior-for-calibration-sets).
     """
     defaults = {"prior": "auto-calibration"} if activation_bits <= LOW_BIT_ACTIVATIONS else {}
     accepted = source_class(source).option_names()

@@ -94,3 +94,16 @@ def registered(plugin, name):
         yield plugin
     finally:
         manager.unregister(plugin)
+
+
+def priors_built_by(monkeypatch, module) -> list[str]:
+    """The prior of every source ``module`` builds through its ``get_source`` from now on (the real sources, only watched)."""
+    priors: list[str] = []
+
+    def watched(*args, **options):
+        source = get_source(*args, **options)
+        priors.append(source.settings()["prior"])
+        return source
+
+    monkeypatch.setattr(module, "get_source", watched)
+    return priors

@@ -10,7 +10,7 @@ import pytest
 import torch
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from conftest import FAST, MODELS, SHAPE, onnx_runtime_missing, run_cli, run_session, state_hash
+from conftest import FAST, MODELS, SHAPE, onnx_runtime_missing, priors_built_by, run_cli, run_session, state_hash
 from torch.utils.data import DataLoader
 
 from fastdfkd_plugin.adapters.generic import calibration_data
@@ -108,14 +108,7 @@ def test_quantize_datafree_end_to_end_keeps_outputs_close_and_the_teacher_intact
 
 
 def test_quantize_datafree_synthesises_4_bit_activation_sets_with_the_calibration_prior(teacher, tmp_path, monkeypatch):
-    priors = []
-
-    def spy(*args, **options):
-        source = get_source(*args, **options)
-        priors.append(source.settings()["prior"])
-        return source
-
-    monkeypatch.setattr(ort_adapter, "get_source", spy)
+    priors = priors_built_by(monkeypatch, ort_adapter)
     for activation_type, options in (("uint4", {}), ("uint8", {}), ("uint4", {"prior": "batchnorm"})):
         quantize_datafree(teacher, tmp_path / "q.onnx", input_shape=SHAPE, num_samples=8, batch_size=8, preprocess=False,
                           source_options={"steps": 2, "warmup_tasks": 2, "latent_dim": 32, **options}, device="cpu",

@@ -10,11 +10,12 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import MODELS, SHAPE, run_cli, run_session
+from conftest import MODELS, SHAPE, priors_built_by, run_cli, run_session
 from digits import DIGITS_SHAPE, synthetic_digits, trained_digits
 
 from fastdfkd_plugin import FastDFKDError, Teacher
 from fastdfkd_plugin.adapters.onnx_export import export_onnx
+from fastdfkd_plugin.adapters import onnxruntime as ort_adapter
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quantize_datafree
 from fastdfkd_plugin.adapters.quark import narrowed_integer_ranges, quantize_reconstructed, quark_onnx, reconstruction_config
 
@@ -52,6 +53,15 @@ def test_four_bit_adaround_from_synthetic_digits_keeps_the_digit_classifier(quar
         reference = teacher(digits.test_x).argmax(1).numpy()
     assert (predictions == reference).mean() >= 0.85
     assert (predictions == digits.test_y.numpy()).mean() >= (reference == digits.test_y.numpy()).mean() - 0.08
+
+
+def test_reconstruction_keeps_the_sources_own_prior_even_at_4_bit_activations(quark, teacher, tmp_path, monkeypatch):
+    """AdaRound fits layer outputs on the set: faithful BatchNorm-prior images, not auto-calibration's tighter ones."""
+    priors = priors_built_by(monkeypatch, ort_adapter)
+    quantize_datafree(teacher, tmp_path / "q.onnx", input_shape=SHAPE, num_samples=8, batch_size=8, device="cpu",
+                      source_options={"steps": 2, "warmup_tasks": 2, "latent_dim": 32}, weight_type="int4", activation_type="uint4",
+                      per_channel=True, reconstruction="adaround", reconstruction_options={"iterations": 1})
+    assert priors == ["batchnorm"]
 
 
 def test_adaround_moves_some_weights_to_the_other_neighbour_and_none_further(quark, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, MODELS, SHAPE, registered
+from conftest import FAST, MODELS, SHAPE, priors_built_by, registered
 from conftest import run_cli as run
 from models import make_teacher, no_batchnorm, tiny_vit
 
@@ -63,17 +63,11 @@ def test_calibration_sets_for_low_bit_activations_default_to_auto_calibration(bi
 
 @pytest.mark.parametrize("bits, prior", [("4", "generic"), ("8", "batchnorm")])
 def test_quantize_brevitas_synthesises_with_the_prior_its_activation_bits_call_for(bits, prior, monkeypatch):
-    built = []
-
-    def spy(*args, **options):
-        built.append(get_source(*args, **options))
-        return built[-1]
-
-    monkeypatch.setattr(options_module, "get_source", spy)
+    priors = priors_built_by(monkeypatch, options_module)
     args = build_parser().parse_args(["quantize-brevitas", "--model", f"{MODELS}:tiny", "--out", "q.onnx", "--activation-bits", bits,
                                       "--num-samples", "4", *CLI_ARGS])
     calibration_from_args(args, load_teacher(args), int(bits))
-    assert [source.settings()["prior"] for source in built] == [prior]
+    assert priors == [prior]
 
 
 class Brightness(GenericPrior):
