@@ -40,8 +40,9 @@ from .common.report import environment, heading, mean_spread, publish
 from .common.sources import cold_source, timed_set
 from .common.teachers import load_teacher
 
-SOURCES = {"real": None, "gaussian": {"clip": False}, "fastdfkd, batchnorm prior": {"prior": "batchnorm"},
-           "fastdfkd, auto-calibration prior": {"prior": "auto-calibration"}}
+# row label: (source name, its options); None for the real images
+SOURCES = {"real": None, "gaussian": ("gaussian", {"clip": False}), "fastdfkd, batchnorm prior": ("fastdfkd", {"prior": "batchnorm"}),
+           "fastdfkd, auto-calibration prior": ("fastdfkd", {"prior": "auto-calibration"})}
 # column: (weight type, activation type, calibrator, per-channel weights)
 COLUMNS = {f"W4A4 {method}": (QuantType.QInt4, QuantType.QUInt4, method, True)
            for method in ("MinMax", "Percentile", "Entropy", "Distribution")}
@@ -84,6 +85,11 @@ def stage_ratios(ranges: dict[str, float], real: dict[str, float]) -> dict[str, 
     return {name: round(float(np.exp(np.mean(logs[name]))), 3) for name in STAGES if name in logs}
 
 
+def tensor_ratios(ranges: dict[str, float], real: dict[str, float]) -> dict[str, float]:
+    """Tensor → this set's range width over the real set's (tensors the real set leaves at zero width are skipped)."""
+    return {name: round(width / real[name], 3) for name, width in ranges.items() if real[name] > 0}
+
+
 def scores(pre: Path, inputs: np.ndarray, splits: dict[str, tuple[np.ndarray, np.ndarray]], workdir: Path) -> dict[str, dict[str, float]]:
     """Split → column → accuracy (%) of the model ORT quantizes with ``inputs``."""
     row: dict[str, dict[str, float]] = {split: {} for split in splits}
@@ -124,20 +130,18 @@ def run_teacher(name: str, args) -> dict[str, Any]:
         for index, seed in enumerate(args.seeds):
             real_set = real[index * args.samples:(index + 1) * args.samples]
             real_ranges = minmax_ranges(pre, real_set, workdir)
-            for source, options in SOURCES.items():
-                if options is None:
-                    inputs, seconds = real_set, 0.0
+            real_widths = widths(real_ranges)
+            for source, made in SOURCES.items():
+                if made is None:
+                    inputs, seconds, set_widths = real_set, 0.0, real_widths
                 else:
-                    synthetic, seconds = timed_set(cold_source("gaussian" if source == "gaussian" else "fastdfkd", model,
-                                                               seed=seed, **options), args.samples)
+                    synthetic, seconds = timed_set(cold_source(made[0], model, seed=seed, **made[1]), args.samples)
                     inputs = synthetic.inputs.numpy()
-                ranges = real_ranges if options is None else minmax_ranges(pre, inputs, workdir)
+                    set_widths = widths(minmax_ranges(pre, inputs, workdir))
                 row = {"source": source, "seed": seed, "set_seconds": round(seconds, 1),
-                       "range_ratio": stage_ratios(widths(ranges), widths(real_ranges)),
-                       "tensor_ratio": {tensor: round(width / widths(real_ranges)[tensor], 3)
-                                        for tensor, width in widths(ranges).items() if widths(real_ranges)[tensor] > 0},
+                       "range_ratio": stage_ratios(set_widths, real_widths), "tensor_ratio": tensor_ratios(set_widths, real_widths),
                        "accuracy": scores(pre, inputs, splits, workdir)}
-                if options is None:
+                if made is None:
                     row["shrunk_real_w4a4_minmax_heldout"] = shrunk_real_scores(pre, real_set, real_ranges, args.factors, splits["heldout"], workdir)
                 rows.append(row)
                 print(f"  {source} seed {seed}: ranges {row['range_ratio']}, heldout {row['accuracy']['heldout']}, "

@@ -154,9 +154,9 @@ class BatchNormPrior(Prior):
     name = "batchnorm"
     weight = 10.0
     rank = 30
-    # Its images stretch the deep layers' activation ranges past real ones (×1.13 on ResNet-20's third
-    # stage), while 4-bit activations want ranges tighter than real; the generic prior's are (×0.6–0.85)
-    # and calibrate W4A4 better on held-out images (docs/benchmarks/activation_ranges.md).
+    # Its images give activation ranges about as wide as real ones (×0.84–1.07 per ResNet-20 stage),
+    # while 4-bit activations want ranges tighter than real; the generic prior's are (×0.55–0.88) and
+    # calibrate W4A4 better (docs/benchmarks/activation_ranges.md).
     suits_calibration = False
 
     def __init__(self, teacher: Teacher, momentum: float) -> None:
