@@ -194,7 +194,7 @@ def plot(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--teachers", default="resnet20,resnet56")
+    parser.add_argument("--teachers", default="resnet20,resnet56", help="the results go to activation_ranges_<teachers>.*")
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--seeds", type=int_list, default=[0, 1, 2])
     parser.add_argument("--factors", type=float_list, default=[1.0, 0.9, 0.8, 0.7, 0.6])
@@ -202,8 +202,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     results = {"samples": args.samples, "seeds": args.seeds, "environment": environment(),
                "teachers": [run_teacher(name, args) for name in args.teachers.split(",")]}
-    publish(args.out / "activation_ranges", results, markdown(results))
-    plot(results, args.out / "activation_ranges.png")
+    stem = args.out / f"activation_ranges_{'_'.join(args.teachers.split(','))}"
+    publish(stem, results, markdown(results))
+    plot(results, stem.with_suffix(".png"))
 
 
 if __name__ == "__main__":
