@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import FastDFKDError
 from ..optional import require
 from .generic import CalibrationInput, calibration_data
-from .onnx_export import graph_input
+from ..onnx_graph import graph_input
 
 
 def _nncf() -> Any:

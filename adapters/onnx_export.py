@@ -3,10 +3,10 @@
 :func:`export_and_verify` exports a torch model and runs the file in ONNX Runtime beside
 torch on synthetic batches, which look like real data and so catch divergences (traced
 control flow, range-dependent ops) that noise inputs hide; ``fastdfkd export-onnx`` does
-it from the command line and can write the batches as ONNX test-data folders. The helpers
-that read an ONNX file's input and run it (:func:`onnx_input`, :func:`session`,
-:func:`onnx_accuracy`) serve the quantization adapters too. onnx and onnxruntime (or
-onnxruntime-gpu) are imported only when used.
+it from the command line and can write the batches as ONNX test-data folders.
+:func:`onnx_accuracy` and :func:`onnx_scores` score an ONNX file, for the quantization
+adapters too (reading a file's input: :mod:`fastdfkd_plugin.onnx_graph`). onnx and
+onnxruntime (or onnxruntime-gpu) are imported only when used.
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from torch import nn
 from ..errors import FastDFKDError, reason
 from ..hookspecs import hookimpl
 from ..io import atomic_path, check_output_folder, staged_folder
-from ..optional import require
+from ..onnx_graph import is_onnx_file, ort_runtime, session
+from ..onnx_operators import onnx_package
 from ..options import add_model_arguments, add_source_arguments, load_teacher, source_from_args
 from ..metrics import eval_chunk
 from ..tasks import DEFAULT_IGNORE_INDEX, PredictionTask, make_task, map_outputs, output_leaves
@@ -33,65 +34,6 @@ from .generic import rebatch
 
 VERIFY_WARMUP_TASKS = 3  # export-onnx's default warm-up: verification needs realistic inputs, not the best ones
 TEST_DATA_ENTRIES = "test_data_set_*"  # what export-onnx --test-data writes into its folder
-
-
-def ort_runtime() -> Any:
-    """ONNX Runtime, or one sentence naming the extra that installs it."""
-    return require("onnxruntime", "onnxruntime", "ONNX Runtime", note=" (or [onnxruntime-gpu], never both)")
-
-
-def _onnx() -> Any:
-    return require("onnx", "onnxruntime", "the onnx package")
-
-
-# -- reading an ONNX model's input -------------------------------------------------------------
-
-@dataclass(frozen=True)
-class OnnxInput:
-    name: str
-    shape: tuple[int | None, ...]  # None for symbolic dimensions
-
-
-def onnx_input(model_path: str | Path) -> OnnxInput:
-    """The model's single graph input (initializers excluded); a clear error for anything else."""
-    onnx = _onnx()
-    path = Path(model_path)
-    if not path.is_file():
-        raise FastDFKDError(f"ONNX model {path} does not exist")
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise FastDFKDError(f"{path} is not a readable ONNX model ({exc.__class__.__name__}); re-export it") from exc
-    return graph_input(model, str(path))
-
-
-def graph_input(model: Any, label: str = "the ONNX model") -> OnnxInput:
-    """The single graph input of a loaded ``ModelProto`` (initializers excluded)."""
-    initializers = {init.name for init in model.graph.initializer}
-    inputs = [i for i in model.graph.input if i.name not in initializers]
-    if len(inputs) != 1:
-        raise FastDFKDError(f"{label} has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); only single-input models are supported")
-    dims = inputs[0].type.tensor_type.shape.dim
-    return OnnxInput(inputs[0].name, tuple(d.dim_value if d.HasField("dim_value") else None for d in dims))
-
-
-def check_input_shape(model_input: OnnxInput, input_shape: Sequence[int], path: str | Path) -> None:
-    """Refuse an ONNX model whose fixed input dimensions contradict the teacher's C,H,W."""
-    onnx_chw = model_input.shape[1:]
-    if len(onnx_chw) != len(input_shape) or any(o is not None and o != s for o, s in zip(onnx_chw, input_shape)):
-        shown = ",".join("?" if d is None else str(d) for d in model_input.shape)
-        raise FastDFKDError(
-            f"ONNX model {path} takes input '{model_input.name}' of shape [{shown}], which does not fit the teacher's "
-            f"input shape {','.join(map(str, input_shape))}; export the model for that shape or fix --input-shape"
-        )
-
-
-def static_input_shape(model_input: OnnxInput, path: str | Path) -> tuple[int, int, int]:
-    """C,H,W from the ONNX model when they are fixed there (so --input-shape can be left out)."""
-    chw = model_input.shape[1:]
-    if len(chw) != 3 or any(d is None for d in chw):
-        raise FastDFKDError(f"ONNX model {path} does not fix its C,H,W input sizes; pass --input-shape")
-    return tuple(chw)  # type: ignore[return-value]
 
 
 # -- ONNX test data ---------------------------------------------------------------------------------
@@ -103,7 +45,7 @@ def save_onnx_test_data(folder: str | Path, batches: Sequence[dict[str, np.ndarr
     Written into a staging folder and moved into place. A non-empty ``folder`` is refused
     unless ``overwrite``; then only its ``test_data_set_*`` folders are replaced.
     """
-    onnx = _onnx()
+    onnx = onnx_package()
     with staged_folder(folder, overwrite, replaces=TEST_DATA_ENTRIES) as staging:
         for index, batch in enumerate(batches):
             case = staging / f"test_data_set_{index}"
@@ -115,7 +57,7 @@ def save_onnx_test_data(folder: str | Path, batches: Sequence[dict[str, np.ndarr
 
 
 def load_onnx_test_data(folder: str | Path, kind: str = "input") -> list[dict[str, np.ndarray]]:
-    onnx = _onnx()
+    onnx = onnx_package()
     cases = sorted(Path(folder).glob("test_data_set_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
     if not cases:
         raise FastDFKDError(f"{folder} holds no test_data_set_N folders")
@@ -149,15 +91,6 @@ class Verification:
         if self.top1_agreement < min_agreement:
             problems.append(f"top-1 agreement {self.top1_agreement:.1f} % is below {min_agreement:g} %")
         return problems
-
-
-def session(model_path: str | Path, providers: Sequence[str] | None = None) -> Any:
-    """An ONNX Runtime inference session (CPU unless ``providers`` say otherwise); a file it cannot load is one sentence."""
-    ort = ort_runtime()
-    try:
-        return ort.InferenceSession(str(model_path), providers=list(providers or ["CPUExecutionProvider"]))
-    except Exception as exc:  # ORT raises its own exception types for bad files
-        raise FastDFKDError(f"ONNX Runtime cannot load {model_path} ({str(exc).strip().splitlines()[0][:200]})") from exc
 
 
 def onnx_scores(model_path: str | Path, inputs: np.ndarray, labels: np.ndarray, task: str | PredictionTask = "auto",
@@ -269,6 +202,9 @@ def export_and_verify(
 
 def cmd_export_onnx(args: argparse.Namespace) -> None:
     ort_runtime()  # before any work: verification runs the file in ONNX Runtime
+    if is_onnx_file(args.model):
+        raise FastDFKDError(f"{args.model} is already an ONNX model, so there is nothing to export; "
+                            f"quantize it with `fastdfkd quantize-onnx --onnx {args.model}`")
     if args.test_data:
         check_output_folder(args.test_data, args.overwrite, TEST_DATA_ENTRIES)
     teacher = load_teacher(args)

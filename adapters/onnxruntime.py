@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from ..argtypes import positive, positive_float
-from ..errors import FastDFKDError
+from ..errors import FastDFKDError, reason
 from ..hookspecs import hookimpl
 from ..io import atomic_path, check_disk_space
 from ..optional import require
@@ -44,15 +44,8 @@ from ..sources.base import SyntheticSet
 from ..teacher import Teacher
 from .generic import (DEFAULT_BATCH_SIZE, CalibrationInput, add_calibration_arguments, calibration_data, calibration_source_options,
                       load_inputs, whole_batches)
-from .onnx_export import (
-    Verification,
-    check_input_shape,
-    export_onnx,
-    onnx_input,
-    ort_runtime,
-    static_input_shape,
-    verify_onnx,
-)
+from ..onnx_graph import OnnxModule, check_input_shape, onnx_input, ort_runtime, static_input_shape
+from .onnx_export import Verification, export_onnx, verify_onnx
 from .quark import RECONSTRUCTIONS, quantize_reconstructed
 
 log = logging.getLogger(__name__)
@@ -237,7 +230,7 @@ def quiet_root_logger() -> Iterator[None]:
 
 
 def quantize_datafree(
-    teacher: Teacher | nn.Module,
+    teacher: Teacher | nn.Module | str | Path,
     output: str | Path,
     *,
     input_shape: Sequence[int] | None = None,
@@ -261,7 +254,8 @@ def quantize_datafree(
     """Export (if needed), check, pre-process and statically quantize ``teacher`` with data-free calibration.
 
     ``teacher`` is a :class:`Teacher`, or a model with ``input_shape``, ``mean``, ``std``
-    and ``device`` to build one.
+    and ``device`` to build one. It may be an ONNX file (its path, or a Teacher of one):
+    then that graph is what is quantized unless ``onnx_model`` names another.
 
     ``quantize_options`` go to ``onnxruntime.quantization.quantize_static`` (``quant_format``,
     ``per_channel``, ``weight_type``, ``activation_type``, ``calibrate_method``,
@@ -286,6 +280,8 @@ def quantize_datafree(
         quantize_options = reconstruction_settings(quantize_options) | dict(reconstruction_options or {})
     teacher = Teacher.of(teacher, input_shape, mean=mean, std=std, device=device)
     input_shape = teacher.input_shape
+    if onnx_model is None and isinstance(teacher.model, OnnxModule):
+        onnx_model = teacher.model.source
     with tempfile.TemporaryDirectory(prefix="fastdfkd-ort-") as workdir:
         started = time.perf_counter()
         if calibration is None:
@@ -325,7 +321,11 @@ def quantize_datafree(
         if preprocess:
             model_in = Path(workdir) / "model.pre.onnx"
             with quiet_root_logger():
-                quant_pre_process(str(fp32), str(model_in))
+                try:
+                    quant_pre_process(str(fp32), str(model_in))
+                except Exception as exc:  # ORT's symbolic shape inference asserts on graphs it cannot follow (PaddleOCR's)
+                    log.warning("ONNX Runtime's symbolic shape inference failed on the model (%s); pre-processing without it", reason(exc))
+                    quant_pre_process(str(fp32), str(model_in), skip_symbolic_shape=True)
         started = time.perf_counter()
         with atomic_path(output) as tmp, quiet_root_logger():
             reader = calibration_reader(model_in, inputs, batch_size)
@@ -358,9 +358,10 @@ def cmd_quantize_onnx(args: argparse.Namespace) -> None:
     ort_quantization()  # before any work: without ONNX Runtime, one sentence naming the extra
     if args.calibration is None:
         require_normalisation(args)
-    if args.input_shape is None and args.onnx is None:
-        raise FastDFKDError("--input-shape is needed when there is no --onnx model to read it from; pass e.g. --input-shape 3,32,32")
-    teacher = load_teacher(args, input_shape=args.input_shape or static_input_shape(onnx_input(args.onnx), args.onnx))
+    if args.model is None and args.onnx is None:
+        raise FastDFKDError("quantize-onnx needs a model: pass --onnx model.onnx (the graph is then the teacher too) or --model SPEC")
+    args.model = args.model or args.onnx
+    teacher = load_teacher(args, input_shape=args.input_shape or (static_input_shape(onnx_input(args.onnx), args.onnx) if args.onnx else None))
     options = dict(quant_format=args.quant_format, per_channel=args.per_channel, weight_type=args.weight_type,
                    activation_type=args.activation_type, calibrate_method=args.calibrate_method)
     if args.exclude_node:
@@ -388,8 +389,8 @@ def cmd_quantize_onnx(args: argparse.Namespace) -> None:
 @hookimpl
 def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     quant = subparsers.add_parser("quantize-onnx", help="ONNX Runtime static quantization calibrated on synthetic data")
-    quant.add_argument("--onnx", help="the FP32 ONNX model (default: export it from --model)")
-    add_model_arguments(quant, input_shape_required=False)
+    quant.add_argument("--onnx", help="the FP32 ONNX model; alone, it is the teacher too (default: export it from --model)")
+    add_model_arguments(quant, required=False)
     add_calibration_arguments(quant, default_samples=512)
     quant.add_argument("--out", required=True, help="the quantized ONNX model")
     quant.add_argument("--weight-type", default="int8", choices=sorted(QUANT_TYPES))

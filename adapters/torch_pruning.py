@@ -42,6 +42,7 @@ from ..hookspecs import hookimpl
 from ..io import atomic_path
 from ..loading import PRUNED_FORMAT, fit_layers_to_state_dict
 from ..metrics import agreement
+from ..onnx_graph import OnnxModule
 from ..optional import require
 from ..sources.base import DataSource
 from ..tasks import output_leaves
@@ -466,6 +467,9 @@ def prune_datafree(
     teacher, _ = teacher_for(teacher, source)
     if teacher.device != source.device:
         raise FastDFKDError(f"the model is on {teacher.device} but the source on {source.device}; build the source on the model's device")
+    if isinstance(teacher.model, OnnxModule):
+        raise FastDFKDError(f"the teacher is the ONNX graph {teacher.model.source}, which cannot be pruned and exported again; "
+                            "prune the torch model it came from (--model file.py:factory --weights FILE)")
     model = teacher.model
     if rounds < 1:
         raise FastDFKDError(f"rounds must be at least 1, got {rounds}")

@@ -20,7 +20,6 @@ which is what tells a good calibration set from a faithful one.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quiet_root_
 
 from .common.cli import benchmark_parser, float_list, int_list
 from .common.data import evaluation_split, load_images
-from .common.ort import prepared_onnx, quantized_model
+from .common.ort import prepared_onnx, quantized_model, split_scores
 from .common.plots import pyplot
 from .common.report import environment, heading, mean_spread, publish
 from .common.sources import cold_source, timed_set
@@ -43,7 +42,7 @@ from .common.teachers import load_teacher
 # row label: (source name, its options); None for the real images
 SOURCES = {"real": None, "gaussian": ("gaussian", {"clip": False}), "fastdfkd, batchnorm prior": ("fastdfkd", {"prior": "batchnorm"}),
            "fastdfkd, auto-calibration prior": ("fastdfkd", {"prior": "auto-calibration"})}
-# column: (weight type, activation type, calibrator, per-channel weights)
+# column name: a Column of benchmarks.common.ort
 COLUMNS = {f"W4A4 {method}": (QuantType.QInt4, QuantType.QUInt4, method, True)
            for method in ("MinMax", "Percentile", "Entropy", "Distribution")}
 COLUMNS |= {f"W4A8 {method}": (QuantType.QInt4, QuantType.QUInt8, method, True) for method in ("MinMax", "Percentile")}
@@ -90,16 +89,6 @@ def tensor_ratios(ranges: dict[str, float], real: dict[str, float]) -> dict[str,
     return {name: round(width / real[name], 3) for name, width in ranges.items() if real[name] > 0}
 
 
-def scores(pre: Path, inputs: np.ndarray, splits: dict[str, tuple[np.ndarray, np.ndarray]], workdir: Path) -> dict[str, dict[str, float]]:
-    """Split → column → accuracy (%) of the model ORT quantizes with ``inputs``."""
-    row: dict[str, dict[str, float]] = {split: {} for split in splits}
-    for column, (weights, activations, method, per_channel) in COLUMNS.items():
-        model = quantized_model(pre, inputs, weights, activations, getattr(CalibrationMethod, method), workdir, per_channel=per_channel)
-        for split, (x, y) in splits.items():
-            row[split][column] = round(onnx_accuracy(model, x, y), 2)
-    return row
-
-
 def shrunk_real_scores(pre: Path, real_set: np.ndarray, ranges: TensorsData, factors: list[float],
                        heldout: tuple[np.ndarray, np.ndarray], workdir: Path) -> dict[str, float]:
     """Factor → held-out W4A4 MinMax accuracy with every activation range of the real set scaled by it (the input's kept)."""
@@ -140,7 +129,7 @@ def run_teacher(name: str, args) -> dict[str, Any]:
                     set_widths = widths(minmax_ranges(pre, inputs, workdir))
                 row = {"source": source, "seed": seed, "set_seconds": round(seconds, 1),
                        "range_ratio": stage_ratios(set_widths, real_widths), "tensor_ratio": tensor_ratios(set_widths, real_widths),
-                       "accuracy": scores(pre, inputs, splits, workdir)}
+                       "accuracy": split_scores(pre, inputs, splits, workdir, COLUMNS)}
                 if made is None:
                     row["shrunk_real_w4a4_minmax_heldout"] = shrunk_real_scores(pre, real_set, real_ranges, args.factors, splits["heldout"], workdir)
                 rows.append(row)

@@ -46,6 +46,7 @@ _EXPORTS = {
     "keep_freed_memory": ".memory",
     "list_sources": ".plugins",
     "load_model": ".loading",
+    "load_onnx_model": ".onnx_graph",
     "load_weights": ".loading",
     "make_generator": ".plugins",
     "make_prior": ".plugins",
@@ -68,6 +69,7 @@ if TYPE_CHECKING:
     from .loading import load_model, load_weights
     from .memory import keep_freed_memory
     from .metrics import agreement
+    from .onnx_graph import load_onnx_model
     from .plugins import get_plugin_manager, get_source, list_sources, make_generator, make_prior
     from .preview import image_grid, write_png
     from .quality import set_quality

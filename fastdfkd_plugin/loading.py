@@ -1,7 +1,8 @@
 """Load a teacher from a CLI ``SPEC`` and weights from a file, safely by default.
 
 ``SPEC`` is ``path/to/file.py:callable``, ``package.module:callable`` (the callable
-returns an ``nn.Module``), or a TorchScript file. Weights load with
+returns an ``nn.Module``), a TorchScript file, or an ONNX file (run by torch through
+:mod:`fastdfkd_plugin.onnx_graph`, checked against ONNX Runtime). Weights load with
 ``weights_only=True``; a fully pickled module loads only with ``allow_pickle=True``,
 because unpickling runs code from the file.
 """
@@ -13,7 +14,7 @@ import importlib.util
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -21,10 +22,19 @@ from torch import nn
 from .attention import head_width, prunable_attention, restore_head_counts
 from .errors import FastDFKDError, reason
 from .io import load_torch
+from .onnx_graph import is_onnx_file, load_onnx_model
 
 
-def load_model(spec: str, weights: str | None = None, allow_pickle: bool = False) -> nn.Module:
-    """Build the model named by ``spec`` and load ``weights`` into it (if given)."""
+def load_model(spec: str, weights: str | None = None, allow_pickle: bool = False,
+               input_shape: Sequence[int] | None = None) -> nn.Module:
+    """Build the model named by ``spec`` and load ``weights`` into it (if given).
+
+    ``input_shape`` (C,H,W) matters only for an ONNX file that leaves a size open: its conversion is checked at it.
+    """
+    if is_onnx_file(spec):
+        if weights is not None:
+            raise FastDFKDError(f"{spec} is an ONNX file, which holds its own weights; drop --weights")
+        return load_onnx_model(spec, input_shape)
     model = _build(spec, allow_pickle)
     if weights is not None:
         load_weights(model, weights, allow_pickle)

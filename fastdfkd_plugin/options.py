@@ -22,6 +22,7 @@ from .argtypes import floats, positive, positive_float, positive_floats, shape
 from .distillation import DistillConfig
 from .errors import FastDFKDError
 from .loading import load_model
+from .onnx_graph import OnnxModule
 from .plugins import get_source, list_sources, source_class
 from .sources.base import DataSource
 from .teacher import OutputTransform, Teacher
@@ -31,15 +32,19 @@ SOURCE_DEST = "source_option:"  # argparse destination prefix of a source's opti
 
 # -- the teacher ------------------------------------------------------------------------------------
 
-def add_model_arguments(parser: argparse.ArgumentParser, flag: str = "--model", input_shape_required: bool = True) -> None:
-    """``--model SPEC [--weights PATH] [--allow-pickle] --input-shape C,H,W [--mean ...] [--std ...]``."""
-    parser.add_argument(flag, dest="model", required=True,
-                        help="path/to/file.py:callable, package.module:callable, or a TorchScript file")
+def add_model_arguments(parser: argparse.ArgumentParser, flag: str = "--model", required: bool = True) -> None:
+    """``--model SPEC [--weights PATH] [--allow-pickle] [--input-shape C,H,W] [--mean ...] [--std ...]``.
+
+    ``--input-shape`` is checked when the teacher is loaded: an ONNX file that fixes its sizes needs none.
+    """
+    parser.add_argument(flag, dest="model", required=required,
+                        help="path/to/file.py:callable, package.module:callable, a TorchScript file, or an ONNX file")
     weights = ["--weights"] if flag == "--model" else [f"{flag}-weights", "--weights"]
     parser.add_argument(*weights, dest="weights", help="state dict to load into the model (loaded with weights_only=True)")
     parser.add_argument("--allow-pickle", action="store_true",
                         help="allow loading pickled objects from the model/weights files; this RUNS CODE from those files, use only files you trust")
-    parser.add_argument("--input-shape", required=input_shape_required, type=shape, help="C,H,W, e.g. 3,32,32")
+    parser.add_argument("--input-shape", type=shape,
+                        help="C,H,W, e.g. 3,32,32 (needed unless the model is an ONNX file that fixes them)")
     parser.add_argument("--mean", type=floats, help="per-channel normalisation mean, e.g. 0.485,0.456,0.406 (default 0)")
     parser.add_argument("--std", type=positive_floats, help="per-channel normalisation std, e.g. 0.229,0.224,0.225 (default 1)")
     parser.add_argument("--raw-pixels", action="store_true",
@@ -67,8 +72,13 @@ def load_teacher(
     args: argparse.Namespace, input_shape: tuple[int, int, int] | None = None, device: str | torch.device | None = None
 ) -> Teacher:
     """The :class:`Teacher` the model options describe; ``input_shape``/``device`` override ``--input-shape``/``--device``."""
-    model = load_model(args.model, args.weights, allow_pickle=args.allow_pickle)
-    return Teacher(model, input_shape or args.input_shape, mean=args.mean, std=args.std, device=device or args.device,
+    input_shape = input_shape or args.input_shape
+    model = load_model(args.model, args.weights, allow_pickle=args.allow_pickle, input_shape=input_shape)
+    if isinstance(model, OnnxModule):
+        input_shape = model.input_shape
+    if input_shape is None:
+        raise FastDFKDError(f"the input shape of {args.model} is unknown; pass --input-shape C,H,W, e.g. 3,32,32")
+    return Teacher(model, input_shape, mean=args.mean, std=args.std, device=device or args.device,
                    output_transform=output_transform(args), task=args.task)
 
 

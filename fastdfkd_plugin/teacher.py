@@ -21,6 +21,7 @@ import copy
 import functools
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
@@ -31,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .devices import resolve_device
 from .errors import FastDFKDError
 from .inputspace import InputSpace
+from .onnx_graph import is_onnx_file, load_onnx_model
 from .tasks import Outputs, PredictionTask, cat_outputs, describe, make_task, map_outputs, output_leaves
 
 OutputTransform = Callable[[Any], Any]
@@ -106,13 +108,15 @@ class Teacher:
     ``task`` says what those outputs are (``"auto"``: recognised from a probe batch;
     ``"classification"``, ``"segmentation"``, ``"generic"`` or a plugin's).
     Construction checks the model once: finite weights, inputs of ``input_shape``
-    accepted, outputs its task can read.
+    accepted, outputs its task can read. ``model`` may be the path of an ``.onnx`` file:
+    its graph runs in torch (:mod:`fastdfkd_plugin.onnx_graph`) and gives ``input_shape``
+    where it fixes one.
     """
 
     def __init__(
         self,
-        model: nn.Module,
-        input_shape: Sequence[int],
+        model: nn.Module | str | Path,
+        input_shape: Sequence[int] | None = None,
         *,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
@@ -122,8 +126,13 @@ class Teacher:
     ) -> None:
         if isinstance(model, Teacher):
             raise FastDFKDError("this is already a Teacher; pass it as it is (Teacher.of accepts both)")
+        if isinstance(model, (str, Path)) and is_onnx_file(model):
+            model = load_onnx_model(model, input_shape)
+            input_shape = model.input_shape
         if not isinstance(model, nn.Module):
             raise FastDFKDError(f"the teacher must be a torch.nn.Module, got a {type(model).__name__}")
+        if input_shape is None:
+            raise FastDFKDError("the teacher's input shape is unknown; pass input_shape (C,H,W), e.g. (3, 32, 32)")
         self.input_shape = _check_input_shape(input_shape)
         self.device = model_device(model) if device is None else resolve_device(device)
         self.model = model if model_device(model) == self.device else copy.deepcopy(model).to(self.device)
@@ -134,7 +143,7 @@ class Teacher:
     @classmethod
     def of(
         cls,
-        teacher: Teacher | nn.Module,
+        teacher: Teacher | nn.Module | str | Path,
         input_shape: Sequence[int] | None = None,
         *,
         mean: Sequence[float] | None = None,
@@ -145,8 +154,6 @@ class Teacher:
     ) -> Teacher:
         """``teacher`` itself if it is a :class:`Teacher` (refusing options that contradict it), else a new one."""
         if not isinstance(teacher, Teacher):
-            if input_shape is None:
-                raise FastDFKDError("the teacher's input shape is unknown; pass input_shape (C,H,W) or a Teacher")
             return cls(teacher, input_shape, mean=mean, std=std, device=device, output_transform=output_transform,
                        task=task or "auto")
         given = {

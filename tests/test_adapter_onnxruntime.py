@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 from fastdfkd_plugin.adapters.generic import calibration_data
 from fastdfkd_plugin import FastDFKDError, get_source
 from fastdfkd_plugin.adapters import onnxruntime as ort_adapter
-from fastdfkd_plugin.adapters.onnx_export import load_onnx_test_data, onnx_input
+from fastdfkd_plugin.adapters.onnx_export import load_onnx_test_data
+from fastdfkd_plugin.onnx_graph import onnx_input
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quantize_datafree, synthesize_to_disk
 from fastdfkd_plugin.cli import main
 from models import make_teacher

@@ -26,6 +26,8 @@ QuantConfig = tuple[QuantType, QuantType, dict[str, Any]]
 CONFIGS: dict[str, QuantConfig] = {"W8A8": (QuantType.QInt8, QuantType.QUInt8, {}), "W4A8": (QuantType.QInt4, QuantType.QUInt8, {}),
                                    "W4A4": (QuantType.QInt4, QuantType.QUInt4, {})}
 METHODS = {"MinMax": CalibrationMethod.MinMax, "Percentile": CalibrationMethod.Percentile}
+# A report column of split_scores: (weight type, activation type, calibrator name, per-channel weights)
+Column = tuple[QuantType, QuantType, str, bool]
 
 
 def prepared_onnx(model: torch.nn.Module, workdir: Path, name: str = "model",
@@ -75,3 +77,14 @@ def w4a4_accuracy(pre: Path, inputs: np.ndarray, eval_x: np.ndarray, eval_y: np.
     """Calibration method → W4A4 accuracy (%): where calibration data shows most, the screening benchmarks' score."""
     scores = accuracy_per_column(pre, inputs, eval_x, eval_y, workdir, configs={"W4A4": CONFIGS["W4A4"]})
     return {column.removeprefix("W4A4 "): accuracy for column, accuracy in scores.items()}
+
+
+def split_scores(pre: Path, inputs: np.ndarray, splits: dict[str, tuple[np.ndarray, np.ndarray]], workdir: Path,
+                 columns: dict[str, Column]) -> dict[str, dict[str, float]]:
+    """Split → column → accuracy (%) of the model ORT quantizes with ``inputs`` as each column says."""
+    row: dict[str, dict[str, float]] = {split: {} for split in splits}
+    for column, (weights, activations, method, per_channel) in columns.items():
+        model = quantized_model(pre, inputs, weights, activations, getattr(CalibrationMethod, method), workdir, per_channel=per_channel)
+        for split, (x, y) in splits.items():
+            row[split][column] = round(onnx_accuracy(model, x, y), 2)
+    return row
