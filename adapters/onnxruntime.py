@@ -37,6 +37,7 @@ from ..argtypes import positive, positive_float
 from ..errors import FastDFKDError, reason
 from ..hookspecs import hookimpl
 from ..io import atomic_path, check_disk_space
+from ..onnx_graph import OnnxModule, check_input_shape, onnx_input, ort_runtime, static_input_shape
 from ..optional import require
 from ..options import add_model_arguments, load_teacher, require_normalisation, source_options
 from ..plugins import get_source
@@ -44,7 +45,6 @@ from ..sources.base import SyntheticSet
 from ..teacher import Teacher
 from .generic import (DEFAULT_BATCH_SIZE, CalibrationInput, add_calibration_arguments, calibration_data, calibration_source_options,
                       load_inputs, whole_batches)
-from ..onnx_graph import OnnxModule, check_input_shape, onnx_input, ort_runtime, static_input_shape
 from .onnx_export import Verification, export_onnx, verify_onnx
 from .quark import RECONSTRUCTIONS, quantize_reconstructed
 

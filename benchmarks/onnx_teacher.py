@@ -130,14 +130,17 @@ def plot(results: dict[str, Any], path: Path) -> None:
     shown = [column for column in COLUMNS if column.endswith("MinMax")]
     figure, axis = plt.subplots(figsize=(9, 4.5))
     width = 0.8 / len(SOURCES)
+    means = []
     for index, source in enumerate(SOURCES):
         rows = [row for row in results["rows"] if row["source"] == source]
         values = [[row["accuracy"][c] for row in rows] for c in shown]
+        means += [np.mean(v) for v in values]
         axis.bar(np.arange(len(shown)) + index * width, [np.mean(v) for v in values], width, yerr=[np.std(v) for v in values],
                  label=source, capsize=2)
     axis.set_xticks(np.arange(len(shown)) + width * (len(SOURCES) - 1) / 2, shown)
-    axis.set(ylabel="test_a accuracy (%)", title=f"{results['teacher']}: calibration sets by teacher form")
-    axis.legend(fontsize=7)
+    axis.set(ylabel="test_a accuracy (%)", title=f"{results['teacher']}: calibration sets by teacher form",
+             ylim=(max(0, min(means) - 10), max(means) + 12))
+    axis.legend(fontsize=7, loc="upper left", ncol=2)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 

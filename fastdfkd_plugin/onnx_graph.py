@@ -145,8 +145,6 @@ class OnnxModule(nn.Module):
         self.conversion_check: ConversionCheck | None = None  # set by load_onnx_model, with the C,H,W it checked
         self.input_shape: tuple[int, ...] | None = None
         self.layers = nn.ModuleDict()
-        self.layer_names: dict[str, str] = {}
-        used_by_layers: set[str] = set()
         for node in self.nodes:
             build = LAYERS.get(node.op_type) if node.domain in ("", "ai.onnx", "com.microsoft") else None
             if build is None:
@@ -154,11 +152,9 @@ class OnnxModule(nn.Module):
             node.rank = ranks.get(node.inputs[0])
             built = build(node, [constants.get(name) for name in node.inputs])
             if built is not None:
-                key = _unique(_module_name(node.name), self.layers)
-                self.layers[key] = built
-                self.layer_names[node.name] = key
-                used_by_layers.update(node.inputs[1:])
-        needed = {name for node in self.nodes if node.name not in self.layer_names for name in node.inputs}
+                node.layer = _unique(_module_name(node.name), self.layers)
+                self.layers[node.layer] = built
+        needed = {name for node in self.nodes if node.layer is None for name in node.inputs}
         needed |= set(self.output_names)
         self.constant_names: dict[str, str] = {}
         for name, value in constants.items():
@@ -175,7 +171,7 @@ class OnnxModule(nn.Module):
         for name in self.constant_names:
             values[name] = self.constant(name)
         for node in self.nodes:
-            if node.name in self.layer_names:
+            if node.layer is not None:  # its other inputs are the layer's weights
                 arguments = [values[node.inputs[0]]]
             else:
                 arguments = [values[name] if name else None for name in node.inputs]

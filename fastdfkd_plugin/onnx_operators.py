@@ -36,6 +36,7 @@ class Node:
         self.inputs, self.outputs = list(proto.input), list(proto.output)
         self.attributes = {a.name: onnx.helper.get_attribute_value(a) for a in proto.attribute}
         self.rank: int | None = None  # of the first input, where shape inference tells (BatchNorm1d/2d/3d)
+        self.layer: str | None = None  # the key of the torch layer it became, in OnnxModule.layers
 
     def attr(self, name: str, default: Any = None) -> Any:
         value = self.attributes.get(name, default)
@@ -145,7 +146,7 @@ def _softmax(module, node, x):
 
 @operator("Conv", "ConvTranspose")
 def _conv(module, node, x, *constants):
-    layer = module.layers[module.layer_names[node.name]]
+    layer = module.layers[node.layer]
     return layer(_pad_same(node, x, getattr(layer, "kernel_size", None)))
 
 
@@ -193,29 +194,30 @@ def _explicit_pads(node: Node, rank: int) -> tuple[list[int], list[int] | None]:
     return [0] * rank, [p for b, e in zip(reversed(begin), reversed(end)) for p in (b, e)]
 
 
-@layer("Conv")
-@layer("FusedConv")
-def _conv_layer(node: Node, constants: list[Any]) -> nn.Module:
+def _convolution_parts(node: Node, constants: list[Any]) -> tuple[torch.Tensor, torch.Tensor | None, int, list[int], list[int] | None]:
+    """A (transposed) convolution node's weight, bias, spatial rank, symmetric padding and asymmetric F.pad list."""
     weight, bias = constants[1], constants[2] if len(constants) > 2 else None
     if weight is None:
         raise node.refuse("takes its weights from another node, not from the file")
     rank = weight.dim() - 2
-    padding, asymmetric = _explicit_pads(node, rank)
+    return weight, bias, rank, *_explicit_pads(node, rank)
+
+
+@layer("Conv")
+@layer("FusedConv")
+def _conv_layer(node: Node, constants: list[Any]) -> nn.Module:
+    weight, bias, rank, padding, asymmetric = _convolution_parts(node, constants)
     conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[rank - 1](
         weight.shape[1] * node.attr("group", 1), weight.shape[0], tuple(weight.shape[2:]),
         stride=tuple(node.attr("strides", [1] * rank)), padding=tuple(padding),
         dilation=tuple(node.attr("dilations", [1] * rank)), groups=node.attr("group", 1), bias=bias is not None)
     _assign(conv, weight, bias)
-    return conv if asymmetric is None else nn.Sequential(nn.ZeroPad2d(asymmetric) if rank == 2 else _Pad(asymmetric), conv)
+    return conv if asymmetric is None else nn.Sequential(_Pad(asymmetric), conv)
 
 
 @layer("ConvTranspose")
 def _conv_transpose_layer(node: Node, constants: list[Any]) -> nn.Module:
-    weight, bias = constants[1], constants[2] if len(constants) > 2 else None
-    if weight is None:
-        raise node.refuse("takes its weights from another node, not from the file")
-    rank = weight.dim() - 2
-    padding, asymmetric = _explicit_pads(node, rank)
+    weight, bias, rank, padding, asymmetric = _convolution_parts(node, constants)
     if asymmetric is not None or node.attr("output_shape") is not None or node.attr("auto_pad", "NOTSET") != "NOTSET":
         raise node.refuse("pads asymmetrically or sets output_shape/auto_pad")
     group = node.attr("group", 1)
@@ -228,6 +230,8 @@ def _conv_transpose_layer(node: Node, constants: list[Any]) -> nn.Module:
 
 
 class _Pad(nn.Module):
+    """Zero padding in front of a convolution whose ONNX pads differ at the two ends (torch layers pad both alike)."""
+
     def __init__(self, pads: list[int]) -> None:
         super().__init__()
         self.pads = pads
@@ -245,8 +249,8 @@ def _assign(target: nn.Module, weight: torch.Tensor, bias: torch.Tensor | None) 
 
 @operator("Gemm")
 def _gemm(module, node, a, b=None, c=None):
-    if node.name in module.layer_names:
-        return module.layers[module.layer_names[node.name]](a.t() if node.attr("transA", 0) else a)
+    if node.layer is not None:
+        return module.layers[node.layer](a.t() if node.attr("transA", 0) else a)
     a = a.t() if node.attr("transA", 0) else a
     b = b.t() if node.attr("transB", 0) else b
     out = node.attr("alpha", 1.0) * (a @ b)
@@ -269,8 +273,8 @@ def _gemm_layer(node: Node, constants: list[Any]) -> nn.Module | None:
 
 @operator("MatMul")
 def _matmul(module, node, a, b=None):
-    if node.name in module.layer_names:
-        return module.layers[module.layer_names[node.name]](a)
+    if node.layer is not None:
+        return module.layers[node.layer](a)
     return torch.matmul(a, b)
 
 
@@ -287,7 +291,7 @@ def _matmul_layer(node: Node, constants: list[Any]) -> nn.Module | None:
 
 @operator("BatchNormalization", "LayerNormalization")
 def _normalization(module, node, x, *constants):
-    return module.layers[module.layer_names[node.name]](x)
+    return module.layers[node.layer](x)
 
 
 @layer("BatchNormalization")
