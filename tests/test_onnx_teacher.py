@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import FAST, SHAPE, run_cli, run_session
+from conftest import FAST, MODELS, SHAPE, run_cli, run_session
 from models import make_teacher, residual, tiny_vit
 
 from fastdfkd_plugin import FastDFKDError, Teacher, get_source, load_model, load_onnx_model
@@ -190,6 +190,19 @@ def test_quantize_datafree_takes_the_path_and_quantizes_that_graph(tmp_path):
     report = quantize_datafree(str(path), tmp_path / "q.onnx", mean=[0.5] * 3, std=[0.25] * 3, num_samples=16, batch_size=8,
                                device="cpu", source_options=dict(steps=2, warmup_tasks=1, latent_dim=32))
     assert report.agreement.top1_agreement == 100.0 and Path(report.output).is_file()
+
+
+def test_distill_trains_a_torch_student_from_an_onnx_teacher(tmp_path, capsys):
+    teacher = make_teacher()
+    path = export(teacher, tmp_path / "teacher.onnx", 13)
+    out = tmp_path / "student.pt"
+    code, stdout, err = run_cli(capsys, "distill", "--teacher", str(path), "--student", f"{MODELS}:student", "--raw-pixels",
+                                "--kd-steps", "4", "--kd-steps-per-batch", "2", "--kd-batch-size", "8", "--batch-size", "8",
+                                "--steps", "2", "--warmup-tasks", "1", "--eval-samples", "16", "--eval-every", "2",
+                                "--bank-size", "64", "--device", "cpu", "-q", "--out", str(out))
+    assert code == 0, err
+    assert "4 KD steps" in stdout
+    assert set(torch.load(out, weights_only=True)) == set(load_model(f"{MODELS}:student").state_dict())
 
 
 # -- a graph from a package nobody here wrote ---------------------------------------------------------
