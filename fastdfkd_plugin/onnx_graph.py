@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import FastDFKDError
+from .errors import FastDFKDError, reason
 from .onnx_operators import LAYERS, OPERATORS, Node, onnx_package
 from .optional import require
 
@@ -175,7 +175,13 @@ class OnnxModule(nn.Module):
                 arguments = [values[node.inputs[0]]]
             else:
                 arguments = [values[name] if name else None for name in node.inputs]
-            result = OPERATORS[(_standard(node.domain), node.op_type)](self, node, *arguments)
+            try:
+                result = OPERATORS[(_standard(node.domain), node.op_type)](self, node, *arguments)
+            except (RuntimeError, ValueError, IndexError, TypeError) as exc:  # torch's complaint, placed in the graph
+                shapes = ", ".join(str(tuple(a.shape)) for a in arguments if isinstance(a, torch.Tensor))
+                raise FastDFKDError(f"{node.op_type} node {node.name!r} of {self.source or 'the ONNX model'} failed on "
+                                    f"inputs of shape {shapes} ({reason(exc)}); check the input shape, or re-export "
+                                    "the model with a dynamic batch axis") from exc
             results = result if isinstance(result, tuple) else (result,)
             values.update((name, value) for name, value in zip(node.outputs, results) if name)
         outputs = tuple(values[name] for name in self.output_names)

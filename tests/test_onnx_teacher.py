@@ -159,6 +159,8 @@ def test_onnx_teacher_refusals_say_what_to_do_instead(tmp_path, capsys):
     path = export(make_teacher(), tmp_path / "model.onnx", 13)
     with pytest.raises(FastDFKDError, match="holds its own weights; drop --weights"):
         load_model(str(path), weights="w.pt")
+    with pytest.raises(FastDFKDError, match="Conv node '.*' of .* failed on inputs of shape \\(2, 1, 32, 32\\)"):
+        load_onnx_model(path)(torch.zeros(2, 1, 32, 32))
     with pytest.raises(FastDFKDError, match="does not fit the teacher's input shape"):
         load_onnx_model(export(make_teacher(), tmp_path / "fixed.onnx", 13, dynamic=False), (3, 64, 64))
     code, _, err = run_cli(capsys, "export-onnx", "--model", str(path), *MEAN_STD, "--out", str(tmp_path / "x.onnx"))
