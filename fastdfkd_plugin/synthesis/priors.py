@@ -156,7 +156,7 @@ class BatchNormPrior(Prior):
     rank = 30
     # Its images give activation ranges about as wide as real ones (×0.84–1.07 per ResNet-20 stage),
     # while 4-bit activations want ranges tighter than real; the generic prior's are (×0.55–0.88) and
-    # calibrate W4A4 better (docs/benchmarks/activation_ranges.md).
+    # calibrate W4A4 better (docs/benchmarks/activation_ranges_resnet20.md).
     suits_calibration = False
 
     def __init__(self, teacher: Teacher, momentum: float) -> None:
