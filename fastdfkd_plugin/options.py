@@ -22,7 +22,6 @@ from .argtypes import floats, positive, positive_float, positive_floats, shape
 from .distillation import DistillConfig
 from .errors import FastDFKDError
 from .loading import load_model
-from .onnx_graph import OnnxModule
 from .plugins import get_source, list_sources, source_class
 from .sources.base import DataSource
 from .teacher import OutputTransform, Teacher
@@ -74,10 +73,6 @@ def load_teacher(
     """The :class:`Teacher` the model options describe; ``input_shape``/``device`` override ``--input-shape``/``--device``."""
     input_shape = input_shape or args.input_shape
     model = load_model(args.model, args.weights, allow_pickle=args.allow_pickle, input_shape=input_shape)
-    if isinstance(model, OnnxModule):
-        input_shape = model.input_shape
-    if input_shape is None:
-        raise FastDFKDError(f"the input shape of {args.model} is unknown; pass --input-shape C,H,W, e.g. 3,32,32")
     return Teacher(model, input_shape, mean=args.mean, std=args.std, device=device or args.device,
                    output_transform=output_transform(args), task=args.task)
 

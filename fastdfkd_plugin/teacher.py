@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .devices import resolve_device
 from .errors import FastDFKDError
 from .inputspace import InputSpace
-from .onnx_graph import is_onnx_file, load_onnx_model
+from .onnx_graph import OnnxModule, is_onnx_file, load_onnx_model
 from .tasks import Outputs, PredictionTask, cat_outputs, describe, make_task, map_outputs, output_leaves
 
 OutputTransform = Callable[[Any], Any]
@@ -128,11 +128,13 @@ class Teacher:
             raise FastDFKDError("this is already a Teacher; pass it as it is (Teacher.of accepts both)")
         if isinstance(model, (str, Path)) and is_onnx_file(model):
             model = load_onnx_model(model, input_shape)
+        if input_shape is None and isinstance(model, OnnxModule):  # a converted graph knows the shape it was checked at
             input_shape = model.input_shape
         if not isinstance(model, nn.Module):
             raise FastDFKDError(f"the teacher must be a torch.nn.Module, got a {type(model).__name__}")
         if input_shape is None:
-            raise FastDFKDError("the teacher's input shape is unknown; pass input_shape (C,H,W), e.g. (3, 32, 32)")
+            raise FastDFKDError("the teacher's input shape is unknown; pass input_shape (C,H,W), or --input-shape "
+                                "on the command line, e.g. 3,32,32")
         self.input_shape = _check_input_shape(input_shape)
         self.device = model_device(model) if device is None else resolve_device(device)
         self.model = model if model_device(model) == self.device else copy.deepcopy(model).to(self.device)
