@@ -141,6 +141,7 @@ class OnnxModule(nn.Module):
             elif node.op_type == "Identity" and node.inputs[0] in constants:
                 constants[node.outputs[0]] = constants[node.inputs[0]]
             else:
+                node.operator = OPERATORS[(_standard(node.domain), node.op_type)]  # looked up once, not per forward
                 self.nodes.append(node)
         self.conversion_check: ConversionCheck | None = None  # set by load_onnx_model, with the C,H,W it checked
         self.input_shape: tuple[int, ...] | None = None
@@ -176,7 +177,7 @@ class OnnxModule(nn.Module):
             else:
                 arguments = [values[name] if name else None for name in node.inputs]
             try:
-                result = OPERATORS[(_standard(node.domain), node.op_type)](self, node, *arguments)
+                result = node.operator(self, node, *arguments)
             except (RuntimeError, ValueError, IndexError, TypeError) as exc:  # torch's complaint, placed in the graph
                 shapes = ", ".join(str(tuple(a.shape)) for a in arguments if isinstance(a, torch.Tensor))
                 raise FastDFKDError(f"{node.op_type} node {node.name!r} of {self.source or 'the ONNX model'} failed on "

@@ -37,6 +37,7 @@ class Node:
         self.attributes = {a.name: onnx.helper.get_attribute_value(a) for a in proto.attribute}
         self.rank: int | None = None  # of the first input, where shape inference tells (BatchNorm1d/2d/3d)
         self.layer: str | None = None  # the key of the torch layer it became, in OnnxModule.layers
+        self.operator: Operator | None = None  # how it runs, from OPERATORS
 
     def attr(self, name: str, default: Any = None) -> Any:
         value = self.attributes.get(name, default)
