@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, Union
@@ -28,8 +29,10 @@ from torch.fx.experimental.symbolic_shapes import is_concrete_int
 from ..errors import FastDFKDError
 from ..io import atomic_path, load_npz
 from ..options import CommandParser, add_source_arguments, source_from_args, source_options
-from ..plugins import source_class
+from ..plugins import prior_class, source_class
 from ..sources.base import DataSource, SyntheticSet
+from ..synthesis.objective import LossWeights
+from ..synthesis.priors import GenericPrior
 from ..teacher import Teacher, model_device
 
 log = logging.getLogger(__name__)
@@ -155,20 +158,32 @@ def calibration_data(data: CalibrationInput, num_samples: int | None = None, bat
 
 
 LOW_BIT_ACTIVATIONS = 4  # activation grids of this many bits or fewer are calibrated from prior="auto-calibration"
+# The generic prior's weight (3 by default) in sets for wider activation grids. Chosen on held-out train_10k images
+# (docs/benchmarks/bn_free_resnet20_folded_heldout.md; docs/onnxruntime.md#which-prior-for-calibration-sets).
+WIDE_GRID_GENERIC_WEIGHT = 0.3
 
 
-def calibration_source_options(source: str, activation_bits: int, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``options`` for source ``source``, with the calibration default filled in where the caller left it out.
+def calibration_source_options(source: str, activation_bits: int, teacher: Teacher,
+                               options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``options`` for source ``source``, with the calibration defaults filled in where the caller left them out.
 
     For activations of :data:`LOW_BIT_ACTIVATIONS` bits or fewer that is ``prior="auto-calibration"``:
     a 16-level grid wants ranges tighter than real images give, and the generic prior's images give
     them, while the BatchNorm prior's are about as wide as real ones (ResNet-20 W4A4 on test_a: +2.2 / +2.3
     with MinMax / Percentile). At 8 bits the tighter ranges cost 1.5–2 points, so the source's own
-    prior stays (docs/onnxruntime.md#which-prior-for-calibration-sets).
+    prior stays; where that is the generic prior (a teacher without BatchNorm) it is weighted
+    :data:`WIDE_GRID_GENERIC_WEIGHT`, not 3: on the BN-folded ResNet-20 that lifted W4A8 from 1.7 points
+    below real images to within 1 (held-out and test_a).
     """
-    defaults = {"prior": "auto-calibration"} if activation_bits <= LOW_BIT_ACTIVATIONS else {}
-    accepted = source_class(source).option_names()
-    return {**{key: value for key, value in defaults.items() if key in accepted}, **(options or {})}
+    options = dict(options or {})
+    if "prior" not in source_class(source).option_names():
+        return options
+    if activation_bits <= LOW_BIT_ACTIVATIONS:
+        return {"prior": "auto-calibration", **options}
+    weights = options.get("loss_weights") or LossWeights()
+    if weights.prior is None and prior_class(options.get("prior", "auto"), teacher) is GenericPrior:
+        options["loss_weights"] = replace(weights, prior=WIDE_GRID_GENERIC_WEIGHT)
+    return options
 
 
 def add_calibration_arguments(parser: CommandParser, default_samples: int) -> None:
@@ -183,7 +198,7 @@ def calibration_from_args(args: argparse.Namespace, teacher: Teacher, activation
     if args.calibration:
         data, origin = torch.from_numpy(load_npz(args.calibration)[0]), args.calibration
     else:
-        source = source_from_args(args, teacher, **calibration_source_options(args.source, activation_bits, source_options(args)))
+        source = source_from_args(args, teacher, **calibration_source_options(args.source, activation_bits, teacher, source_options(args)))
         data, origin = source.synthetic_set(args.num_samples, args.batch_size), args.source
     return calibration_data(data, batch_size=args.batch_size), origin
 

@@ -288,7 +288,8 @@ def quantize_datafree(
             # Reconstruction fits each layer's outputs on the set, so it keeps the source's own (faithful) images:
             # W4A4 AdaRound from auto-calibration sets scored 13 points lower (docs/onnxruntime.md).
             options = (dict(source_options or {}) if reconstruction else
-                       calibration_source_options(source, activation_bits(quantize_options.get("activation_type")), source_options))
+                       calibration_source_options(source, activation_bits(quantize_options.get("activation_type")), teacher,
+                                                  source_options))
             data_source = get_source(source, teacher, seed=seed, progress=progress, **options)
             if num_samples * int(np.prod(input_shape)) * 4 > IN_MEMORY_LIMIT_BYTES:
                 calibration = synthesize_to_disk(data_source, num_samples, batch_size, Path(workdir) / "calibration.npy")

@@ -128,8 +128,8 @@ def prior_registry() -> dict[str, type[Prior]]:
 AUTO_PRIORS = ("auto", "auto-calibration")  # the selectors make_prior takes besides a prior's name
 
 
-def make_prior(name: str, teacher: Teacher, momentum: float) -> Prior:
-    """The prior registered as ``name`` built for ``teacher``: ``"auto"`` picks the applicable one of highest rank,
+def prior_class(name: str, teacher: Teacher) -> type[Prior]:
+    """The prior registered as ``name`` for ``teacher``: ``"auto"`` picks the applicable one of highest rank,
     ``"auto-calibration"`` the same among those that suit calibration sets (``Prior.suits_calibration``)."""
     known = prior_registry()
     if name in AUTO_PRIORS:
@@ -138,10 +138,15 @@ def make_prior(name: str, teacher: Teacher, momentum: float) -> Prior:
         if not applicable:
             raise FastDFKDError(f"no inversion prior applies to this teacher (installed: {', '.join(sorted(known))}); "
                                 "use the 'gaussian' or 'uniform' source, or install a prior plugin for it")
-        return max(applicable, key=lambda cls: cls.rank)(teacher, momentum)
+        return max(applicable, key=lambda cls: cls.rank)
     if name not in known:
         raise FastDFKDError(f"unknown prior {name!r}; choose auto, auto-calibration or one of {', '.join(sorted(known))}")
     if not known[name].applies_to(teacher):
         raise FastDFKDError(f"prior {name!r} does not apply to this teacher ({known[name].description()}); "
                             "use prior 'auto' to pick one that does")
-    return known[name](teacher, momentum)
+    return known[name]
+
+
+def make_prior(name: str, teacher: Teacher, momentum: float) -> Prior:
+    """:func:`prior_class` built for ``teacher``."""
+    return prior_class(name, teacher)(teacher, momentum)

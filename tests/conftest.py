@@ -97,12 +97,14 @@ def registered(plugin, name):
 
 
 def priors_built_by(monkeypatch, module) -> list[str]:
-    """The prior of every source ``module`` builds through its ``get_source`` from now on (the real sources, only watched)."""
+    """The prior and its weight (``"generic ×3"``) of every source ``module`` builds through its ``get_source`` from now on
+    (the real sources, only watched)."""
     priors: list[str] = []
 
     def watched(*args, **options):
         source = get_source(*args, **options)
-        priors.append(source.settings()["prior"])
+        settings = source.settings()
+        priors.append(f"{settings['prior']} ×{settings['loss_weights']['prior']:g}")
         return source
 
     monkeypatch.setattr(module, "get_source", watched)

@@ -20,7 +20,7 @@ from fastdfkd_plugin.adapters.onnx_export import load_onnx_test_data
 from fastdfkd_plugin.onnx_graph import onnx_input
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quantize_datafree, synthesize_to_disk
 from fastdfkd_plugin.cli import main
-from models import make_teacher
+from models import make_teacher, no_batchnorm
 
 
 # -- reader ----------------------------------------------------------------------------------------
@@ -108,13 +108,14 @@ def test_quantize_datafree_end_to_end_keeps_outputs_close_and_the_teacher_intact
     assert state_hash(teacher) == before
 
 
-def test_quantize_datafree_synthesises_4_bit_activation_sets_with_the_calibration_prior(teacher, tmp_path, monkeypatch):
+def test_quantize_datafree_synthesises_each_activation_width_with_its_calibration_prior(teacher, tmp_path, monkeypatch):
     priors = priors_built_by(monkeypatch, ort_adapter)
-    for activation_type, options in (("uint4", {}), ("uint8", {}), ("uint4", {"prior": "batchnorm"})):
-        quantize_datafree(teacher, tmp_path / "q.onnx", input_shape=SHAPE, num_samples=8, batch_size=8, preprocess=False,
+    for model, activation_type, options in ((teacher, "uint4", {}), (teacher, "uint8", {}), (teacher, "uint4", {"prior": "batchnorm"}),
+                                            (no_batchnorm(), "uint8", {}), (no_batchnorm(), "uint4", {})):
+        quantize_datafree(model, tmp_path / "q.onnx", input_shape=SHAPE, num_samples=8, batch_size=8, preprocess=False,
                           source_options={"steps": 2, "warmup_tasks": 2, "latent_dim": 32, **options}, device="cpu",
                           weight_type="int8", activation_type=activation_type)
-    assert priors == ["generic", "batchnorm", "batchnorm"]
+    assert priors == ["generic ×3", "batchnorm ×10", "batchnorm ×10", "generic ×0.3", "generic ×3"]
 
 
 def test_options_pass_through_to_quantize_static(teacher, synthetic, tmp_path, monkeypatch):

@@ -61,7 +61,7 @@ def test_reconstruction_keeps_the_sources_own_prior_even_at_4_bit_activations(qu
     quantize_datafree(teacher, tmp_path / "q.onnx", input_shape=SHAPE, num_samples=8, batch_size=8, device="cpu",
                       source_options={"steps": 2, "warmup_tasks": 2, "latent_dim": 32}, weight_type="int4", activation_type="uint4",
                       per_channel=True, reconstruction="adaround", reconstruction_options={"iterations": 1})
-    assert priors == ["batchnorm"]
+    assert priors == ["batchnorm ×10"]
 
 
 def test_adaround_moves_some_weights_to_the_other_neighbour_and_none_further(quark, tmp_path):

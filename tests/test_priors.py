@@ -9,10 +9,10 @@ from conftest import FAST, MODELS, SHAPE, priors_built_by, registered
 from conftest import run_cli as run
 from models import make_teacher, no_batchnorm, tiny_vit
 
-from fastdfkd_plugin import FastDFKDError, Teacher, get_source, hookimpl
+from fastdfkd_plugin import FastDFKDError, LossWeights, Teacher, get_source, hookimpl
 from fastdfkd_plugin.batchnorm import reestimate_batchnorm
 from fastdfkd_plugin import options as options_module
-from fastdfkd_plugin.adapters.generic import calibration_from_args, calibration_source_options
+from fastdfkd_plugin.adapters.generic import WIDE_GRID_GENERIC_WEIGHT, calibration_from_args, calibration_source_options
 from fastdfkd_plugin.cli import build_parser
 from fastdfkd_plugin.options import load_teacher
 from fastdfkd_plugin.plugins import prior_registry
@@ -56,15 +56,31 @@ def test_auto_calibration_picks_like_auto_but_never_the_batchnorm_prior(model, p
 
 @pytest.mark.parametrize("bits, prior", [(4, "auto-calibration"), (2, "auto-calibration"), (8, None)])
 def test_calibration_sets_for_low_bit_activations_default_to_auto_calibration(bits, prior):
-    assert calibration_source_options("fastdfkd", bits).get("prior") == prior
-    assert calibration_source_options("fastdfkd", bits, {"prior": "batchnorm"})["prior"] == "batchnorm"  # the user's wins
-    assert "prior" not in calibration_source_options("gaussian", bits)  # noise takes no prior
+    teacher = Teacher(make_teacher(), SHAPE)
+    assert calibration_source_options("fastdfkd", bits, teacher).get("prior") == prior
+    assert calibration_source_options("fastdfkd", bits, teacher, {"prior": "batchnorm"}) == {"prior": "batchnorm"}  # the user's wins
+    assert calibration_source_options("gaussian", bits, teacher) == {}  # noise takes no prior
 
 
-@pytest.mark.parametrize("bits, prior", [("4", "generic"), ("8", "batchnorm")])
-def test_quantize_brevitas_synthesises_with_the_prior_its_activation_bits_call_for(bits, prior, monkeypatch):
+@pytest.mark.parametrize("bits, weights", [(8, LossWeights(prior=WIDE_GRID_GENERIC_WEIGHT)), (16, LossWeights(prior=WIDE_GRID_GENERIC_WEIGHT)),
+                                           (4, None)])
+def test_wide_activation_grids_weaken_the_generic_prior_and_nothing_else(bits, weights):
+    bn_free, with_batchnorm = Teacher(no_batchnorm(), SHAPE), Teacher(make_teacher(), SHAPE)
+    assert calibration_source_options("fastdfkd", bits, bn_free).get("loss_weights") == weights
+    assert "loss_weights" not in calibration_source_options("fastdfkd", bits, with_batchnorm)  # the BatchNorm prior keeps its weight
+    assert "loss_weights" not in calibration_source_options("fastdfkd", bits, Teacher(tiny_vit(), SHAPE))  # so does the transformer's
+    given = LossWeights(prior=5.0, oh=1.0)
+    assert calibration_source_options("fastdfkd", bits, bn_free, {"loss_weights": given})["loss_weights"] == given  # the user's wins
+    if bits > 4:  # a partial LossWeights keeps what the user set
+        assert calibration_source_options("fastdfkd", bits, bn_free, {"loss_weights": LossWeights(oh=1.0)})["loss_weights"] == \
+            LossWeights(prior=WIDE_GRID_GENERIC_WEIGHT, oh=1.0)
+
+
+@pytest.mark.parametrize("model, bits, prior", [("tiny", "4", "generic ×3"), ("tiny", "8", "batchnorm ×10"),
+                                                ("no_batchnorm", "4", "generic ×3"), ("no_batchnorm", "8", "generic ×0.3")])
+def test_quantize_brevitas_synthesises_with_the_prior_its_activation_bits_call_for(model, bits, prior, monkeypatch):
     priors = priors_built_by(monkeypatch, options_module)
-    args = build_parser().parse_args(["quantize-brevitas", "--model", f"{MODELS}:tiny", "--out", "q.onnx", "--activation-bits", bits,
+    args = build_parser().parse_args(["quantize-brevitas", "--model", f"{MODELS}:{model}", "--out", "q.onnx", "--activation-bits", bits,
                                       "--num-samples", "4", *CLI_ARGS])
     calibration_from_args(args, load_teacher(args), int(bits))
     assert priors == [prior]
