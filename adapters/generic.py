@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import replace
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar, Union
 

@@ -5,9 +5,9 @@
 The teacher three ways: the torch model; an ONNX export that keeps its BatchNormalization
 nodes (``do_constant_folding=False``); and the default export, which folds every BatchNorm
 into the convolution before it (what ``torch.onnx.export`` writes in eval mode). Each gives
-``fastdfkd`` calibration sets from cold with the prior the quantize commands use:
-``auto-calibration`` for 4-bit activations, ``auto`` for 8-bit (``batchnorm`` where BatchNorm
-survives, ``generic`` on the folded graph). Real ``train_10k`` images (a different subset per
+``fastdfkd`` calibration sets from cold with the options the quantize commands use
+(``calibration_source_options``): ``auto-calibration`` for 4-bit activations, ``auto`` for 8-bit
+(``batchnorm`` where BatchNorm survives; on the folded graph ``generic``, weighted 0.3 rather than 3). Real ``train_10k`` images (a different subset per
 seed) and N(0, 1) noise are the references. Every set calibrates the same pre-processed
 ONNX graph with ONNX Runtime QDQ: W4A4 and W4A8 per-channel, W8A8 per-tensor, MinMax and
 Percentile; accuracy on ``test_a``, mean ± std over seeds.
@@ -31,7 +31,8 @@ import numpy as np
 import torch
 from onnxruntime.quantization import QuantType
 
-from fastdfkd_plugin import Teacher, make_prior
+from fastdfkd_plugin import Teacher
+from fastdfkd_plugin.adapters.generic import calibration_source_options
 from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 
 from .common.cli import benchmark_parser, int_list
@@ -51,9 +52,9 @@ TEACHERS = ("torch model", "ONNX, BatchNorm nodes kept", "ONNX, BatchNorm folded
 SOURCES = ("real", "gaussian", *(f"fastdfkd from the {teacher}" for teacher in TEACHERS))
 
 
-def prior_for(column: str) -> str:
-    """The prior quantize-onnx synthesises with for a column's activation bit width."""
-    return "auto-calibration" if column.startswith("W4A4") else "auto"
+def activation_bits(column: str) -> int:
+    """The activation bit width of a column: what the quantize commands pick their calibration prior by."""
+    return 4 if column.startswith("W4A4") else 8
 
 
 def teachers(model: torch.nn.Module, workdir: Path) -> dict[str, Teacher]:
@@ -77,17 +78,19 @@ def run_seed(seed: int, built: dict[str, Teacher], real: np.ndarray, pre: Path, 
             rows.append({"source": source, "seed": seed, "priors": {}, "set_seconds": {}, "accuracy": accuracy})
         else:
             teacher = built[source.removeprefix("fastdfkd from the ")]
-            priors = {prior: make_prior(prior, teacher, 0.9).name for prior in ("auto", "auto-calibration")}
-            sets: dict[str, tuple[np.ndarray, float]] = {}
-            for resolved in dict.fromkeys(priors.values()):
-                synthetic, seconds = timed_set(cold_source("fastdfkd", teacher, seed=seed, prior=resolved), samples)
-                sets[resolved] = (synthetic.inputs.numpy(), round(seconds, 1))
+            sets: dict[int, tuple[np.ndarray, float]] = {}
+            priors: dict[int, str] = {}
+            for bits in sorted({activation_bits(column) for column in COLUMNS}):
+                data_source = cold_source("fastdfkd", teacher, seed=seed, **calibration_source_options("fastdfkd", bits, teacher))
+                synthetic, seconds = timed_set(data_source, samples)
+                sets[bits] = (synthetic.inputs.numpy(), round(seconds, 1))
+                used = data_source.settings()
+                priors[bits] = f"{used['prior']} ×{used['loss_weights']['prior']:g}"
             accuracy = {}
             for column, settings in COLUMNS.items():
-                inputs = sets[priors[prior_for(column)]][0]
-                accuracy |= split_scores(pre, inputs, splits, workdir, {column: settings})["test_a"]
+                accuracy |= split_scores(pre, sets[activation_bits(column)][0], splits, workdir, {column: settings})["test_a"]
             rows.append({"source": source, "seed": seed, "priors": priors,
-                         "set_seconds": {name: seconds for name, (_, seconds) in sets.items()}, "accuracy": accuracy})
+                         "set_seconds": {bits: seconds for bits, (_, seconds) in sets.items()}, "accuracy": accuracy})
         print(f"  seed {seed} {source}: {rows[-1]['accuracy']}", flush=True)
     return rows
 
@@ -110,13 +113,13 @@ def timed_command(onnx_file: Path, test: tuple[np.ndarray, np.ndarray], workdir:
 def markdown(results: dict[str, Any]) -> str:
     lines = heading("An ONNX file as the teacher: what BatchNorm folding costs calibration", results,
                     "{teacher}; {samples} images per set; ONNX Runtime QDQ on the same pre-processed graph; accuracy (%) on "
-                    "test_a, mean ± std over seeds {seeds}; {threads} threads. fastdfkd sets use the quantize commands' prior: "
-                    "auto-calibration for the W4A4 columns, auto for the rest.")
-    lines += [f"FP32: {results['fp32']:.2f} %.", "", "| calibration data | priors (auto / auto-calibration) | " + " | ".join(COLUMNS) + " |",
+                    "test_a, mean ± std over seeds {seeds}; {threads} threads. fastdfkd sets use the quantize commands' prior "
+                    "and weight for the activation bit width: auto-calibration for the W4A4 columns, auto for the rest.")
+    lines += [f"FP32: {results['fp32']:.2f} %.", "", "| calibration data | prior × weight (4-bit / 8-bit activations) | " + " | ".join(COLUMNS) + " |",
               "| --- | --- |" + " --- |" * len(COLUMNS)]
     for source in SOURCES:
         rows = [row for row in results["rows"] if row["source"] == source]
-        priors = " / ".join(dict.fromkeys(rows[0]["priors"].values())) if rows[0]["priors"] else "—"
+        priors = " / ".join(rows[0]["priors"].values()) if rows[0]["priors"] else "—"
         lines.append(f"| {source} | {priors} | " + " | ".join(mean_spread([row["accuracy"][c] for row in rows]) for c in COLUMNS) + " |")
     command = results["command_run"]
     lines += ["", f"`{command['command']}` from an empty cache in a fresh process: **{command['seconds']:.0f} s** "
