@@ -7,8 +7,9 @@ nodes (``do_constant_folding=False``); and the default export, which folds every
 into the convolution before it (what ``torch.onnx.export`` writes in eval mode). Each gives
 ``fastdfkd`` calibration sets from cold with the options the quantize commands use
 (``calibration_source_options``): ``auto-calibration`` for 4-bit activations, ``auto`` for 8-bit
-(``batchnorm`` where BatchNorm survives; on the folded graph ``generic``, weighted 0.3 rather than 3). Real ``train_10k`` images (a different subset per
-seed) and N(0, 1) noise are the references. Every set calibrates the same pre-processed
+(``batchnorm`` where BatchNorm survives; on the folded graph ``generic``, weighted 0.3 rather
+than 3). Real ``train_10k`` images (a different subset per seed) and N(0, 1) noise are the
+references. Every set calibrates the same pre-processed
 ONNX graph with ONNX Runtime QDQ: W4A4 and W4A8 per-channel, W8A8 per-tensor, MinMax and
 Percentile; accuracy on ``test_a``, mean ± std over seeds.
 
