@@ -1,14 +1,14 @@
-"""Data-free calibration of teachers without BatchNorm: a trained ViT and a BN-folded ResNet-20.
+"""Data-free calibration of teachers without BatchNorm: a trained ViT and BN-folded ResNets.
 
-    python -m benchmarks.bn_free [--teachers vit,resnet20-folded] [--seeds 0,1,2] [--eval test_a|heldout]
+    python -m benchmarks.bn_free [--teachers vit,resnet20-folded,resnet56-folded] [--seeds 0,1,2] [--eval test_a|heldout]
 
 Teachers: the ~1 M-parameter ViT of :mod:`benchmarks.vit_teacher` (trained once, cached;
 LayerNorm and attention, so ``prior=auto`` picks ``transformer``) and the shared ResNet-20
-with every BatchNorm folded into the convolution before it (what an export leaves;
+or ResNet-56 with every BatchNorm folded into the convolution before it (what an export leaves;
 ``auto`` picks ``generic``). Calibration sets of 512 images per seed: real ``train_10k``
 images, Gaussian noise N(0, 1) (unclipped, as scripts feed it), ``fastdfkd`` k = 5 from
 cold with the automatic prior and, as ablations, the ViT with the ``generic`` prior and,
-for the folded ResNet, the *unfolded* ResNet-20 with its ``batchnorm`` prior (the same
+for a folded ResNet, the *unfolded* ResNet with its ``batchnorm`` prior (the same
 function, so the goal is to come within 2 points of that row). Each set calibrates
 ONNX Runtime (QDQ, per-channel weights, MinMax and Percentile: W8A8/W4A8/W4A4 for the
 ResNet; W8A8/W4A8 and, quantizing only MatMul/Gemm as ORT suggests for transformers,
@@ -39,7 +39,7 @@ from .common.data import INPUT_SHAPE, MEAN, STD, accuracy, evaluation_split
 from .common.ort import CONFIGS, QuantConfig, accuracy_per_column, columns, prepared_onnx
 from .common.report import environment, heading, write_results
 from .common.sources import cold_source, timed_set
-from .common.teachers import load_teacher
+from .common.teachers import FOLDED, load_teacher
 
 SAMPLES = 512
 PT2E = "PT2E W8A8"
@@ -59,12 +59,13 @@ def teachers(names: list[str], args) -> dict[str, tuple[nn.Module, dict[str, tup
             vit = load_teacher("vit", args.data_dir, epochs=args.vit_epochs)
             chosen[name] = (vit, {"fastdfkd (auto: transformer prior)": (vit, {}),
                                   "fastdfkd, generic prior (ablation)": (vit, {"prior": "generic"})}, VIT_CONFIGS)
-        elif name == "resnet20-folded":
-            resnet, folded = load_teacher("resnet20", args.data_dir), load_teacher("resnet20-folded", args.data_dir)
+        elif name in FOLDED:
+            resnet, folded = load_teacher(FOLDED[name], args.data_dir), load_teacher(name, args.data_dir)
+            unfolded = FOLDED[name].replace("resnet", "ResNet-")
             chosen[name] = (folded, {"fastdfkd (auto: generic prior)": (folded, {}),
-                                     "fastdfkd on the unfolded ResNet-20 (batchnorm prior)": (resnet, {})}, CONFIGS)
+                                     f"fastdfkd on the unfolded {unfolded} (batchnorm prior)": (resnet, {})}, CONFIGS)
         else:
-            raise SystemExit(f"unknown teacher {name!r}; choose vit or resnet20-folded")
+            raise SystemExit(f"unknown teacher {name!r}; choose vit or one of {', '.join(FOLDED)}")
     return chosen
 
 

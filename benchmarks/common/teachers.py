@@ -34,7 +34,7 @@ TRAINED = {
         "mobilenet_v1_050_64", lambda: MobileNetV1(0.5, num_classes=10),
         lambda m: torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, nesterov=True), max_lr=0.2, size=64),
 }
-FOLDED = {"resnet20-folded": "resnet20"}  # name → the pretrained teacher it folds
+FOLDED = {"resnet20-folded": "resnet20", "resnet56-folded": "resnet56"}  # name → the pretrained teacher it folds
 # name: (architecture, input shape); the MLPerf Tiny person-detection network, then two 224-px ImageNet networks
 RANDOM: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "mobilenet_v1_025_96": (lambda: MobileNetV1(0.25, num_classes=2), (3, 96, 96)),
