@@ -128,7 +128,8 @@ def plot(results: dict, path: Path) -> None:
         axis.axhline(teacher["fp32"], color="grey", linestyle="--", label="FP32")
         axis.set_xticks(np.arange(len(columns)) + width, columns, rotation=30, ha="right")
         axis.set(title=teacher["teacher"], ylabel=f"accuracy on {results['eval']} (%)")
-        axis.legend()
+        axis.set_ylim(0, 100)  # room above the FP32 line for the legend, clear of the bars
+        axis.legend(loc="upper center", ncol=4)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
