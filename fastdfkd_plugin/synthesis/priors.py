@@ -206,8 +206,10 @@ class GenericPrior(Prior):
     """Input statistics and smoothness: for any teacher, including BN-free CNNs and exports with BN folded away."""
 
     name = "generic"
-    # Chosen on held-out train_10k (BN-folded ResNet-20, 3 seeds, W4A4): ×3 beat ×1 by 2–3 points. 8-bit calibration
-    # sets use 0.3 (docs/onnxruntime.md#which-prior-for-calibration-sets).
+    # Chosen on held-out train_10k (BN-folded ResNet-20, 3 seeds, W4A4): ×3 beat ×1 by 2–3 points. Kept for 4-bit sets:
+    # a later screen preferred 0.3 on that teacher but put it 13–14 points below 3 on the BN-folded ResNet-56
+    # (docs/benchmarks/bn_free_resnet56_folded_heldout.md). 8-bit calibration sets use 0.3
+    # (docs/onnxruntime.md#which-prior-for-calibration-sets).
     weight = 3.0
     rank = 10
     smoothness = 1.0  # weight of total variation against the input statistics
