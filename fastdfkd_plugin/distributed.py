@@ -48,6 +48,7 @@ def setup(device: str = "auto") -> Context:
         wanted = torch.device("cuda", local_rank)
         torch.cuda.set_device(wanted)
     if not dist.is_initialized():
+        import torch._dynamo  # noqa: F401  before the group exists, or the group outlives teardown()
         dist.init_process_group(backend="nccl" if wanted.type == "cuda" else "gloo")
         atexit.register(teardown)
     return Context(dist.get_rank(), dist.get_world_size(), wanted)
@@ -58,6 +59,9 @@ def teardown() -> None:
 
     Without it, gloo's worker threads outlive the interpreter and the process can die
     with SIGABRT ("terminate called without an active exception") after the run succeeded.
+    Leaving only ends the threads if nothing else holds the group: torch._dynamo, when
+    first imported after the group exists (DistributedDataParallel imports it), keeps it
+    alive for good, so :func:`setup` imports it first.
     """
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

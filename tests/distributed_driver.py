@@ -31,13 +31,18 @@ def digest(module, buffers: bool = True) -> str:
     return h.hexdigest()
 
 
-def record_teardown(path: Path) -> None:
+def threads() -> int:
+    """Threads of this process, C++ ones included (gloo's workers are invisible to ``threading``)."""
+    return len(os.listdir("/proc/self/task"))
+
+
+def record_teardown(path: Path, threads_before: int) -> None:
     """Registered before setup(), so it runs after setup()'s own exit handler (atexit is last-in, first-out)."""
-    path.write_text(json.dumps({"left_process_group": not dist.is_initialized()}))
+    path.write_text(json.dumps({"left_process_group": not dist.is_initialized(), "threads_left": threads() - threads_before}))
 
 
 def main(mode: str, out: Path) -> None:
-    atexit.register(record_teardown, out / f"{mode}-exit-rank{os.environ.get('RANK', '0')}.json")
+    atexit.register(record_teardown, out / f"{mode}-exit-rank{os.environ.get('RANK', '0')}.json", threads())
     context = distributed.setup("cpu")
     teacher = make_teacher()
     source = get_source("fastdfkd", teacher, (3, 32, 32), seed=context.rank, steps=2, warmup_tasks=1, latent_dim=32, device="cpu")
