@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> None:
     results = {"samples": args.samples, "iterations": args.iterations, "eval": args.eval, "seeds": args.seeds, "prior": args.prior,
                "sources": args.sources, "environment": environment(),
                "teachers": [run_teacher(name, args) for name in args.teachers.split(",")]}
-    name = "_".join(["reconstruction", *([] if args.eval == "test_a" else [args.eval]),
+    name = "_".join(["reconstruction", *([] if args.samples == parser.get_default("samples") else [f"{args.samples}images"]),
+                     *([] if args.eval == "test_a" else [args.eval]),
                      *([] if args.configs == list(BITS) else [c.lower() for c in args.configs]),
                      *([] if args.prior == "auto" else [args.prior.replace("-", "_")])])
     publish(args.out / name, results, markdown(results))
