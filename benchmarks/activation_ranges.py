@@ -1,6 +1,7 @@
 """Why one calibration set beats another at 4 bits: activation ranges per layer, against real images, and what they score.
 
     python -m benchmarks.activation_ranges [--teachers resnet20,resnet56] [--samples 256] [--seeds 0,1,2]
+                                           [--calibrators MinMax,Percentile,Entropy,Distribution]
 
 For each teacher and seed, four calibration sets of ``--samples`` images: real ``train_10k``
 images (a different subset per seed), N(0, 1) noise, and ``fastdfkd`` from cold with the
@@ -12,6 +13,8 @@ images (a different subset per seed), N(0, 1) noise, and ``fastdfkd`` from cold 
 * ORT QDQ accuracy at W4A4 per-channel under all four calibrators (MinMax, Percentile,
   Entropy, Distribution), W4A8 per-channel and W8A8 per-tensor (MinMax, Percentile), on
   2,000 held-out ``train_10k`` images (the split settings are chosen on) and on ``test_a``.
+  ``--calibrators`` keeps the columns of the calibrators named (Entropy equals MinMax and
+  Distribution gives chance at int4, see docs/onnxruntime.md, so a long run may leave them out).
 
 Then the real set's MinMax ranges are shrunk by a factor (1.0 to 0.6) and W4A4 scored again
 on the held-out images: whether ranges tighter than real ones help a 4-bit activation grid,
@@ -31,7 +34,7 @@ from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, s
 from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quiet_root_logger
 
-from .common.cli import benchmark_parser, float_list, int_list
+from .common.cli import benchmark_parser, choice_list, float_list, int_list
 from .common.data import evaluation_split, load_images
 from .common.ort import prepared_onnx, quantized_model, split_scores
 from .common.plots import pyplot
@@ -42,9 +45,9 @@ from .common.teachers import load_teacher
 # row label: (source name, its options); None for the real images
 SOURCES = {"real": None, "gaussian": ("gaussian", {"clip": False}), "fastdfkd, batchnorm prior": ("fastdfkd", {"prior": "batchnorm"}),
            "fastdfkd, auto-calibration prior": ("fastdfkd", {"prior": "auto-calibration"})}
+CALIBRATORS = ("MinMax", "Percentile", "Entropy", "Distribution")
 # column name: a Column of benchmarks.common.ort
-COLUMNS = {f"W4A4 {method}": (QuantType.QInt4, QuantType.QUInt4, method, True)
-           for method in ("MinMax", "Percentile", "Entropy", "Distribution")}
+COLUMNS = {f"W4A4 {method}": (QuantType.QInt4, QuantType.QUInt4, method, True) for method in CALIBRATORS}
 COLUMNS |= {f"W4A8 {method}": (QuantType.QInt4, QuantType.QUInt8, method, True) for method in ("MinMax", "Percentile")}
 COLUMNS |= {f"W8A8 per-tensor {method}": (QuantType.QInt8, QuantType.QUInt8, method, False) for method in ("MinMax", "Percentile")}
 STAGES = ("stem", "layer1", "layer2", "layer3", "head")
@@ -110,6 +113,7 @@ def run_teacher(name: str, args) -> dict[str, Any]:
     real, heldout_x, heldout_y = evaluation_split("heldout", args.samples * len(args.seeds), args.data_dir, args.seed)
     test_x, test_y = (array.numpy() for array in load_images("test_a", args.data_dir))
     splits = {"heldout": (heldout_x, heldout_y), "test_a": (test_x, test_y)}
+    columns = {column: made for column, made in COLUMNS.items() if made[2] in args.calibrators}
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
@@ -129,7 +133,7 @@ def run_teacher(name: str, args) -> dict[str, Any]:
                     set_widths = widths(minmax_ranges(pre, inputs, workdir))
                 row = {"source": source, "seed": seed, "set_seconds": round(seconds, 1),
                        "range_ratio": stage_ratios(set_widths, real_widths), "tensor_ratio": tensor_ratios(set_widths, real_widths),
-                       "accuracy": split_scores(pre, inputs, splits, workdir, COLUMNS)}
+                       "accuracy": split_scores(pre, inputs, splits, workdir, columns)}
                 if made is None:
                     row["shrunk_real_w4a4_minmax_heldout"] = shrunk_real_scores(pre, real_set, real_ranges, args.factors, splits["heldout"], workdir)
                 rows.append(row)
@@ -151,11 +155,12 @@ def markdown(results: dict) -> str:
             rows = [row for row in teacher["rows"] if row["source"] == source]
             lines.append(f"| {source} | " + " | ".join(mean_spread([row["range_ratio"].get(s, float("nan")) for row in rows])
                                                        for s in STAGES) + " |")
+        columns = list(teacher["rows"][0]["accuracy"]["heldout"])
         for split in ("heldout", "test_a"):
-            lines += ["", f"Accuracy (%) on {split}:", "", "| source | " + " | ".join(COLUMNS) + " |", "| --- |" + " --- |" * len(COLUMNS)]
+            lines += ["", f"Accuracy (%) on {split}:", "", "| source | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
             for source in SOURCES:
                 rows = [row for row in teacher["rows"] if row["source"] == source]
-                lines.append(f"| {source} | " + " | ".join(mean_spread([row["accuracy"][split][c] for row in rows]) for c in COLUMNS) + " |")
+                lines.append(f"| {source} | " + " | ".join(mean_spread([row["accuracy"][split][c] for row in rows]) for c in columns) + " |")
         shrunk = [row["shrunk_real_w4a4_minmax_heldout"] for row in teacher["rows"] if row["source"] == "real"]
         lines += ["", "Real set's MinMax ranges scaled by a factor, W4A4 MinMax on held-out images:", "",
                   "| factor | " + " | ".join(shrunk[0]) + " |", "| --- |" + " --- |" * len(shrunk[0]),
@@ -187,6 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--seeds", type=int_list, default=[0, 1, 2])
     parser.add_argument("--factors", type=float_list, default=[1.0, 0.9, 0.8, 0.7, 0.6])
+    parser.add_argument("--calibrators", type=choice_list(CALIBRATORS), default=list(CALIBRATORS))
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args(argv)
     results = {"samples": args.samples, "seeds": args.seeds, "environment": environment(),
