@@ -1,15 +1,16 @@
 """Why one calibration set beats another at 4 bits: activation ranges per layer, against real images, and what they score.
 
-    python -m benchmarks.activation_ranges [--teachers resnet20,resnet56] [--samples 256] [--seeds 0,1,2]
+    python -m benchmarks.activation_ranges [--teachers resnet20,resnet56,mobilenet_v1_050_64] [--samples 256] [--seeds 0,1,2]
                                            [--calibrators MinMax,Percentile,Entropy,Distribution]
 
-For each teacher and seed, four calibration sets of ``--samples`` images: real ``train_10k``
+For each teacher and seed (real images resized to its input size), four calibration sets of ``--samples`` images: real ``train_10k``
 images (a different subset per seed), N(0, 1) noise, and ``fastdfkd`` from cold with the
 ``batchnorm`` prior (what ``prior="auto"`` picks for these teachers) and with
 ``prior="auto-calibration"`` (the quantize commands' default, ``generic`` here). Per set:
 
 * every activation tensor's ONNX Runtime MinMax range (what a MinMax calibrator would use),
-  as a ratio to the real set's of the same seed, summarised per stage (geometric mean);
+  as a ratio to the real set's of the same seed, summarised per stage (geometric mean): a
+  CIFAR ResNet's stem, layer1–3 and head, else fifths of the graph's depth;
 * ORT QDQ accuracy at W4A4 per-channel under all four calibrators (MinMax, Percentile,
   Entropy, Distribution), W4A8 per-channel and W8A8 per-tensor (MinMax, Percentile), on
   2,000 held-out ``train_10k`` images (the split settings are chosen on) and on ``test_a``.
@@ -28,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
+import torch
 from onnxruntime.quantization import CalibrationMethod, QuantType
 from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
 
@@ -35,12 +38,12 @@ from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quiet_root_logger
 
 from .common.cli import benchmark_parser, choice_list, float_list, int_list
-from .common.data import evaluation_split, load_images
+from .common.data import evaluation_split, load_images, resize
 from .common.ort import prepared_onnx, quantized_model, split_scores
 from .common.plots import pyplot
 from .common.report import environment, heading, mean_spread, publish
 from .common.sources import cold_source, timed_set
-from .common.teachers import load_teacher
+from .common.teachers import build_teacher
 
 # row label: (source name, its options); None for the real images
 SOURCES = {"real": None, "gaussian": ("gaussian", {"clip": False}), "fastdfkd, batchnorm prior": ("fastdfkd", {"prior": "batchnorm"}),
@@ -50,17 +53,28 @@ CALIBRATORS = ("MinMax", "Percentile", "Entropy", "Distribution")
 COLUMNS = {f"W4A4 {method}": (QuantType.QInt4, QuantType.QUInt4, method, True) for method in CALIBRATORS}
 COLUMNS |= {f"W4A8 {method}": (QuantType.QInt4, QuantType.QUInt8, method, True) for method in ("MinMax", "Percentile")}
 COLUMNS |= {f"W8A8 per-tensor {method}": (QuantType.QInt8, QuantType.QUInt8, method, False) for method in ("MinMax", "Percentile")}
-STAGES = ("stem", "layer1", "layer2", "layer3", "head")
+RESNET_LAYERS = ("layer1", "layer2", "layer3")
+DEPTH_FIFTHS = ("depth 0–20 %", "20–40 %", "40–60 %", "60–80 %", "80–100 %")
 
 
-def stage(tensor: str) -> str | None:
-    """The stage of a CIFAR ResNet an activation tensor belongs to (None for the graph input)."""
-    for name in ("layer1", "layer2", "layer3"):
+def resnet_stage(tensor: str) -> str:
+    """The stage of a CIFAR ResNet an activation tensor belongs to."""
+    for name in RESNET_LAYERS:
         if f"/{name}/" in tensor:
             return name
-    if tensor == "input":
-        return None
     return "stem" if tensor.startswith(("/conv1", "/Relu_output", "/bn1")) else "head"
+
+
+def graph_order(model_path: Path) -> list[str]:
+    """Every node output of the ONNX graph, in the graph's (topological) order."""
+    return [name for node in onnx.load(str(model_path)).graph.node for name in node.output]
+
+
+def stages(tensors: list[str]) -> dict[str, str]:
+    """Activation tensor (in graph order) → its stage: a CIFAR ResNet's named stage, else its fifth of the graph's depth."""
+    if any(f"/{name}/" in tensor for tensor in tensors for name in RESNET_LAYERS):
+        return {tensor: resnet_stage(tensor) for tensor in tensors}
+    return {tensor: DEPTH_FIFTHS[index * len(DEPTH_FIFTHS) // len(tensors)] for index, tensor in enumerate(tensors)}
 
 
 def minmax_ranges(pre: Path, inputs: np.ndarray, workdir: Path) -> TensorsData:
@@ -78,18 +92,18 @@ def widths(ranges: TensorsData) -> dict[str, float]:
             for name, data in ranges.data.items()}
 
 
-def stage_ratios(ranges: dict[str, float], real: dict[str, float]) -> dict[str, float]:
-    """Stage → geometric mean over its tensors of this set's range width over the real set's."""
+def stage_ratios(ranges: dict[str, float], real: dict[str, float], stage_of: dict[str, str]) -> dict[str, float]:
+    """Stage → geometric mean over its tensors of this set's range width over the real set's, stages in graph order."""
     logs: dict[str, list[float]] = {}
-    for name, width in ranges.items():
-        if stage(name) and real[name] > 0 and width > 0:
-            logs.setdefault(stage(name), []).append(float(np.log(width / real[name])))
-    return {name: round(float(np.exp(np.mean(logs[name]))), 3) for name in STAGES if name in logs}
+    for name, stage in stage_of.items():
+        if real[name] > 0 and ranges[name] > 0:
+            logs.setdefault(stage, []).append(float(np.log(ranges[name] / real[name])))
+    return {stage: round(float(np.exp(np.mean(values))), 3) for stage, values in logs.items()}
 
 
-def tensor_ratios(ranges: dict[str, float], real: dict[str, float]) -> dict[str, float]:
-    """Tensor → this set's range width over the real set's (tensors the real set leaves at zero width are skipped)."""
-    return {name: round(width / real[name], 3) for name, width in ranges.items() if real[name] > 0}
+def tensor_ratios(ranges: dict[str, float], real: dict[str, float], stage_of: dict[str, str]) -> dict[str, float]:
+    """Tensor (in graph order) → this set's range width over the real set's (tensors the real set leaves at zero width are skipped)."""
+    return {name: round(ranges[name] / real[name], 3) for name in stage_of if real[name] > 0}
 
 
 def shrunk_real_scores(pre: Path, real_set: np.ndarray, ranges: TensorsData, factors: list[float],
@@ -109,37 +123,42 @@ def shrunk_real_scores(pre: Path, real_set: np.ndarray, ranges: TensorsData, fac
 
 
 def run_teacher(name: str, args) -> dict[str, Any]:
-    model = load_teacher(name, args.data_dir)
+    teacher = build_teacher(name, "cpu", args.data_dir)
+    size = teacher.input_shape[-1]
     real, heldout_x, heldout_y = evaluation_split("heldout", args.samples * len(args.seeds), args.data_dir, args.seed)
-    test_x, test_y = (array.numpy() for array in load_images("test_a", args.data_dir))
+    real, heldout_x = (resize(torch.from_numpy(x), size).numpy() for x in (real, heldout_x))
+    test_x, test_y = load_images("test_a", args.data_dir)
+    test_x, test_y = resize(test_x, size).numpy(), test_y.numpy()
     splits = {"heldout": (heldout_x, heldout_y), "test_a": (test_x, test_y)}
     columns = {column: made for column, made in COLUMNS.items() if made[2] in args.calibrators}
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
-        fp32, pre = prepared_onnx(model, workdir, name)
+        fp32, pre = prepared_onnx(teacher.model, workdir, name, teacher.input_shape)
         fp32_accuracy = {split: onnx_accuracy(fp32, x, y) for split, (x, y) in splits.items()}
         print(f"{name}: FP32 {fp32_accuracy}", flush=True)
         for index, seed in enumerate(args.seeds):
             real_set = real[index * args.samples:(index + 1) * args.samples]
             real_ranges = minmax_ranges(pre, real_set, workdir)
             real_widths = widths(real_ranges)
+            stage_of = stages([tensor for tensor in graph_order(pre) if tensor in real_widths])
             for source, made in SOURCES.items():
                 if made is None:
                     inputs, seconds, set_widths = real_set, 0.0, real_widths
                 else:
-                    synthetic, seconds = timed_set(cold_source(made[0], model, seed=seed, **made[1]), args.samples)
+                    synthetic, seconds = timed_set(cold_source(made[0], teacher, seed=seed, **made[1]), args.samples)
                     inputs = synthetic.inputs.numpy()
                     set_widths = widths(minmax_ranges(pre, inputs, workdir))
                 row = {"source": source, "seed": seed, "set_seconds": round(seconds, 1),
-                       "range_ratio": stage_ratios(set_widths, real_widths), "tensor_ratio": tensor_ratios(set_widths, real_widths),
+                       "range_ratio": stage_ratios(set_widths, real_widths, stage_of),
+                       "tensor_ratio": tensor_ratios(set_widths, real_widths, stage_of),
                        "accuracy": split_scores(pre, inputs, splits, workdir, columns)}
                 if made is None:
                     row["shrunk_real_w4a4_minmax_heldout"] = shrunk_real_scores(pre, real_set, real_ranges, args.factors, splits["heldout"], workdir)
                 rows.append(row)
                 print(f"  {source} seed {seed}: ranges {row['range_ratio']}, heldout {row['accuracy']['heldout']}, "
                       f"test_a {row['accuracy']['test_a']}", flush=True)
-    return {"teacher": name, "fp32": fp32_accuracy, "rows": rows}
+    return {"teacher": name, "fp32": fp32_accuracy, "stages": list(dict.fromkeys(stage_of.values())), "rows": rows}
 
 
 def markdown(results: dict) -> str:
@@ -150,11 +169,11 @@ def markdown(results: dict) -> str:
     for teacher in results["teachers"]:
         lines += [f"## {teacher['teacher']} (FP32 held-out {teacher['fp32']['heldout']:.2f} %, test_a {teacher['fp32']['test_a']:.2f} %)", "",
                   "MinMax range width per stage against the real set of the same seed (geometric mean over the stage's tensors):", "",
-                  "| source | " + " | ".join(STAGES) + " |", "| --- |" + " --- |" * len(STAGES)]
+                  "| source | " + " | ".join(teacher["stages"]) + " |", "| --- |" + " --- |" * len(teacher["stages"])]
         for source in SOURCES:
             rows = [row for row in teacher["rows"] if row["source"] == source]
             lines.append(f"| {source} | " + " | ".join(mean_spread([row["range_ratio"].get(s, float("nan")) for row in rows])
-                                                       for s in STAGES) + " |")
+                                                       for s in teacher["stages"]) + " |")
         columns = list(teacher["rows"][0]["accuracy"]["heldout"])
         for split in ("heldout", "test_a"):
             lines += ["", f"Accuracy (%) on {split}:", "", "| source | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
@@ -175,11 +194,10 @@ def plot(results: dict, path: Path) -> None:
     for axis, teacher in zip(axes[0], results["teachers"]):
         for source in SOURCES:
             rows = [row["tensor_ratio"] for row in teacher["rows"] if row["source"] == source]
-            tensors = [t for t in rows[0] if stage(t)]
-            order = sorted(tensors, key=lambda t: (STAGES.index(stage(t)), t))
-            axis.plot(range(len(order)), [np.mean([r[t] for r in rows]) for t in order], marker=".", label=source)
+            order = list(dict.fromkeys(tensor for row in rows for tensor in row))
+            axis.plot(range(len(order)), [np.mean([r[t] for r in rows if t in r]) for t in order], marker=".", label=source)
         axis.axhline(1.0, color="grey", linestyle="--")
-        axis.set(title=teacher["teacher"], xlabel="activation tensor (stem → layer1 → layer2 → layer3 → head)",
+        axis.set(title=teacher["teacher"], xlabel=f"activation tensor, input to output ({' → '.join(teacher['stages'])})",
                  ylabel="MinMax range / real set's", yscale="log")
         axis.legend(fontsize=8)
     figure.tight_layout()
@@ -188,7 +206,8 @@ def plot(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--teachers", default="resnet20,resnet56", help="the results go to activation_ranges_<teachers>.*")
+    parser.add_argument("--teachers", default="resnet20,resnet56",
+                        help="CIFAR-10 teachers of benchmarks.common.teachers; the results go to activation_ranges_<teachers>.*")
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--seeds", type=int_list, default=[0, 1, 2])
     parser.add_argument("--factors", type=float_list, default=[1.0, 0.9, 0.8, 0.7, 0.6])
