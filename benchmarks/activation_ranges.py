@@ -3,9 +3,9 @@
     python -m benchmarks.activation_ranges [--teachers resnet20,resnet56,mobilenet_v1_050_64] [--samples 256] [--seeds 0,1,2]
                                            [--calibrators MinMax,Percentile,Entropy,Distribution]
 
-For each teacher and seed (real images resized to its input size), four calibration sets of ``--samples`` images: real ``train_10k``
-images (a different subset per seed), N(0, 1) noise, and ``fastdfkd`` from cold with the
-``batchnorm`` prior (what ``prior="auto"`` picks for these teachers) and with
+For each teacher and seed, four calibration sets of ``--samples`` images: real ``train_10k``
+images (a different subset per seed, resized to the teacher's input), N(0, 1) noise, and
+``fastdfkd`` from cold with the ``batchnorm`` prior (what ``prior="auto"`` picks for these teachers) and with
 ``prior="auto-calibration"`` (the quantize commands' default, ``generic`` here). Per set:
 
 * every activation tensor's ONNX Runtime MinMax range (what a MinMax calibrator would use),
@@ -72,7 +72,7 @@ def graph_order(model_path: Path) -> list[str]:
 
 def stages(tensors: list[str]) -> dict[str, str]:
     """Activation tensor (in graph order) → its stage: a CIFAR ResNet's named stage, else its fifth of the graph's depth."""
-    if any(f"/{name}/" in tensor for tensor in tensors for name in RESNET_LAYERS):
+    if any(resnet_stage(tensor) in RESNET_LAYERS for tensor in tensors):
         return {tensor: resnet_stage(tensor) for tensor in tensors}
     return {tensor: DEPTH_FIFTHS[index * len(DEPTH_FIFTHS) // len(tensors)] for index, tensor in enumerate(tensors)}
 
@@ -137,11 +137,12 @@ def run_teacher(name: str, args) -> dict[str, Any]:
         fp32, pre = prepared_onnx(teacher.model, workdir, name, teacher.input_shape)
         fp32_accuracy = {split: onnx_accuracy(fp32, x, y) for split, (x, y) in splits.items()}
         print(f"{name}: FP32 {fp32_accuracy}", flush=True)
+        order = graph_order(pre)
         for index, seed in enumerate(args.seeds):
             real_set = real[index * args.samples:(index + 1) * args.samples]
             real_ranges = minmax_ranges(pre, real_set, workdir)
             real_widths = widths(real_ranges)
-            stage_of = stages([tensor for tensor in graph_order(pre) if tensor in real_widths])
+            stage_of = stages([tensor for tensor in order if tensor in real_widths])
             for source, made in SOURCES.items():
                 if made is None:
                     inputs, seconds, set_widths = real_set, 0.0, real_widths
