@@ -1,12 +1,13 @@
 """Why one calibration set beats another at 4 bits: activation ranges per layer, against real images, and what they score.
 
-    python -m benchmarks.activation_ranges [--teachers resnet20,resnet56,mobilenet_v1_050_64] [--samples 256] [--seeds 0,1,2]
+    python -m benchmarks.activation_ranges [--teachers resnet20,resnet56,mobilenet_v1_050_64,vit] [--samples 256] [--seeds 0,1,2]
                                            [--calibrators MinMax,Percentile,Entropy,Distribution]
 
 For each teacher and seed, four calibration sets of ``--samples`` images: real ``train_10k``
 images (a different subset per seed, resized to the teacher's input), N(0, 1) noise, and
-``fastdfkd`` from cold with the ``batchnorm`` prior (what ``prior="auto"`` picks for these teachers) and with
-``prior="auto-calibration"`` (the quantize commands' default, ``generic`` here). Per set:
+``fastdfkd`` from cold with the ``batchnorm`` prior (what ``prior="auto"`` picks for BatchNorm teachers; no such
+row for a BN-free one such as the ViT) and with ``prior="auto-calibration"`` (the quantize commands' default:
+``generic`` for a BatchNorm CNN, ``transformer`` for the ViT). Per set:
 
 * every activation tensor's ONNX Runtime MinMax range (what a MinMax calibrator would use),
   as a ratio to the real set's of the same seed, summarised per stage (geometric mean): a
@@ -144,6 +145,8 @@ def run_teacher(name: str, args) -> dict[str, Any]:
             real_widths = widths(real_ranges)
             stage_of = stages([tensor for tensor in order if tensor in real_widths])
             for source, made in SOURCES.items():
+                if made and made[1].get("prior") == "batchnorm" and not teacher.info.num_batchnorm:
+                    continue  # a BN-free teacher (the ViT) has no batchnorm prior
                 if made is None:
                     inputs, seconds, set_widths = real_set, 0.0, real_widths
                 else:
@@ -162,6 +165,11 @@ def run_teacher(name: str, args) -> dict[str, Any]:
     return {"teacher": name, "fp32": fp32_accuracy, "stages": list(dict.fromkeys(stage_of.values())), "rows": rows}
 
 
+def sources_run(teacher: dict) -> list[str]:
+    """The SOURCES rows a teacher's results hold, in SOURCES order."""
+    return [source for source in SOURCES if any(row["source"] == source for row in teacher["rows"])]
+
+
 def markdown(results: dict) -> str:
     lines = heading("Activation ranges of calibration sets, and what they score at 4 bits", results,
                     "{samples} images per set; ONNX Runtime QDQ; mean ± standard deviation over seeds {seeds}; {threads} threads. "
@@ -171,14 +179,14 @@ def markdown(results: dict) -> str:
         lines += [f"## {teacher['teacher']} (FP32 held-out {teacher['fp32']['heldout']:.2f} %, test_a {teacher['fp32']['test_a']:.2f} %)", "",
                   "MinMax range width per stage against the real set of the same seed (geometric mean over the stage's tensors):", "",
                   "| source | " + " | ".join(teacher["stages"]) + " |", "| --- |" + " --- |" * len(teacher["stages"])]
-        for source in SOURCES:
+        for source in sources_run(teacher):
             rows = [row for row in teacher["rows"] if row["source"] == source]
             lines.append(f"| {source} | " + " | ".join(mean_spread([row["range_ratio"].get(s, float("nan")) for row in rows])
                                                        for s in teacher["stages"]) + " |")
         columns = list(teacher["rows"][0]["accuracy"]["heldout"])
         for split in ("heldout", "test_a"):
             lines += ["", f"Accuracy (%) on {split}:", "", "| source | " + " | ".join(columns) + " |", "| --- |" + " --- |" * len(columns)]
-            for source in SOURCES:
+            for source in sources_run(teacher):
                 rows = [row for row in teacher["rows"] if row["source"] == source]
                 lines.append(f"| {source} | " + " | ".join(mean_spread([row["accuracy"][split][c] for row in rows]) for c in columns) + " |")
         shrunk = [row["shrunk_real_w4a4_minmax_heldout"] for row in teacher["rows"] if row["source"] == "real"]
@@ -193,7 +201,7 @@ def plot(results: dict, path: Path) -> None:
     plt = pyplot()
     figure, axes = plt.subplots(1, len(results["teachers"]), figsize=(7 * len(results["teachers"]), 4.5), squeeze=False)
     for axis, teacher in zip(axes[0], results["teachers"]):
-        for source in SOURCES:
+        for source in sources_run(teacher):
             rows = [row["tensor_ratio"] for row in teacher["rows"] if row["source"] == source]
             order = list(dict.fromkeys(tensor for row in rows for tensor in row))
             axis.plot(range(len(order)), [np.mean([r[t] for r in rows if t in r]) for t in order], marker=".", label=source)

@@ -142,3 +142,24 @@ def test_stated_fastdfkd_warmup_defaults_are_the_sources_own():
     settings = cold_source("fastdfkd", Teacher(make_teacher(), (3, 32, 32), device="cpu")).settings()
     assert (settings["warmup_tasks"], settings["warmup_batch_size"]) == (FASTDFKD_WARMUP_TASKS, FASTDFKD_WARMUP_BATCH_SIZE)
 
+
+
+def test_activation_ranges_report_leaves_out_a_source_a_teacher_could_not_run(tmp_path):
+    from benchmarks.activation_ranges import markdown, plot
+    from benchmarks.common.report import environment
+
+    def row(source: str, seed: int, ratio: float) -> dict:
+        return {"source": source, "seed": seed, "range_ratio": {"depth 0–20 %": ratio}, "tensor_ratio": {"/a": ratio, "/b": ratio},
+                "accuracy": {split: {"W4A4 MinMax": 50.0 + seed} for split in ("heldout", "test_a")},
+                **({"shrunk_real_w4a4_minmax_heldout": {"1.0": 50.0 + seed}} if source == "real" else {})}
+
+    rows = [row(source, seed, ratio) for seed in (0, 1)
+            for source, ratio in (("real", 1.0), ("gaussian", 0.5), ("fastdfkd, auto-calibration prior", 0.7))]
+    results = {"samples": 8, "seeds": [0, 1], "environment": environment(),
+               "teachers": [{"teacher": "vit", "fp32": {"heldout": 80.0, "test_a": 79.0}, "stages": ["depth 0–20 %"], "rows": rows}]}
+    report = markdown(results)
+    assert "| fastdfkd, auto-calibration prior | 0.70 ± 0.00 |" in report
+    assert "batchnorm prior" not in report  # a BN-free teacher has no such row, rather than a row of nan
+    assert "| real | 50.50 ± 0.50 |" in report
+    plot(results, tmp_path / "ranges.png")
+    assert (tmp_path / "ranges.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
