@@ -4,7 +4,7 @@
                                            [--calibrators MinMax,Percentile,Entropy,Distribution]
 
 For each teacher and seed, four calibration sets of ``--samples`` images: real ``train_10k``
-images (a different subset per seed, resized to the teacher's input), N(0, 1) noise, and
+images (a subset of its own per seed, the same whichever other seeds run; resized to the teacher's input), N(0, 1) noise, and
 ``fastdfkd`` from cold with the ``batchnorm`` prior (what ``prior="auto"`` picks for BatchNorm teachers; no such
 row for a BN-free one such as the ViT) and with ``prior="auto-calibration"`` (the quantize commands' default:
 ``generic`` for a BatchNorm CNN, ``transformer`` for the ViT). Per set:
@@ -39,7 +39,7 @@ from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quiet_root_logger
 
 from .common.cli import benchmark_parser, choice_list, float_list, int_list
-from .common.data import evaluation_split, load_images, resize
+from .common.data import load_images, resize, seeded_real_sets
 from .common.ort import prepared_onnx, quantized_model, split_scores
 from .common.plots import pyplot
 from .common.report import environment, heading, mean_spread, publish
@@ -126,8 +126,9 @@ def shrunk_real_scores(pre: Path, real_set: np.ndarray, ranges: TensorsData, fac
 def run_teacher(name: str, args) -> dict[str, Any]:
     teacher = build_teacher(name, "cpu", args.data_dir)
     size = teacher.input_shape[-1]
-    real, heldout_x, heldout_y = evaluation_split("heldout", args.samples * len(args.seeds), args.data_dir, args.seed)
-    real, heldout_x = (resize(torch.from_numpy(x), size).numpy() for x in (real, heldout_x))
+    real, heldout_x, heldout_y = seeded_real_sets("heldout", args.samples, args.seeds, args.data_dir, args.seed)
+    real = {seed: resize(torch.from_numpy(x), size).numpy() for seed, x in real.items()}
+    heldout_x = resize(torch.from_numpy(heldout_x), size).numpy()
     test_x, test_y = load_images("test_a", args.data_dir)
     test_x, test_y = resize(test_x, size).numpy(), test_y.numpy()
     splits = {"heldout": (heldout_x, heldout_y), "test_a": (test_x, test_y)}
@@ -139,8 +140,8 @@ def run_teacher(name: str, args) -> dict[str, Any]:
         fp32_accuracy = {split: onnx_accuracy(fp32, x, y) for split, (x, y) in splits.items()}
         print(f"{name}: FP32 {fp32_accuracy}", flush=True)
         order = graph_order(pre)
-        for index, seed in enumerate(args.seeds):
-            real_set = real[index * args.samples:(index + 1) * args.samples]
+        for seed in args.seeds:
+            real_set = real[seed]
             real_ranges = minmax_ranges(pre, real_set, workdir)
             real_widths = widths(real_ranges)
             stage_of = stages([tensor for tensor in order if tensor in real_widths])
@@ -213,19 +214,24 @@ def plot(results: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+DEFAULT_SEEDS = [0, 1, 2]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--teachers", default="resnet20,resnet56",
                         help="CIFAR-10 teachers of benchmarks.common.teachers; the results go to activation_ranges_<teachers>.*")
     parser.add_argument("--samples", type=int, default=256)
-    parser.add_argument("--seeds", type=int_list, default=[0, 1, 2])
+    parser.add_argument("--seeds", type=int_list, default=DEFAULT_SEEDS,
+                        help="calibration seeds; other than 0,1,2 the file names end in _seeds<list>")
     parser.add_argument("--factors", type=float_list, default=[1.0, 0.9, 0.8, 0.7, 0.6])
     parser.add_argument("--calibrators", type=choice_list(CALIBRATORS), default=list(CALIBRATORS))
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args(argv)
     results = {"samples": args.samples, "seeds": args.seeds, "environment": environment(),
                "teachers": [run_teacher(name, args) for name in args.teachers.split(",")]}
-    stem = args.out / f"activation_ranges_{'_'.join(args.teachers.split(','))}"
+    seeds = "" if args.seeds == DEFAULT_SEEDS else "_seeds" + "-".join(map(str, args.seeds))  # more seeds extend, not overwrite
+    stem = args.out / f"activation_ranges_{'_'.join(args.teachers.split(','))}{seeds}"
     publish(stem, results, markdown(results))
     plot(results, stem.with_suffix(".png"))
 

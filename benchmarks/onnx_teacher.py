@@ -37,7 +37,7 @@ from fastdfkd_plugin.adapters.generic import calibration_source_options
 from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 
 from .common.cli import benchmark_parser, int_list
-from .common.data import INPUT_SHAPE, MEAN, STD, evaluation_split
+from .common.data import INPUT_SHAPE, MEAN, STD, seeded_real_sets
 from .common.ort import prepared_onnx, split_scores
 from .common.plots import pyplot
 from .common.report import environment, heading, mean_spread, publish
@@ -157,15 +157,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args(argv)
     model = load_teacher(args.teacher, args.data_dir)
-    real, test_x, test_y = evaluation_split("test_a", args.samples * len(args.seeds), args.data_dir, args.seed)
+    real, test_x, test_y = seeded_real_sets("test_a", args.samples, args.seeds, args.data_dir, args.seed)
     test = (test_x, test_y)
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         fp32, pre = prepared_onnx(model, workdir, args.teacher)
         fp32_accuracy = round(onnx_accuracy(fp32, *test), 2)
         built = teachers(model, workdir)
-        rows = [row for index, seed in enumerate(args.seeds)
-                for row in run_seed(seed, built, real[index * args.samples:(index + 1) * args.samples], pre, test, args.samples, workdir)]
+        rows = [row for seed in args.seeds
+                for row in run_seed(seed, built, real[seed], pre, test, args.samples, workdir)]
         command_run = timed_command(workdir / "folded.onnx", test, workdir)
     results = {"teacher": args.teacher, "samples": args.samples, "seeds": args.seeds, "environment": environment(),
                "fp32": fp32_accuracy, "rows": rows, "command_run": command_run}

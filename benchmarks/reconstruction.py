@@ -31,7 +31,7 @@ from fastdfkd_plugin.adapters.onnxruntime import calibration_reader
 from fastdfkd_plugin.adapters.quark import quantize_reconstructed
 
 from .common.cli import benchmark_parser, choice_list, int_list
-from .common.data import accuracy, evaluation_split
+from .common.data import accuracy, seeded_real_sets
 from .common.ort import CONFIGS, METHODS, prepared_onnx, quantized_accuracy
 from .common.plots import pyplot
 from .common.report import environment, heading, mean_spread, publish
@@ -81,16 +81,16 @@ def scores(model, pre: Path, inputs: np.ndarray, eval_x: np.ndarray, eval_y: np.
 
 def run_teacher(name: str, args) -> dict:
     model = load_teacher(name, args.data_dir)
-    real, eval_x, eval_y = evaluation_split(args.eval, args.samples * len(args.seeds), args.data_dir, args.seed)
+    real, eval_x, eval_y = seeded_real_sets(args.eval, args.samples, args.seeds, args.data_dir, args.seed)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         workdir = Path(folder)
         fp32, pre = prepared_onnx(model, workdir, name)
         fp32_accuracy = onnx_accuracy(fp32, eval_x, eval_y)
         print(f"{name}: FP32 {fp32_accuracy:.2f} %", flush=True)
-        for index, seed in enumerate(args.seeds):
+        for seed in args.seeds:
             for source in args.sources:
-                inputs, seconds = calibration_set(source, model, args, seed, real[index * args.samples:(index + 1) * args.samples])
+                inputs, seconds = calibration_set(source, model, args, seed, real[seed])
                 row = scores(model, pre, inputs, eval_x, eval_y, workdir, args.iterations, args.configs)
                 rows.append({"source": source, "seed": seed, "set_seconds": round(seconds, 1),
                              "accuracy": {column: round(value[0], 2) for column, value in row.items()},

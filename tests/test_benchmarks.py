@@ -163,3 +163,27 @@ def test_activation_ranges_report_leaves_out_a_source_a_teacher_could_not_run(tm
     assert "| real | 50.50 ± 0.50 |" in report
     plot(results, tmp_path / "ranges.png")
     assert (tmp_path / "ranges.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_seeds_real_calibration_set_does_not_depend_on_which_other_seeds_run(tmp_path):
+    import numpy as np
+    from benchmarks.common.data import HELDOUT, load_images, seeded_real_sets
+
+    index = np.arange(10_000)  # every image a distinct 1×1 pixel, so sets can be compared image by image
+    pixels = np.stack([index % 256, index // 256, np.zeros_like(index)], -1).astype(np.uint8).reshape(-1, 1, 1, 3)
+    (tmp_path / "cifar10").mkdir()
+    np.savez(tmp_path / "cifar10" / "train_10k.npz", x=pixels, y=index % 10)
+
+    first, heldout, _ = seeded_real_sets("heldout", 100, [0, 1, 2], tmp_path, seed=0)
+    later, heldout_later, _ = seeded_real_sets("heldout", 100, [1, 3], tmp_path, seed=0)
+    assert np.array_equal(first[1], later[1]) and np.array_equal(heldout, heldout_later)
+    assert len(heldout) == HELDOUT
+
+    def images(array: np.ndarray) -> set[tuple[float, ...]]:
+        return {tuple(image) for image in array.reshape(len(array), -1).round(4)}
+
+    assert not images(later[3]) & (images(heldout) | images(first[0]) | images(first[1]) | images(first[2]))
+    by_position, _ = load_images("train_10k", tmp_path, limit=300 + HELDOUT, seed=0)  # how seeds 0-2 were drawn before
+    assert np.array_equal(np.concatenate([first[0], first[1], first[2]]), by_position[:300].numpy())
+    with pytest.raises(SystemExit, match="no room"):
+        seeded_real_sets("heldout", 100, [80], tmp_path, seed=0)

@@ -53,6 +53,33 @@ def evaluation_split(split: str, samples: int, data_dir: Path, seed: int) -> tup
     return all_x[:samples].numpy(), eval_x.numpy(), eval_y.numpy()
 
 
+SETS_BEFORE_HELDOUT = 3  # seeds 0-2 draw their sets before the held-out block: the layout every committed result used
+
+
+def seeded_real_sets(split: str, samples: int, seeds: list[int], data_dir: Path, seed: int
+                     ) -> tuple[dict[int, np.ndarray], np.ndarray, np.ndarray]:
+    """({calibration seed: its ``samples`` real ``train_10k`` images}, eval inputs, eval labels).
+
+    A seed's set is its own slot of one seeded permutation, so it is the same whichever other
+    seeds run, and the held-out :data:`HELDOUT` images (``split="heldout"``) stay the same too:
+    ``--seeds 3,4,5`` extends a ``--seeds 0,1,2`` run instead of repeating its real images.
+    """
+    if any(s < 0 for s in seeds):
+        raise SystemExit(f"calibration seeds must be 0 or more, got {seeds}")
+    all_x, all_y = load_images("train_10k", data_dir, limit=10_000, seed=seed)
+
+    def start(s: int) -> int:
+        return s * samples + (HELDOUT if s >= SETS_BEFORE_HELDOUT else 0)
+
+    if start(max(seeds)) + samples > len(all_y):
+        raise SystemExit(f"train_10k has no room for {samples} images per seed up to seed {max(seeds)} beside "
+                         f"the {HELDOUT} held-out images; use fewer samples or lower seeds")
+    sets = {s: all_x[start(s):start(s) + samples].numpy() for s in seeds}
+    heldout = slice(SETS_BEFORE_HELDOUT * samples, SETS_BEFORE_HELDOUT * samples + HELDOUT)
+    eval_x, eval_y = load_images("test_a", data_dir) if split == "test_a" else (all_x[heldout], all_y[heldout])
+    return sets, eval_x.numpy(), eval_y.numpy()
+
+
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """CIFAR's 32-px images at ``size`` px (bilinear); unchanged at 32."""
     return images if images.shape[-1] == size else F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
