@@ -211,6 +211,54 @@ def reconstruction_settings(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+# Which input of each op ONNX Runtime quantizes as a weight, and the channel axis it uses for it (ConvTranspose's
+# and an untransposed Gemm's outputs lie on axis 1; MatMul's right-hand (K, N) matrix too).
+WEIGHT_AXES = {"Conv": lambda node: 0, "ConvTranspose": lambda node: 1, "MatMul": lambda node: 1,
+               "Gemm": lambda node: 0 if any(a.name == "transB" and a.i for a in node.attribute) else 1}
+
+
+def symmetric_int4_weights(model: str | Path, per_channel: bool) -> dict[str, list[dict[str, Any]]]:
+    """``TensorQuantOverrides`` that put every weight of ``model`` on the 4-bit grid [-7, 7], scale absmax / 7.
+
+    ONNX Runtime's own symmetric int4 grid is [-8, 7] with scale absmax / 7.5, so each
+    channel's largest positive weight rounds to 8 and is clipped to 7. On ResNet-20, W4A8
+    from real images gave 70.75 % that way against 77.27 % from Quark on [-7, 7]
+    (docs/onnxruntime.md); this is Quark's and Brevitas' grid, in ONNX Runtime.
+    """
+    onnx = require("onnx", "onnxruntime", "the onnx package", note=" (or [onnxruntime-gpu])")
+    graph = onnx.load(str(model)).graph
+    initializers = {tensor.name: tensor for tensor in graph.initializer}
+    overrides: dict[str, list[dict[str, Any]]] = {}
+    for node in graph.node:
+        if node.op_type not in WEIGHT_AXES or len(node.input) < 2 or node.input[1] not in initializers:
+            continue
+        weight = onnx.numpy_helper.to_array(initializers[node.input[1]]).astype(np.float32)
+        if per_channel:
+            axis = WEIGHT_AXES[node.op_type](node)
+            absmax = np.abs(np.moveaxis(weight, axis, 0).reshape(weight.shape[axis], -1)).max(1)
+            overrides[node.input[1]] = [{"axis": axis, **_grid_of(value)} for value in absmax]
+        else:
+            overrides[node.input[1]] = [_grid_of(np.abs(weight).max())]
+    return overrides
+
+
+def _grid_of(absmax: float) -> dict[str, Any]:
+    return {"scale": np.float32(absmax / 7 if absmax > 0 else 1.0), "zero_point": np.int8(0)}
+
+
+def with_symmetric_int4_weights(model: str | Path, options: dict[str, Any]) -> dict[str, Any]:
+    """``quantize_static`` options with int4 weights on [-7, 7] (:func:`symmetric_int4_weights`).
+
+    Left as they are for other weight types and for asymmetric weights (``WeightSymmetric``
+    False); a ``TensorQuantOverrides`` entry the caller gives for a weight wins over ours.
+    """
+    extra = dict(options.get("extra_options") or {})
+    if options.get("weight_type") != ort_quantization().QuantType.QInt4 or not extra.get("WeightSymmetric", True):
+        return options
+    extra["TensorQuantOverrides"] = symmetric_int4_weights(model, options.get("per_channel", False)) | extra.get("TensorQuantOverrides", {})
+    return options | {"extra_options": extra}
+
+
 def calibration_providers() -> list[str]:
     """CUDA for calibration when onnxruntime-gpu is installed and sees a GPU, else CPU."""
     available = ort_runtime().get_available_providers()
@@ -261,7 +309,8 @@ def quantize_datafree(
     ``per_channel``, ``weight_type``, ``activation_type``, ``calibrate_method``,
     ``nodes_to_exclude``, ``extra_options``, ...); the types, method and format may be
     given as ONNX Runtime's values or by the command line's names (``weight_type="int4"``,
-    ``calibrate_method="minmax"``, ``quant_format="qdq"``). Before quantizing, the ONNX model
+    ``calibrate_method="minmax"``, ``quant_format="qdq"``). Symmetric int4 weights go on the grid
+    [-7, 7] rather than ONNX Runtime's clipping [-8, 7] (:func:`symmetric_int4_weights`). Before quantizing, the ONNX model
     is run against the teacher on synthetic batches; disagreement (for example, other
     weights) stops here with a clear message.
 
@@ -331,7 +380,7 @@ def quantize_datafree(
         with atomic_path(output) as tmp, quiet_root_logger():
             reader = calibration_reader(model_in, inputs, batch_size)
             if reconstruction is None:
-                quantization.quantize_static(str(model_in), str(tmp), reader, **quantize_options)
+                quantization.quantize_static(str(model_in), str(tmp), reader, **with_symmetric_int4_weights(model_in, quantize_options))
             else:
                 quantize_reconstructed(model_in, tmp, reader, reconstruction, **quantize_options)
         return QuantizationReport(

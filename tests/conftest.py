@@ -58,6 +58,21 @@ def run_session(path, inputs):
     return runner.run(None, {runner.get_inputs()[0].name: np.asarray(inputs, dtype=np.float32)})[0]
 
 
+def quantized_weights(path) -> dict[str, np.ndarray]:
+    """The integer weight tensors (Conv / Gemm) of a QDQ model, by initializer name."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    weights = {item.name: item for item in model.graph.initializer}
+    found = {}
+    for node in model.graph.node:
+        item = weights.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if item is not None and item.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.INT4) and len(item.dims) > 1:
+            found[item.name] = numpy_helper.to_array(item).astype(np.int32)
+    return found
+
+
 def onnx_runtime_missing(monkeypatch) -> None:
     """Make ``import onnxruntime`` (and its quantization tool) fail in this test, as on a machine without it."""
     for name in [module for module in sys.modules if module == "onnxruntime" or module.startswith("onnxruntime.")]:

@@ -10,7 +10,8 @@ import pytest
 import torch
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-from conftest import FAST, MODELS, SHAPE, onnx_runtime_missing, priors_built_by, run_cli, run_session, state_hash
+from conftest import (FAST, MODELS, SHAPE, onnx_runtime_missing, priors_built_by, quantized_weights, run_cli, run_session,
+                      state_hash)
 from torch.utils.data import DataLoader
 
 from fastdfkd_plugin.adapters.generic import calibration_data
@@ -20,7 +21,7 @@ from fastdfkd_plugin.adapters.onnx_export import load_onnx_test_data
 from fastdfkd_plugin.onnx_graph import onnx_input
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quantize_datafree, synthesize_to_disk
 from fastdfkd_plugin.cli import main
-from models import make_teacher, no_batchnorm
+from models import make_teacher, no_batchnorm, tiny_vit
 
 
 # -- reader ----------------------------------------------------------------------------------------
@@ -136,6 +137,53 @@ def test_options_pass_through_to_quantize_static(teacher, synthetic, tmp_path, m
     assert seen["quant_format"] == QuantFormat.QOperator and seen["calibrate_method"] == CalibrationMethod.Percentile
     assert seen["nodes_to_exclude"] == ["/head/Gemm"] and seen["extra_options"] == {"CalibPercentile": 99.9}
     assert (tmp_path / "q.onnx").exists()
+
+
+def test_int4_weights_use_the_symmetric_grid_not_onnx_runtimes_clipping_one(onnx_file, synthetic, tmp_path):
+    """Every channel's largest weight lands on ±7 exactly: ONNX Runtime's own grid ([-8, 7], scale absmax / 7.5) clips it."""
+    options = dict(calibration=synthetic, preprocess=False, weight_type="int4", activation_type="uint8")
+    for per_channel in (True, False):
+        quantize_datafree(onnx_file, tmp_path / "ours.onnx", input_shape=SHAPE, per_channel=per_channel, **options)
+        ours = quantized_weights(tmp_path / "ours.onnx")
+        assert len(ours) == 3  # the two convolutions and the head
+        for values in ours.values():
+            rows = values.reshape(len(values), -1) if per_channel else values.reshape(1, -1)
+            assert values.min() >= -7 and (np.abs(rows).max(1) == 7).all()
+    quantize_static(str(onnx_file), str(tmp_path / "ort.onnx"), calibration_reader(onnx_file, synthetic), per_channel=True,
+                    weight_type=QuantType.QInt4, activation_type=QuantType.QUInt8)
+    assert min(values.min() for values in quantized_weights(tmp_path / "ort.onnx").values()) == -8  # what the test tells apart
+    asymmetric = quantize_datafree(onnx_file, tmp_path / "asym.onnx", input_shape=SHAPE, per_channel=True,
+                                   extra_options={"WeightSymmetric": False}, **options)
+    assert asymmetric.options["extra_options"] == "{'WeightSymmetric': False}"
+    assert any(values.min() == -8 for values in quantized_weights(tmp_path / "asym.onnx").values())  # the caller's choice is kept
+
+
+def test_int4_grid_follows_each_operators_output_channel_axis_in_a_transformer(tmp_path):
+    import onnx
+
+    from fastdfkd_plugin.adapters.onnx_export import export_onnx
+
+    export_onnx(tiny_vit(), torch.zeros(1, *SHAPE), tmp_path / "vit.onnx")
+    quantize_datafree(tmp_path / "vit.onnx", tmp_path / "q.onnx", input_shape=SHAPE, calibration=torch.randn(16, *SHAPE),
+                      preprocess=False, min_agreement=0, weight_type="int4", activation_type="uint8", per_channel=True)
+    consumer = {node.input[1]: node.op_type for node in onnx.load(str(tmp_path / "vit.onnx")).graph.node if len(node.input) > 1}
+    weights = {(consumer[name.removesuffix("_quantized")], name): values for name, values in quantized_weights(tmp_path / "q.onnx").items()}
+    assert sum(op == "MatMul" for op, _ in weights) == 4  # (K, N) matrices: output channels on axis 1, unlike Conv and Gemm
+    for (op, name), values in weights.items():
+        channels = np.moveaxis(values, 1 if op == "MatMul" else 0, 0)
+        assert (np.abs(channels.reshape(len(channels), -1)).max(1) == 7).all(), (op, name)
+
+
+def test_a_weight_override_the_caller_gives_wins_over_the_int4_grid(onnx_file):
+    ours = ort_adapter.symmetric_int4_weights(onnx_file, per_channel=True)
+    name = next(iter(ours))
+    theirs = {name: [{"axis": 0, "scale": np.float32(1.0), "zero_point": np.int8(0)}] * len(ours[name])}
+    options = ort_adapter.with_symmetric_int4_weights(onnx_file, {"weight_type": QuantType.QInt4, "per_channel": True,
+                                                                  "extra_options": {"TensorQuantOverrides": theirs}})
+    overrides = options["extra_options"]["TensorQuantOverrides"]
+    assert overrides[name] == theirs[name] and set(overrides) == set(ours)
+    int8 = {"weight_type": QuantType.QInt8, "per_channel": True}
+    assert ort_adapter.with_symmetric_int4_weights(onnx_file, int8) == int8
 
 
 def test_disagreeing_teacher_and_onnx_model_are_detected_before_quantizing(onnx_file, synthetic, tmp_path):

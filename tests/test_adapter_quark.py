@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import MODELS, SHAPE, priors_built_by, run_cli, run_session
+from conftest import MODELS, SHAPE, priors_built_by, quantized_weights, run_cli, run_session
 from digits import DIGITS_SHAPE, synthetic_digits, trained_digits
 
 from fastdfkd_plugin import FastDFKDError, Teacher
@@ -23,21 +23,6 @@ from fastdfkd_plugin.adapters.quark import narrowed_integer_ranges, quantize_rec
 @pytest.fixture
 def quark():
     return pytest.importorskip("quark.onnx")
-
-
-def quantized_weights(path) -> dict[str, np.ndarray]:
-    """The integer weight tensors (Conv / Gemm) of a QDQ model, by initializer name."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    weights = {item.name: item for item in model.graph.initializer}
-    found = {}
-    for node in model.graph.node:
-        item = weights.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
-        if item is not None and item.data_type in (onnx.TensorProto.INT8, onnx.TensorProto.INT4) and len(item.dims) > 1:
-            found[item.name] = numpy_helper.to_array(item).astype(np.int32)
-    return found
 
 
 def test_four_bit_adaround_from_synthetic_digits_keeps_the_digit_classifier(quark, tmp_path):
