@@ -31,7 +31,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import torch
 from onnxruntime.quantization import CalibrationMethod, QuantType
 from onnxruntime.quantization.calibrate import TensorsData, create_calibrator, save_tensors_data
 
@@ -39,7 +38,7 @@ from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quiet_root_logger
 
 from .common.cli import benchmark_parser, choice_list, float_list, int_list
-from .common.data import load_images, resize, seeded_real_sets
+from .common.data import teacher_splits
 from .common.ort import prepared_onnx, quantized_model, split_scores
 from .common.plots import pyplot
 from .common.report import environment, heading, mean_spread, publish
@@ -125,13 +124,7 @@ def shrunk_real_scores(pre: Path, real_set: np.ndarray, ranges: TensorsData, fac
 
 def run_teacher(name: str, args) -> dict[str, Any]:
     teacher = build_teacher(name, "cpu", args.data_dir)
-    size = teacher.input_shape[-1]
-    real, heldout_x, heldout_y = seeded_real_sets("heldout", args.samples, args.seeds, args.data_dir, args.seed)
-    real = {seed: resize(torch.from_numpy(x), size).numpy() for seed, x in real.items()}
-    heldout_x = resize(torch.from_numpy(heldout_x), size).numpy()
-    test_x, test_y = load_images("test_a", args.data_dir)
-    test_x, test_y = resize(test_x, size).numpy(), test_y.numpy()
-    splits = {"heldout": (heldout_x, heldout_y), "test_a": (test_x, test_y)}
+    real, splits = teacher_splits(teacher.input_shape[-1], args.samples, args.seeds, args.data_dir, args.seed)
     columns = {column: made for column, made in COLUMNS.items() if made[2] in args.calibrators}
     rows = []
     with tempfile.TemporaryDirectory() as folder:

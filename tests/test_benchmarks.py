@@ -187,3 +187,20 @@ def test_a_seeds_real_calibration_set_does_not_depend_on_which_other_seeds_run(t
     assert np.array_equal(np.concatenate([first[0], first[1], first[2]]), by_position[:300].numpy())
     with pytest.raises(SystemExit, match="no room"):
         seeded_real_sets("heldout", 100, [80], tmp_path, seed=0)
+
+
+def test_int4_grid_report_gives_each_grid_and_the_per_seed_gain(tmp_path):
+    from benchmarks.common.report import environment
+    from benchmarks.int4_grid import COLUMNS, GRIDS, SOURCES, markdown, plot
+
+    def row(source: str, seed: int) -> dict:
+        scores = {f"{column}, {grid}": 50.0 + seed + (4.0 if grid == GRIDS[1] else 0.0) for column in COLUMNS for grid in GRIDS}
+        return {"source": source, "seed": seed, "set_seconds": {}, "accuracy": {"heldout": scores, "test_a": scores}}
+
+    results = {"samples": 8, "seeds": [0, 1], "environment": environment(),
+               "teachers": [{"teacher": "resnet20", "fp32": {"heldout": 86.0, "test_a": 81.0},
+                             "rows": [row(source, seed) for seed in (0, 1) for source in SOURCES]}]}
+    report = markdown(results)
+    assert "| real | 50.50 ± 0.50 | 54.50 ± 0.50 | +4.00 |" in report
+    plot(results, tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -80,6 +80,20 @@ def seeded_real_sets(split: str, samples: int, seeds: list[int], data_dir: Path,
     return sets, eval_x.numpy(), eval_y.numpy()
 
 
+def teacher_splits(size: int, samples: int, seeds: list[int], data_dir: Path, seed: int
+                   ) -> tuple[dict[int, np.ndarray], dict[str, tuple[np.ndarray, np.ndarray]]]:
+    """({calibration seed: its real set}, {"heldout" | "test_a": (inputs, labels)}), every image at ``size`` px.
+
+    The calibration benchmarks' data for one teacher: :func:`seeded_real_sets` on the held-out
+    split, and ``test_a`` as the report.
+    """
+    real, heldout_x, heldout_y = seeded_real_sets("heldout", samples, seeds, data_dir, seed)
+    test_x, test_y = load_images("test_a", data_dir)
+    sets = {s: resize(torch.from_numpy(x), size).numpy() for s, x in real.items()}
+    return sets, {"heldout": (resize(torch.from_numpy(heldout_x), size).numpy(), heldout_y),
+                  "test_a": (resize(test_x, size).numpy(), test_y.numpy())}
+
+
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
     """CIFAR's 32-px images at ``size`` px (bilinear); unchanged at 32."""
     return images if images.shape[-1] == size else F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)

@@ -1,0 +1,149 @@
+"""ONNX Runtime's own int4 weight grid against the symmetric [-7, 7] grid ``quantize-onnx`` uses, per calibration set.
+
+    python -m benchmarks.int4_grid [--teachers resnet20,resnet56,mobilenet_v1_050_64] [--samples 256] [--seeds 0,1,2]
+
+ONNX Runtime quantizes symmetric int4 weights onto [-8, 7] with scale absmax / 7.5, so each
+channel's largest positive weight rounds to 8 and is clipped to 7. ``quantize_datafree`` and
+``quantize-onnx`` put them on [-7, 7] with scale absmax / 7 (``symmetric_int4_weights``), the
+grid of AMD Quark and Brevitas. For each teacher and seed, three calibration sets of
+``--samples`` images: real ``train_10k`` images (the seed's own subset), N(0, 1) noise, and
+the set ``quantize-onnx`` synthesises for the activation width (``fastdfkd`` from cold with
+``calibration_source_options``: the ``auto-calibration`` prior at 4-bit activations, the
+source's own at 8-bit). Each is scored at W4A8 MinMax and W4A4 MinMax / Percentile,
+per-channel QDQ, on both grids, on 2,000 held-out ``train_10k`` images and on ``test_a``.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from onnxruntime.quantization import CalibrationMethod, QuantType
+
+from fastdfkd_plugin.adapters.generic import calibration_source_options
+from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
+from fastdfkd_plugin.adapters.onnxruntime import with_symmetric_int4_weights
+
+from .common.cli import benchmark_parser, int_list
+from .common.data import teacher_splits
+from .common.ort import prepared_onnx, quantized_model
+from .common.plots import pyplot
+from .common.report import environment, heading, mean_spread, publish
+from .common.sources import cold_source, timed_set
+from .common.teachers import build_teacher
+
+SOURCES = ("real", "gaussian", "fastdfkd")
+# column: (activation type, calibrator); weights are int4 per-channel throughout
+COLUMNS = {"W4A8 MinMax": (QuantType.QUInt8, "MinMax"), "W4A4 MinMax": (QuantType.QUInt4, "MinMax"),
+           "W4A4 Percentile": (QuantType.QUInt4, "Percentile")}
+GRIDS = ("ORT [-8, 7]", "[-7, 7]")
+
+
+def calibration_sets(source: str, teacher, seed: int, samples: int, real: np.ndarray) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+    """Activation bits → (the set a column of that width calibrates on), and the seconds each took to make."""
+    if source == "real":
+        return {4: real, 8: real}, {}
+    if source == "gaussian":
+        noise = cold_source("gaussian", teacher, seed=seed, clip=False).synthetic_set(samples).inputs.numpy()
+        return {4: noise, 8: noise}, {}
+    sets, seconds = {}, {}
+    for bits in (4, 8):
+        options = calibration_source_options("fastdfkd", bits, teacher)
+        made, seconds[bits] = timed_set(cold_source("fastdfkd", teacher, seed=seed, **options), samples)
+        sets[bits] = made.inputs.numpy()
+    return sets, {bits: round(value, 1) for bits, value in seconds.items()}
+
+
+def grid_options(pre: Path, grid: str) -> dict[str, Any]:
+    """The ``quantize_static`` options of a grid: none for ONNX Runtime's own, ``quantize-onnx``'s overrides for [-7, 7]."""
+    if grid == GRIDS[0]:
+        return {}
+    return {"extra_options": with_symmetric_int4_weights(pre, {"weight_type": QuantType.QInt4, "per_channel": True})["extra_options"]}
+
+
+def run_teacher(name: str, args) -> dict[str, Any]:
+    teacher = build_teacher(name, "cpu", args.data_dir)
+    real, splits = teacher_splits(teacher.input_shape[-1], args.samples, args.seeds, args.data_dir, args.seed)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        workdir = Path(folder)
+        fp32, pre = prepared_onnx(teacher.model, workdir, name, teacher.input_shape)
+        fp32_accuracy = {split: onnx_accuracy(fp32, x, y) for split, (x, y) in splits.items()}
+        print(f"{name}: FP32 {fp32_accuracy}", flush=True)
+        options = {grid: grid_options(pre, grid) for grid in GRIDS}
+        for seed in args.seeds:
+            for source in SOURCES:
+                sets, seconds = calibration_sets(source, teacher, seed, args.samples, real[seed])
+                accuracy: dict[str, dict[str, float]] = {split: {} for split in splits}
+                for column, (activations, method) in COLUMNS.items():
+                    bits = 4 if activations == QuantType.QUInt4 else 8
+                    for grid in GRIDS:
+                        model = quantized_model(pre, sets[bits], QuantType.QInt4, activations, getattr(CalibrationMethod, method),
+                                                workdir, **options[grid])
+                        for split, (x, y) in splits.items():
+                            accuracy[split][f"{column}, {grid}"] = round(onnx_accuracy(model, x, y), 2)
+                rows.append({"source": source, "seed": seed, "set_seconds": seconds, "accuracy": accuracy})
+                print(f"  {source} seed {seed}: test_a {accuracy['test_a']}", flush=True)
+    return {"teacher": name, "fp32": fp32_accuracy, "rows": rows}
+
+
+def markdown(results: dict) -> str:
+    lines = heading("int4 weights: ONNX Runtime's grid [-8, 7] against quantize-onnx's [-7, 7]", results,
+                    "{samples} images per set; ONNX Runtime QDQ, per-channel int4 weights; mean ± standard deviation over "
+                    "seeds {seeds}; {threads} threads. fastdfkd: the set quantize-onnx synthesises for the activation width. "
+                    "Not a timing run.")
+    for teacher in results["teachers"]:
+        lines += [f"## {teacher['teacher']} (FP32 held-out {teacher['fp32']['heldout']:.2f} %, test_a {teacher['fp32']['test_a']:.2f} %)"]
+        for split in ("test_a", "heldout"):
+            lines += ["", f"Accuracy (%) on {split}, each column on both grids, and the gain of [-7, 7] (mean over seeds of the per-seed difference):", "",
+                      "| source | " + " | ".join(f"{c}, {g}" for c in COLUMNS for g in (*GRIDS, "gain")) + " |",
+                      "| --- |" + " --- |" * (3 * len(COLUMNS))]
+            for source in SOURCES:
+                rows = [row["accuracy"][split] for row in teacher["rows"] if row["source"] == source]
+                cells = []
+                for column in COLUMNS:
+                    ort, ours = ([row[f"{column}, {grid}"] for row in rows] for grid in GRIDS)
+                    cells += [mean_spread(ort), mean_spread(ours), f"{np.mean(np.subtract(ours, ort)):+.2f}"]
+                lines.append(f"| {source} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    """test_a accuracy per column, a bar per source and grid (mean over seeds, standard deviation as the error bar)."""
+    plt = pyplot()
+    figure, axes = plt.subplots(1, len(results["teachers"]), figsize=(6 * len(results["teachers"]), 4), squeeze=False)
+    bars = [(source, grid) for source in SOURCES for grid in GRIDS]
+    width = 0.8 / len(bars)
+    for axis, teacher in zip(axes[0], results["teachers"]):
+        for index, (source, grid) in enumerate(bars):
+            values = np.array([[row["accuracy"]["test_a"][f"{c}, {grid}"] for c in COLUMNS]
+                               for row in teacher["rows"] if row["source"] == source])
+            axis.bar(np.arange(len(COLUMNS)) + index * width, values.mean(0), width, yerr=values.std(0),
+                     label=f"{source}, {grid}", hatch="" if grid == GRIDS[1] else "//")
+        axis.axhline(teacher["fp32"]["test_a"], color="grey", linestyle="--", label="FP32")
+        axis.set_xticks(np.arange(len(COLUMNS)) + 0.4 - width / 2, list(COLUMNS))
+        axis.set(title=teacher["teacher"], ylabel="test_a accuracy (%)")
+        axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--teachers", default="resnet20,resnet56,mobilenet_v1_050_64",
+                        help="CIFAR-10 teachers of benchmarks.common.teachers")
+    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--seeds", type=int_list, default=[0, 1, 2])
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/int4_grid"))
+    args = parser.parse_args(argv)
+    results = {"samples": args.samples, "seeds": args.seeds, "environment": environment(),
+               "teachers": [run_teacher(name, args) for name in args.teachers.split(",")]}
+    publish(args.out, results, markdown(results))
+    plot(results, args.out.with_suffix(".png"))
+
+
+if __name__ == "__main__":
+    main()
