@@ -1,6 +1,6 @@
 """ONNX Runtime's own int4 weight grid against the symmetric [-7, 7] grid ``quantize-onnx`` uses, per calibration set.
 
-    python -m benchmarks.int4_grid [--teachers resnet20,resnet56,mobilenet_v1_050_64] [--samples 256] [--seeds 0,1,2]
+    python -m benchmarks.int4_grid [--teachers resnet20,resnet56,mobilenet_v1_050_64,vit] [--samples 256] [--seeds 0,1,2]
 
 ONNX Runtime quantizes symmetric int4 weights onto [-8, 7] with scale absmax / 7.5, so each
 channel's largest positive weight rounds to 8 and is clipped to 7. ``quantize_datafree`` and
@@ -133,16 +133,17 @@ def plot(results: dict, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
-    parser.add_argument("--teachers", default="resnet20,resnet56,mobilenet_v1_050_64",
-                        help="CIFAR-10 teachers of benchmarks.common.teachers")
+    parser.add_argument("--teachers", default="resnet20",
+                        help="CIFAR-10 teachers of benchmarks.common.teachers; the results go to int4_grid_<teachers>.*")
     parser.add_argument("--samples", type=int, default=256)
     parser.add_argument("--seeds", type=int_list, default=[0, 1, 2])
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/int4_grid"))
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     args = parser.parse_args(argv)
     results = {"samples": args.samples, "seeds": args.seeds, "environment": environment(),
                "teachers": [run_teacher(name, args) for name in args.teachers.split(",")]}
-    publish(args.out, results, markdown(results))
-    plot(results, args.out.with_suffix(".png"))
+    stem = args.out / f"int4_grid_{'_'.join(args.teachers.split(','))}"
+    publish(stem, results, markdown(results))
+    plot(results, stem.with_suffix(".png"))
 
 
 if __name__ == "__main__":
