@@ -25,7 +25,6 @@ which is what tells a good calibration set from a faithful one.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +37,10 @@ from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quiet_root_logger
 
 from .common.cli import benchmark_parser, choice_list, float_list, int_list
-from .common.data import teacher_splits
-from .common.ort import prepared_onnx, quantized_model, split_scores
+from .common.ort import quantized_model, split_scores, teacher_under_test
 from .common.plots import pyplot
-from .common.report import environment, heading, mean_spread, publish
+from .common.report import environment, heading, mean_spread, publish, teacher_heading
 from .common.sources import cold_source, timed_set
-from .common.teachers import build_teacher
 
 # row label: (source name, its options); None for the real images
 SOURCES = {"real": None, "gaussian": ("gaussian", {"clip": False}), "fastdfkd, batchnorm prior": ("fastdfkd", {"prior": "batchnorm"}),
@@ -123,18 +120,13 @@ def shrunk_real_scores(pre: Path, real_set: np.ndarray, ranges: TensorsData, fac
 
 
 def run_teacher(name: str, args) -> dict[str, Any]:
-    teacher = build_teacher(name, "cpu", args.data_dir)
-    real, splits = teacher_splits(teacher.input_shape[-1], args.samples, args.seeds, args.data_dir, args.seed)
     columns = {column: made for column, made in COLUMNS.items() if made[2] in args.calibrators}
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        workdir = Path(folder)
-        fp32, pre = prepared_onnx(teacher.model, workdir, name, teacher.input_shape)
-        fp32_accuracy = {split: onnx_accuracy(fp32, x, y) for split, (x, y) in splits.items()}
-        print(f"{name}: FP32 {fp32_accuracy}", flush=True)
+    with teacher_under_test(name, args.samples, args.seeds, args.data_dir, args.seed) as under_test:
+        teacher, pre, workdir, splits = under_test.teacher, under_test.pre, under_test.workdir, under_test.splits
         order = graph_order(pre)
         for seed in args.seeds:
-            real_set = real[seed]
+            real_set = under_test.real[seed]
             real_ranges = minmax_ranges(pre, real_set, workdir)
             real_widths = widths(real_ranges)
             stage_of = stages([tensor for tensor in order if tensor in real_widths])
@@ -156,7 +148,7 @@ def run_teacher(name: str, args) -> dict[str, Any]:
                 rows.append(row)
                 print(f"  {source} seed {seed}: ranges {row['range_ratio']}, heldout {row['accuracy']['heldout']}, "
                       f"test_a {row['accuracy']['test_a']}", flush=True)
-    return {"teacher": name, "fp32": fp32_accuracy, "stages": list(dict.fromkeys(stage_of.values())), "rows": rows}
+    return {"teacher": name, "fp32": under_test.fp32, "stages": list(dict.fromkeys(stage_of.values())), "rows": rows}
 
 
 def sources_run(teacher: dict) -> list[str]:
@@ -170,7 +162,7 @@ def markdown(results: dict) -> str:
                     "Settings are chosen on the held-out train_10k images; test_a is the report. The JSON keeps each set's "
                     "synthesis seconds, but this benchmark is not a timing run (other jobs may share the machine).")
     for teacher in results["teachers"]:
-        lines += [f"## {teacher['teacher']} (FP32 held-out {teacher['fp32']['heldout']:.2f} %, test_a {teacher['fp32']['test_a']:.2f} %)", "",
+        lines += [teacher_heading(teacher), "",
                   "MinMax range width per stage against the real set of the same seed (geometric mean over the stage's tensors):", "",
                   "| source | " + " | ".join(teacher["stages"]) + " |", "| --- |" + " --- |" * len(teacher["stages"])]
         for source in sources_run(teacher):

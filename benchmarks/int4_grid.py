@@ -15,7 +15,6 @@ per-channel QDQ, on both grids, on 2,000 held-out ``train_10k`` images and on ``
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,10 @@ from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 from fastdfkd_plugin.adapters.onnxruntime import with_symmetric_int4_weights
 
 from .common.cli import benchmark_parser, int_list
-from .common.data import teacher_splits
-from .common.ort import prepared_onnx, quantized_model
+from .common.ort import quantized_model, teacher_under_test
 from .common.plots import pyplot
-from .common.report import environment, heading, mean_spread, publish
+from .common.report import environment, heading, mean_spread, publish, teacher_heading
 from .common.sources import cold_source, timed_set
-from .common.teachers import build_teacher
 
 SOURCES = ("real", "gaussian", "fastdfkd")
 # column: (activation type, calibrator); weights are int4 per-channel throughout
@@ -64,29 +61,23 @@ def grid_options(pre: Path, grid: str) -> dict[str, Any]:
 
 
 def run_teacher(name: str, args) -> dict[str, Any]:
-    teacher = build_teacher(name, "cpu", args.data_dir)
-    real, splits = teacher_splits(teacher.input_shape[-1], args.samples, args.seeds, args.data_dir, args.seed)
     rows = []
-    with tempfile.TemporaryDirectory() as folder:
-        workdir = Path(folder)
-        fp32, pre = prepared_onnx(teacher.model, workdir, name, teacher.input_shape)
-        fp32_accuracy = {split: onnx_accuracy(fp32, x, y) for split, (x, y) in splits.items()}
-        print(f"{name}: FP32 {fp32_accuracy}", flush=True)
-        options = {grid: grid_options(pre, grid) for grid in GRIDS}
+    with teacher_under_test(name, args.samples, args.seeds, args.data_dir, args.seed) as under_test:
+        options = {grid: grid_options(under_test.pre, grid) for grid in GRIDS}
         for seed in args.seeds:
             for source in SOURCES:
-                sets, seconds = calibration_sets(source, teacher, seed, args.samples, real[seed])
-                accuracy: dict[str, dict[str, float]] = {split: {} for split in splits}
+                sets, seconds = calibration_sets(source, under_test.teacher, seed, args.samples, under_test.real[seed])
+                accuracy: dict[str, dict[str, float]] = {split: {} for split in under_test.splits}
                 for column, (activations, method) in COLUMNS.items():
                     bits = 4 if activations == QuantType.QUInt4 else 8
                     for grid in GRIDS:
-                        model = quantized_model(pre, sets[bits], QuantType.QInt4, activations, getattr(CalibrationMethod, method),
-                                                workdir, **options[grid])
-                        for split, (x, y) in splits.items():
+                        model = quantized_model(under_test.pre, sets[bits], QuantType.QInt4, activations,
+                                                getattr(CalibrationMethod, method), under_test.workdir, **options[grid])
+                        for split, (x, y) in under_test.splits.items():
                             accuracy[split][f"{column}, {grid}"] = round(onnx_accuracy(model, x, y), 2)
                 rows.append({"source": source, "seed": seed, "set_seconds": seconds, "accuracy": accuracy})
                 print(f"  {source} seed {seed}: test_a {accuracy['test_a']}", flush=True)
-    return {"teacher": name, "fp32": fp32_accuracy, "rows": rows}
+    return {"teacher": name, "fp32": under_test.fp32, "rows": rows}
 
 
 def markdown(results: dict) -> str:
@@ -95,7 +86,7 @@ def markdown(results: dict) -> str:
                     "seeds {seeds}; {threads} threads. fastdfkd: the set quantize-onnx synthesises for the activation width. "
                     "Not a timing run.")
     for teacher in results["teachers"]:
-        lines += [f"## {teacher['teacher']} (FP32 held-out {teacher['fp32']['heldout']:.2f} %, test_a {teacher['fp32']['test_a']:.2f} %)"]
+        lines += [teacher_heading(teacher)]
         for split in ("test_a", "heldout"):
             lines += ["", f"Accuracy (%) on {split}, each column on both grids, and the gain of [-7, 7] (mean over seeds of the per-seed difference):", "",
                       "| source | " + " | ".join(f"{c}, {g}" for c in COLUMNS for g in (*GRIDS, "gain")) + " |",

@@ -8,8 +8,11 @@ their columns (``"W4A4 MinMax"`` and so on) can be compared across reports.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -19,7 +22,10 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from fastdfkd_plugin.adapters.onnx_export import export_onnx, onnx_accuracy
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quiet_root_logger
 
-from .data import INPUT_SHAPE
+from fastdfkd_plugin import Teacher
+
+from .data import INPUT_SHAPE, teacher_splits
+from .teachers import build_teacher
 
 # name: (weight type, activation type, further quantize_static options)
 QuantConfig = tuple[QuantType, QuantType, dict[str, Any]]
@@ -38,6 +44,31 @@ def prepared_onnx(model: torch.nn.Module, workdir: Path, name: str = "model",
     with quiet_root_logger():
         quant_pre_process(str(fp32), str(pre))
     return fp32, pre
+
+
+@dataclass(frozen=True)
+class TeacherUnderTest:
+    """A named teacher as the calibration benchmarks quantize it: its graph, its real sets and the splits that score it."""
+
+    teacher: Teacher
+    pre: Path  # the exported graph, pre-processed for ORT's quantizer
+    workdir: Path  # a temporary folder for quantized models, gone after the ``with``
+    real: dict[int, np.ndarray]  # calibration seed → its real train_10k images
+    splits: dict[str, tuple[np.ndarray, np.ndarray]]  # "heldout" / "test_a" → (inputs, labels)
+    fp32: dict[str, float]  # split → FP32 accuracy (%) of the exported graph
+
+
+@contextlib.contextmanager
+def teacher_under_test(name: str, samples: int, seeds: list[int], data_dir: Path, seed: int) -> Iterator[TeacherUnderTest]:
+    """The named teacher (on the CPU) exported and pre-processed in a temporary folder, with its data at its input size."""
+    teacher = build_teacher(name, "cpu", data_dir)
+    real, splits = teacher_splits(teacher.input_shape[-1], samples, seeds, data_dir, seed)
+    with tempfile.TemporaryDirectory() as folder:
+        workdir = Path(folder)
+        fp32, pre = prepared_onnx(teacher.model, workdir, name, teacher.input_shape)
+        fp32_accuracy = {split: onnx_accuracy(fp32, x, y) for split, (x, y) in splits.items()}
+        print(f"{name}: FP32 {fp32_accuracy}", flush=True)
+        yield TeacherUnderTest(teacher, pre, workdir, real, splits, fp32_accuracy)
 
 
 def quantized_model(pre: Path, inputs: np.ndarray, weight_type: QuantType, activation_type: QuantType,

@@ -57,6 +57,11 @@ def heading(title: str, results: dict[str, Any], summary: str, **values: Any) ->
     return [f"# {title}", "", f"Command: `{environment['command']}`  ", summary.format(**{**environment, **results, **values}), ""]
 
 
+def teacher_heading(teacher: dict[str, Any]) -> str:
+    """A teacher's section heading in a held-out / test_a report: its name and FP32 accuracy on both."""
+    return f"## {teacher['teacher']} (FP32 held-out {teacher['fp32']['heldout']:.2f} %, test_a {teacher['fp32']['test_a']:.2f} %)"
+
+
 def mean_spread(values: list[float]) -> str:
     """A table cell: the mean, with the standard deviation over seeds when there is more than one value."""
     return f"{np.mean(values):.2f}" if len(values) == 1 else f"{np.mean(values):.2f} ± {np.std(values):.2f}"
