@@ -443,7 +443,9 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     add_model_arguments(quant, required=False)
     add_calibration_arguments(quant, default_samples=512)
     quant.add_argument("--out", required=True, help="the quantized ONNX model")
-    quant.add_argument("--weight-type", default="int8", choices=sorted(QUANT_TYPES))
+    quant.add_argument("--weight-type", default="int8", choices=sorted(QUANT_TYPES),
+                       help="int4 weights go on the symmetric grid [-7, 7], not ONNX Runtime's [-8, 7] that clips each "
+                            "channel's largest weight (--extra-option WeightSymmetric=false for asymmetric ones)")
     quant.add_argument("--activation-type", default="uint8", choices=sorted(QUANT_TYPES))
     quant.add_argument("--calibrate-method", default="minmax", choices=sorted(CALIBRATION_METHODS))
     quant.add_argument("--quant-format", default="qdq", choices=sorted(QUANT_FORMATS))
