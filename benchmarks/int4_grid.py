@@ -105,7 +105,7 @@ def markdown(results: dict) -> str:
 def plot(results: dict, path: Path) -> None:
     """test_a accuracy per column, a bar per source and grid (mean over seeds, standard deviation as the error bar)."""
     plt = pyplot()
-    figure, axes = plt.subplots(1, len(results["teachers"]), figsize=(6 * len(results["teachers"]), 4), squeeze=False)
+    figure, axes = plt.subplots(1, len(results["teachers"]), figsize=(6 * len(results["teachers"]), 5), squeeze=False)
     bars = [(source, grid) for source in SOURCES for grid in GRIDS]
     width = 0.8 / len(bars)
     for axis, teacher in zip(axes[0], results["teachers"]):
@@ -117,7 +117,7 @@ def plot(results: dict, path: Path) -> None:
         axis.axhline(teacher["fp32"]["test_a"], color="grey", linestyle="--", label="FP32")
         axis.set_xticks(np.arange(len(COLUMNS)) + 0.4 - width / 2, list(COLUMNS))
         axis.set(title=teacher["teacher"], ylabel="test_a accuracy (%)")
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
