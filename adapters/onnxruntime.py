@@ -222,8 +222,8 @@ def symmetric_int4_weights(model: str | Path, per_channel: bool) -> dict[str, li
 
     ONNX Runtime's own symmetric int4 grid is [-8, 7] with scale absmax / 7.5, so each
     channel's largest positive weight rounds to 8 and is clipped to 7. On ResNet-20, W4A8
-    from real images gave 70.75 % that way against 77.27 % from Quark on [-7, 7]
-    (docs/onnxruntime.md); this is Quark's and Brevitas' grid, in ONNX Runtime.
+    from real images scored 70.96 % on that grid and 77.36 % on this one, Quark's and
+    Brevitas' (docs/benchmarks/int4_grid_resnet20.md).
     """
     onnx = require("onnx", "onnxruntime", "the onnx package", note=" (or [onnxruntime-gpu])")
     graph = onnx.load(str(model)).graph

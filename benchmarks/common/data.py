@@ -66,7 +66,7 @@ def seeded_real_sets(split: str, samples: int, seeds: list[int], data_dir: Path,
     """
     if any(s < 0 for s in seeds):
         raise SystemExit(f"calibration seeds must be 0 or more, got {seeds}")
-    all_x, all_y = load_images("train_10k", data_dir, limit=10_000, seed=seed)
+    all_x, all_y = load_images("train_10k", data_dir, limit=10_000, seed=seed)  # all of it, in one seeded order
 
     def start(s: int) -> int:
         return s * samples + (HELDOUT if s >= SETS_BEFORE_HELDOUT else 0)

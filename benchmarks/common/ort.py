@@ -19,10 +19,9 @@ import torch
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from fastdfkd_plugin import Teacher
 from fastdfkd_plugin.adapters.onnx_export import export_onnx, onnx_accuracy
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quiet_root_logger
-
-from fastdfkd_plugin import Teacher
 
 from .data import INPUT_SHAPE, teacher_splits
 from .teachers import build_teacher
