@@ -38,6 +38,7 @@ from ..errors import FastDFKDError, reason
 from ..hookspecs import hookimpl
 from ..io import atomic_path, check_disk_space
 from ..onnx_graph import OnnxModule, check_input_shape, onnx_input, ort_runtime, static_input_shape
+from ..onnx_operators import onnx_package
 from ..optional import require
 from ..options import add_model_arguments, load_teacher, require_normalisation, source_options
 from ..plugins import get_source
@@ -225,7 +226,7 @@ def symmetric_int4_weights(model: str | Path, per_channel: bool) -> dict[str, li
     from real images scored 70.96 % on that grid and 77.36 % on this one, Quark's and
     Brevitas' (docs/benchmarks/int4_grid_resnet20.md).
     """
-    onnx = require("onnx", "onnxruntime", "the onnx package", note=" (or [onnxruntime-gpu])")
+    onnx = onnx_package()
     graph = onnx.load(str(model)).graph
     initializers = {tensor.name: tensor for tensor in graph.initializer}
     overrides: dict[str, list[dict[str, Any]]] = {}
