@@ -11,7 +11,8 @@ The teacher is never modified: :func:`frozen` puts it in eval mode with
 ``requires_grad`` off (no wasted weight gradients) and restores both on exit,
 whatever happens inside. Weights and BatchNorm running statistics are untouched
 because BatchNorm in eval mode only reads them. A model that lives on another device
-than the one asked for is copied there, never moved.
+than the one asked for is copied there, never moved. A model wrapped by ``torch.compile``
+runs eager (:func:`uncompiled` says why).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import contextlib
 import copy
 import functools
 import hashlib
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -36,6 +38,7 @@ from .onnx_graph import OnnxModule, is_onnx_file, load_onnx_model
 from .tasks import Outputs, PredictionTask, cat_outputs, describe, make_task, map_outputs, output_leaves
 
 OutputTransform = Callable[[Any], Any]
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
@@ -53,6 +56,21 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
         for param, requires_grad in flags:
             param.requires_grad_(requires_grad)
+
+
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The eager module inside a ``torch.compile`` wrapper (``model`` itself otherwise).
+
+    Priors and the set statistics watch the teacher through forward hooks added after it
+    was compiled, and Dynamo does not guard on hooks by default, so its cached graphs run
+    without them: the BatchNorm prior would see nothing. Running eager keeps them honest.
+    """
+    inner = getattr(model, "_orig_mod", None)
+    if isinstance(model, torch._dynamo.eval_frame.OptimizedModule) and isinstance(inner, nn.Module):
+        log.warning("the teacher came through torch.compile; it runs eager here, because the inversion priors "
+                    "watch its layers through forward hooks that compiled graphs skip")
+        return inner
+    return model
 
 
 def fingerprint(model: nn.Module) -> str:
@@ -132,6 +150,7 @@ class Teacher:
             input_shape = model.input_shape
         if not isinstance(model, nn.Module):
             raise FastDFKDError(f"the teacher must be a torch.nn.Module, got a {type(model).__name__}")
+        model = uncompiled(model)
         if input_shape is None:
             raise FastDFKDError("the teacher's input shape is unknown; pass input_shape (C,H,W), or --input-shape "
                                 "on the command line, e.g. 3,32,32")

@@ -14,7 +14,7 @@ import torch
 from conftest import FAST, MODELS, SHAPE, state_hash
 from models import DictOutput, TinyNet, TupleOutput
 
-from fastdfkd_plugin import FastDFKDError, Teacher, agreement, get_source
+from fastdfkd_plugin import FastDFKDError, Teacher, agreement, get_source, set_quality
 from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy, verify_onnx
 from fastdfkd_plugin.adapters.onnxruntime import quantize_datafree
 from fastdfkd_plugin.adapters.torch_pruning import prune_datafree
@@ -57,6 +57,15 @@ def test_the_teacher_model_is_frozen_only_while_used_and_never_changed(teacher):
     assert logits.shape == (300, 10) and logits.dtype == torch.float32
     assert teacher.training and all(p.requires_grad for p in teacher.parameters())
     assert state_hash(teacher) == before
+
+
+def test_a_compiled_teacher_runs_eager_so_the_prior_hooks_fire(teacher, caplog):
+    built = Teacher(torch.compile(teacher), SHAPE, device="cpu")
+    assert built.model is teacher and "runs eager" in caplog.text
+    x = torch.randn(16, *SHAPE)
+    built.predict(x)  # compiled, this would cache a graph without hooks for this shape
+    quality = set_quality(built, x)
+    assert quality.bn_distance is not None and np.isfinite(quality.bn_distance) and quality.bn_distance > 0
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
