@@ -1,6 +1,6 @@
 """Synthesis benchmark on the real CIFAR-10 ResNet teachers: speed and quality per source.
 
-    python -m benchmarks.synthesis [--teachers resnet20,resnet56] [--batch-size 128] [--images 512]
+    python -m benchmarks.synthesis [--teachers resnet20,resnet56] [--batch-size 128] [--images 512] [--device cuda] [--bf16]
 
 For each teacher, side by side in one run: ``fastdfkd`` at k = 2, 5, 10,
 ``deepinversion`` (its 2,000-step cost timed over ``--di-steps`` steps and scaled;
@@ -10,13 +10,17 @@ its warm-up), the population BN-statistics distance, the teacher's confidence an
 class histogram, the cost per image relative to one teacher forward+backward (the
 floor), and the generator's share of fastdfkd's time (tasks re-timed with the
 teacher's loss replaced by a trivial one: generator forward/backward, its two
-optimisers and the per-task clone).
+optimisers and the per-task clone). ``--bf16`` runs the sources under bf16 autocast.
+(No ``torch.compile`` variant: a compiled teacher runs eager, see ``fastdfkd_plugin.teacher.uncompiled``;
+``benchmarks.teacher_speed`` times the teacher's own pass compiled.)
 """
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+import torch
 
 from fastdfkd_plugin import Teacher, resolve_device, set_quality
 
@@ -31,7 +35,8 @@ DI_FULL_STEPS = 2000
 
 
 def run_source(name: str, teacher: Teacher, args, **options) -> dict:
-    source = cold_source(name, teacher, seed=args.seed, **options)
+    autocast = {"autocast_dtype": torch.bfloat16} if args.bf16 else {}
+    source = cold_source(name, teacher, seed=args.seed, **autocast, **options)
     warmup = 0.0
     if name == "fastdfkd":
         started = time.perf_counter()
@@ -84,10 +89,10 @@ def speedups(result: dict) -> dict:
 def markdown(results: dict) -> str:
     lines = heading("Synthesis benchmark (CIFAR-10 ResNet teachers)", results,
                     "torch {torch}, {threads} CPU threads, CUDA: {cuda}, batch {batch_size}, {images} images per source, "
-                    "fastdfkd warm-up {warmup_tasks} tasks of {warmup_batch_size} images.")
+                    "fastdfkd warm-up {warmup_tasks} tasks of {warmup_batch_size} images, bf16 autocast: {bf16}.")
     for result in results["teachers"]:
         lines += [f"## {result['teacher']}", "",
-                  f"Floor (one teacher forward+backward): {result['floor_seconds_per_image'] * 1e3:.2f} ms per image.", "",
+                  f"Floor (one teacher forward+backward, float32): {result['floor_seconds_per_image'] * 1e3:.2f} ms per image.", "",
                   "| source | images/s | images/s incl. warm-up | × floor | BN distance | confidence | class histogram | generator share |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in result["rows"]:
@@ -114,9 +119,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--warmup-tasks", type=int, default=FASTDFKD_WARMUP_TASKS,
                         help="fastdfkd warm-up tasks (default: the source's own)")
     parser.add_argument("--di-steps", type=int, default=100)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for teacher and generator (CUDA)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/synthesis"))
     args = parser.parse_args(argv)
     results = {"environment": environment(), "batch_size": args.batch_size, "images": args.images,
+               "bf16": args.bf16,
                "warmup_tasks": args.warmup_tasks, "warmup_batch_size": FASTDFKD_WARMUP_BATCH_SIZE, "teachers": []}
     for name in args.teachers.split(","):
         result = benchmark_teacher(name, args)
