@@ -22,6 +22,7 @@ import copy
 import functools
 import hashlib
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -65,11 +66,11 @@ def uncompiled(model: nn.Module) -> nn.Module:
     was compiled, and Dynamo does not guard on hooks by default, so its cached graphs run
     without them: the BatchNorm prior would see nothing. Running eager keeps them honest.
     """
-    inner = getattr(model, "_orig_mod", None)
-    if isinstance(model, torch._dynamo.eval_frame.OptimizedModule) and isinstance(inner, nn.Module):
+    dynamo = sys.modules.get("torch._dynamo")  # imported by torch.compile; importing it here would cost seconds
+    if dynamo is not None and isinstance(model, dynamo.eval_frame.OptimizedModule):
         log.warning("the teacher came through torch.compile; it runs eager here, because the inversion priors "
                     "watch its layers through forward hooks that compiled graphs skip")
-        return inner
+        return model._orig_mod
     return model
 
 
