@@ -192,7 +192,7 @@ def plot(results: dict, path: Path) -> None:
             order = list(dict.fromkeys(tensor for row in rows for tensor in row))
             axis.plot(range(len(order)), [np.mean([r[t] for r in rows if t in r]) for t in order], marker=".", label=source)
         axis.axhline(1.0, color="grey", linestyle="--")
-        axis.set(title=teacher["teacher"], xlabel=f"activation tensor, input to output ({' → '.join(teacher['stages'])})",
+        axis.set(title=teacher["teacher"], xlabel=f"activation tensor, input to output\n({' → '.join(teacher['stages'])})",
                  ylabel="MinMax range / real set's", yscale="log")
         axis.legend(fontsize=8)
     figure.tight_layout()
