@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for teacher and generator (CUDA)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/synthesis"))
     args = parser.parse_args(argv)
-    results = {"environment": environment(), "batch_size": args.batch_size, "images": args.images,
-               "bf16": args.bf16,
+    results = {"environment": environment(), "batch_size": args.batch_size, "images": args.images, "bf16": args.bf16,
                "warmup_tasks": args.warmup_tasks, "warmup_batch_size": FASTDFKD_WARMUP_BATCH_SIZE, "teachers": []}
     for name in args.teachers.split(","):
         result = benchmark_teacher(name, args)
