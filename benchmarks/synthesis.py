@@ -35,8 +35,7 @@ DI_FULL_STEPS = 2000
 
 
 def run_source(name: str, teacher: Teacher, args, **options) -> dict:
-    autocast = {"autocast_dtype": torch.bfloat16} if args.bf16 else {}
-    source = cold_source(name, teacher, seed=args.seed, **autocast, **options)
+    source = cold_source(name, teacher, seed=args.seed, autocast_dtype=torch.bfloat16 if args.bf16 else None, **options)
     warmup = 0.0
     if name == "fastdfkd":
         started = time.perf_counter()
