@@ -30,13 +30,13 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..cli.options import add_model_arguments, load_teacher
 from ..errors import FastDFKDError, reason
-from ..hookspecs import hookimpl
-from ..io import atomic_path
-from ..metrics import agreement
-from ..optional import require
-from ..options import add_model_arguments, load_teacher
-from ..teacher import Teacher, model_device
+from ..evaluation.metrics import agreement
+from ..hooks.hookspecs import hookimpl
+from ..runtime.io import atomic_path
+from ..runtime.optional import require
+from ..teacher.teacher import Teacher, model_device
 from .generic import CalibrationInput, add_calibration_arguments, calibration_data, calibration_from_args
 
 METHODS = ("gptq", "none")

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar, Union
 
@@ -26,14 +25,12 @@ import torch
 from torch import nn
 from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
+from ..cli.options import CommandParser, add_source_arguments, source_from_args, source_options
 from ..errors import FastDFKDError
-from ..io import atomic_path, load_npz
-from ..options import CommandParser, add_source_arguments, source_from_args, source_options
-from ..plugins import prior_class, source_class
+from ..runtime.io import atomic_path, load_npz
 from ..sources.base import DataSource, SyntheticSet
-from ..synthesis.objective import LossWeights
-from ..synthesis.priors import GenericPrior
-from ..teacher import Teacher, model_device
+from ..sources.calibration import calibration_source_options
+from ..teacher.teacher import Teacher, model_device
 
 log = logging.getLogger(__name__)
 
@@ -155,35 +152,6 @@ def calibration_data(data: CalibrationInput, num_samples: int | None = None, bat
     if [len(batch) for batch in batches] != [size] * (count // size) + ([count % size] if count % size else []):
         batches = list(torch.cat(batches)[:count].split(size))
     return CalibrationData(batches)
-
-
-LOW_BIT_ACTIVATIONS = 4  # activation grids of this many bits or fewer are calibrated from prior="auto-calibration"
-# The generic prior's weight (3 by default) in sets for wider activation grids. Chosen on held-out train_10k images
-# (docs/benchmarks/bn_free_resnet20_folded_heldout.md; docs/onnxruntime.md#which-prior-for-calibration-sets).
-WIDE_GRID_GENERIC_WEIGHT = 0.3
-
-
-def calibration_source_options(source: str, activation_bits: int, teacher: Teacher,
-                               options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """``options`` for source ``source``, with the calibration defaults filled in where the caller left them out.
-
-    For activations of :data:`LOW_BIT_ACTIVATIONS` bits or fewer that is ``prior="auto-calibration"``:
-    a 16-level grid wants ranges tighter than real images give, and the generic prior's images give
-    them, while the BatchNorm prior's are about as wide as real ones (ResNet-20 W4A4 on test_a: +2.2 / +2.3
-    with MinMax / Percentile). At 8 bits the tighter ranges cost 1.5–2 points, so the source's own
-    prior stays; where that is the generic prior (a teacher without BatchNorm) it is weighted
-    :data:`WIDE_GRID_GENERIC_WEIGHT`, not 3: on the BN-folded ResNet-20 it scored higher on held-out images,
-    and on test_a it moved W4A8 from 1.7 points below real images to within 0.9.
-    """
-    options = dict(options or {})
-    if "prior" not in source_class(source).option_names():
-        return options
-    if activation_bits <= LOW_BIT_ACTIVATIONS:
-        return {"prior": "auto-calibration", **options}
-    weights = options.get("loss_weights") or LossWeights()
-    if weights.prior is None and prior_class(options.get("prior", "auto"), teacher) is GenericPrior:
-        options["loss_weights"] = replace(weights, prior=WIDE_GRID_GENERIC_WEIGHT)
-    return options
 
 
 def add_calibration_arguments(parser: CommandParser, default_samples: int) -> None:

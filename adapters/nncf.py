@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import FastDFKDError
-from ..optional import require
+from ..runtime.optional import require
+from ..teacher.onnx.graph import graph_input
 from .generic import CalibrationInput, calibration_data
-from ..onnx_graph import graph_input
 
 
 def _nncf() -> Any:

@@ -5,7 +5,7 @@ torch on synthetic batches, which look like real data and so catch divergences (
 control flow, range-dependent ops) that noise inputs hide; ``fastdfkd export-onnx`` does
 it from the command line and can write the batches as ONNX test-data folders.
 :func:`onnx_accuracy` and :func:`onnx_scores` score an ONNX file, for the quantization
-adapters too (reading a file's input: :mod:`fastdfkd_plugin.onnx_graph`). onnx and
+adapters too (reading a file's input: :mod:`fastdfkd_plugin.teacher.onnx.graph`). onnx and
 onnxruntime (or onnxruntime-gpu) are imported only when used.
 """
 
@@ -21,15 +21,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cli.options import add_model_arguments, add_source_arguments, load_teacher, source_from_args
 from ..errors import FastDFKDError, reason
-from ..hookspecs import hookimpl
-from ..io import atomic_path, check_output_folder, staged_folder
-from ..onnx_graph import is_onnx_file, ort_runtime, session
-from ..onnx_operators import onnx_package
-from ..options import add_model_arguments, add_source_arguments, load_teacher, source_from_args
-from ..metrics import eval_chunk
-from ..tasks import DEFAULT_IGNORE_INDEX, PredictionTask, make_task, map_outputs, output_leaves
-from ..teacher import Teacher, unflatten_like
+from ..evaluation.metrics import eval_chunk
+from ..hooks.hookspecs import hookimpl
+from ..runtime.io import atomic_path, check_output_folder, staged_folder
+from ..teacher.onnx.graph import is_onnx_file, ort_runtime, session
+from ..teacher.onnx.operators import onnx_package
+from ..teacher.tasks import DEFAULT_IGNORE_INDEX, PredictionTask, make_task, map_outputs, output_leaves
+from ..teacher.teacher import Teacher, unflatten_like
 from .generic import rebatch
 
 VERIFY_WARMUP_TASKS = 3  # export-onnx's default warm-up: verification needs realistic inputs, not the best ones

@@ -33,19 +33,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..argtypes import positive, positive_float
+from ..cli.options import add_model_arguments, load_teacher, require_normalisation, source_options
 from ..errors import FastDFKDError, reason
-from ..hookspecs import hookimpl
-from ..io import atomic_path, check_disk_space
-from ..onnx_graph import OnnxModule, check_input_shape, onnx_input, ort_runtime, static_input_shape
-from ..onnx_operators import onnx_package
-from ..optional import require
-from ..options import add_model_arguments, load_teacher, require_normalisation, source_options
-from ..plugins import get_source
+from ..hooks.argtypes import positive, positive_float
+from ..hooks.hookspecs import hookimpl
+from ..runtime.io import atomic_path, check_disk_space
+from ..runtime.optional import require
 from ..sources.base import SyntheticSet
-from ..teacher import Teacher
-from .generic import (DEFAULT_BATCH_SIZE, CalibrationInput, add_calibration_arguments, calibration_data, calibration_source_options,
-                      load_inputs, whole_batches)
+from ..sources.calibration import calibration_source_options
+from ..sources.registry import get_source
+from ..teacher.onnx.graph import OnnxModule, check_input_shape, onnx_input, ort_runtime, static_input_shape
+from ..teacher.onnx.operators import onnx_package
+from ..teacher.teacher import Teacher
+from .generic import (
+    DEFAULT_BATCH_SIZE,
+    CalibrationInput,
+    add_calibration_arguments,
+    calibration_data,
+    load_inputs,
+    whole_batches,
+)
 from .onnx_export import Verification, export_onnx, verify_onnx
 from .quark import RECONSTRUCTIONS, quantize_reconstructed
 
@@ -335,8 +342,8 @@ def quantize_datafree(
     with tempfile.TemporaryDirectory(prefix="fastdfkd-ort-") as workdir:
         started = time.perf_counter()
         if calibration is None:
-            # Reconstruction fits each layer's outputs on the set, so it keeps the source's own (faithful) images:
-            # W4A4 AdaRound from auto-calibration sets scored 13 points lower (docs/onnxruntime.md).
+            # Reconstruction fits each layer's outputs on the set, so it keeps the source's own (faithful) images: W4A4
+            # AdaRound from auto-calibration sets scored 13 points lower (docs/calibration_results.md#which-prior-for-calibration-sets).
             options = (dict(source_options or {}) if reconstruction else
                        calibration_source_options(source, activation_bits(quantize_options.get("activation_type")), teacher,
                                                   source_options))

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import FastDFKDError
-from ..optional import require
+from ..runtime.optional import require
 
 RECONSTRUCTIONS = {"adaround": "AdaRoundConfig", "adaquant": "AdaQuantConfig"}
 WEIGHT_TYPES = ("int8", "int4")
@@ -48,7 +48,6 @@ def quark_onnx() -> Any:
 def narrowed_integer_ranges(weight_type: str, activation_type: str) -> Iterator[None]:
     """Quark's 8-bit integer ranges cut to 4-bit ones while it quantizes (for its calibrators and its fine-tuning clamp)."""
     from onnx import TensorProto
-
     from quark.onnx.algorithm.finetuning.create_torch.create_model_utils import ONNXModelParser
     from quark.onnx.quantization import quant_utils
 

@@ -32,21 +32,22 @@ import torch
 from torch import nn
 from torch.utils import _pytree as pytree
 
-from .. import argtypes, options
-from ..attention import head_channels, head_count, prunable_attention, projections, set_head_count, value_channels
-from ..batchnorm import reestimate_batchnorm
-from ..checkpoint import Checkpoint
-from ..distillation import DistillConfig, Distiller, distill_settings, resumed_checkpoint, teacher_for
+from ..cli import options
 from ..errors import FastDFKDError, reason
-from ..hookspecs import hookimpl
-from ..io import atomic_path
-from ..loading import PRUNED_FORMAT, fit_layers_to_state_dict
-from ..metrics import agreement
-from ..onnx_graph import OnnxModule
-from ..optional import require
+from ..evaluation.metrics import agreement
+from ..hooks import argtypes
+from ..hooks.hookspecs import hookimpl
+from ..runtime.checkpoint import Checkpoint
+from ..runtime.io import atomic_path
+from ..runtime.optional import require
 from ..sources.base import DataSource
-from ..tasks import output_leaves
-from ..teacher import OutputTransform, Teacher, frozen, outputs_of
+from ..teacher.attention import head_channels, head_count, projections, prunable_attention, set_head_count, value_channels
+from ..teacher.loading import PRUNED_FORMAT, fit_layers_to_state_dict
+from ..teacher.onnx.graph import OnnxModule
+from ..teacher.tasks import output_leaves
+from ..teacher.teacher import OutputTransform, Teacher, frozen, outputs_of
+from ..training.distillation import DistillConfig, Distiller, distill_settings, resumed_checkpoint, teacher_for
+from ..training.reestimate import reestimate_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def unsafe_layers(model: nn.Module, example: torch.Tensor, ignored: list[nn.Modu
     as ``ignored_layers``. Activations should map 0 to 0 (ReLU, GELU, SiLU do);
     otherwise safe groups are reported unsafe too, which costs speed-up, never correctness.
     An attention's q/k/v group is tried by removing one whole head, against the model with
-    that head's values zeroed (see :mod:`fastdfkd_plugin.attention`).
+    that head's values zeroed (see :mod:`fastdfkd_plugin.teacher.attention`).
     """
     original = dict(model.named_modules())
     names = {module: name for name, module in original.items()}
@@ -366,7 +367,7 @@ def recover(
     it has one) is aimed at the pruned student, so new batches concentrate where it
     disagrees with the teacher. ``resume`` continues from a checkpoint, ``True`` from
     ``checkpoint``, or a path (BN re-estimation is not repeated). ``run_settings`` are the caller's own settings that a
-    resumed run must share (see :class:`~fastdfkd_plugin.distillation.Distiller`).
+    resumed run must share (see :class:`~fastdfkd_plugin.training.distillation.Distiller`).
     """
     teacher, batches = teacher_for(teacher, batches)
     checkpoint, saved = resumed_checkpoint(resume, checkpoint, teacher)
@@ -520,7 +521,7 @@ def prune_datafree(
 def save_pruned(student: nn.Module, path: str | Path, model_spec: str | None, report: PruneReport | None = None) -> None:
     """Write the pruned weights (tensors only, loadable with ``weights_only=True``), atomically.
 
-    Load back with ``fastdfkd_plugin.loading.load_model(SPEC, weights=path)``, or
+    Load back with ``fastdfkd_plugin.teacher.loading.load_model(SPEC, weights=path)``, or
     ``fit_layers_to_state_dict(model, state["state_dict"])`` then ``load_state_dict``.
     """
     state = {

@@ -16,7 +16,7 @@ row for a BN-free one such as the ViT) and with ``prior="auto-calibration"`` (th
   Entropy, Distribution), W4A8 per-channel and W8A8 per-tensor (MinMax, Percentile), on
   2,000 held-out ``train_10k`` images (the split settings are chosen on) and on ``test_a``.
   ``--calibrators`` keeps the columns of the calibrators named (Entropy equals MinMax and
-  Distribution gives chance at int4, see docs/onnxruntime.md, so a long run may leave them out).
+  Distribution gives chance at int4, see docs/calibration_results.md, so a long run may leave them out).
 
 Then the real set's MinMax ranges are shrunk by a factor (1.0 to 0.6) and W4A4 scored again
 on the held-out images: whether ranges tighter than real ones help a 4-bit activation grid,

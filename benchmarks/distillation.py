@@ -23,9 +23,8 @@ from pathlib import Path
 
 import torch
 
-from fastdfkd_plugin import DistillConfig, Distiller, Teacher
-
 from examples.cifar_resnet import resnet20
+from fastdfkd_plugin import DistillConfig, Distiller, Teacher
 
 from .common.cli import benchmark_parser
 from .common.data import accuracy, endless, load_images

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from onnxruntime.quantization import CalibrationMethod, QuantType
 
-from fastdfkd_plugin.adapters.generic import calibration_source_options
+from fastdfkd_plugin import calibration_source_options
 from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 from fastdfkd_plugin.adapters.onnxruntime import with_symmetric_int4_weights
 

@@ -32,8 +32,7 @@ import numpy as np
 import torch
 from onnxruntime.quantization import QuantType
 
-from fastdfkd_plugin import Teacher
-from fastdfkd_plugin.adapters.generic import calibration_source_options
+from fastdfkd_plugin import Teacher, calibration_source_options
 from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 
 from .common.cli import benchmark_parser, int_list
@@ -99,7 +98,7 @@ def run_seed(seed: int, built: dict[str, Teacher], real: np.ndarray, pre: Path, 
 def timed_command(onnx_file: Path, test: tuple[np.ndarray, np.ndarray], workdir: Path) -> dict[str, Any]:
     """``fastdfkd quantize-onnx --onnx FILE`` in a fresh process and an empty cache: seconds, and the result's accuracy."""
     out = workdir / "command.int8.onnx"
-    command = [sys.executable, "-c", "import sys; from fastdfkd_plugin.entry import main; sys.exit(main())", "quantize-onnx",
+    command = [sys.executable, "-c", "import sys; from fastdfkd_plugin.cli.entry import main; sys.exit(main())", "quantize-onnx",
                "--onnx", str(onnx_file), "--mean", ",".join(map(str, MEAN)), "--std", ",".join(map(str, STD)),
                "--out", str(out), "--quiet"]
     environment_variables = {**os.environ, "FASTDFKD_CACHE_DIR": str(workdir / "empty-cache")}

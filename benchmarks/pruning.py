@@ -38,10 +38,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from examples.cifar_vit import Attention
 from fastdfkd_plugin import DistillConfig, kd_loader, kd_loss, reestimate_batchnorm
 from fastdfkd_plugin.adapters.torch_pruning import prune_datafree, recover
-
-from examples.cifar_vit import Attention
 
 from .common.cli import benchmark_parser
 from .common.data import HELDOUT, accuracy, endless, load_images

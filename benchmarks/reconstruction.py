@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 import torch
 
 from fastdfkd_plugin.adapters.brevitas import quantize_datafree as brevitas_quantize

@@ -48,7 +48,7 @@ def measure(name: str, k: int, generator: str, batch_size: int, device_name: str
     """One teacher at one k with one generator, in this process (``bf16``: autocast for teacher and generator).
 
     ``memory`` "kept" measures what the ``fastdfkd`` command runs with (freed memory kept
-    in the process, :mod:`fastdfkd_plugin.memory`), "returned" glibc's default.
+    in the process, :mod:`fastdfkd_plugin.runtime.memory`), "returned" glibc's default.
     """
     if memory == "kept":
         keep_freed_memory()

@@ -11,7 +11,7 @@ class histogram, the cost per image relative to one teacher forward+backward (th
 floor), and the generator's share of fastdfkd's time (tasks re-timed with the
 teacher's loss replaced by a trivial one: generator forward/backward, its two
 optimisers and the per-task clone). ``--bf16`` runs the sources under bf16 autocast.
-(No ``torch.compile`` variant: a compiled teacher runs eager, see ``fastdfkd_plugin.teacher.uncompiled``;
+(No ``torch.compile`` variant: a compiled teacher runs eager, see ``fastdfkd_plugin.teacher.teacher.uncompiled``;
 ``benchmarks.teacher_speed`` times the teacher's own pass compiled.)
 """
 

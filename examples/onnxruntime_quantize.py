@@ -7,7 +7,7 @@ scikit-learn's digits (stand-ins for your model and your validation images):
     python examples/onnxruntime_quantize.py              # calibrate on 512 real training digits
     python examples/onnxruntime_quantize.py --data-free  # calibrate on 512 images synthesised from the model
 
-Going data-free changes the three lines marked ``# data-free`` (docs/guide.md shows the diff).
+Going data-free changes the three lines marked ``# data-free`` (docs/existing_scripts.md shows the diff).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ and your training data):
 
 Going data-free swaps the loader for :func:`~fastdfkd_plugin.kd_loader` (synthetic
 images with the unpruned model's logits) and cross-entropy for
-:func:`~fastdfkd_plugin.kd_loss`: the lines marked ``# data-free`` (docs/guide.md shows the diff).
+:func:`~fastdfkd_plugin.kd_loss`: the lines marked ``# data-free`` (docs/existing_scripts.md shows the diff).
 """
 
 from __future__ import annotations

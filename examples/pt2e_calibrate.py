@@ -10,7 +10,7 @@ calls ``convert_pt2e``. Here the model is a small CNN trained on scikit-learn's 
 
 A synthetic set is a ``Dataset`` of ``(image, label)`` pairs, so the tutorial's own loader
 and calibration loop take it unchanged: going data-free changes the two lines marked
-``# data-free`` (docs/guide.md shows the diff).
+``# data-free`` (docs/existing_scripts.md shows the diff).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """fastdfkd-plugin: data from the model itself, for compression toolkits that want data.
 
->>> from fastdfkd_plugin import Teacher, get_source
+>>> from fastdfkd_plugin import Teacher, get_source, synthetic_set
 >>> teacher = Teacher(model, (3, 32, 32), mean=MEAN, std=STD)   # built once, passed everywhere
 >>> calibration = get_source("fastdfkd", teacher).synthetic_set(num_samples=512, batch_size=64)
+>>> four_bit = synthetic_set(teacher, num_samples=512, activation_bits=4)   # what quantize-onnx calibrates 4-bit activations on
 
 The names below are imported on first use, so ``import fastdfkd_plugin`` (and the
 ``fastdfkd`` command's start-up) does not pay for torch until something needs it.
@@ -19,65 +20,70 @@ from .version import __version__
 # (and from fastdfkd_plugin.adapters.<toolkit>); everything else is free to move.
 _EXPORTS = {
     "Batch": ".sources.base",
-    "Checkpoint": ".checkpoint",
+    "Checkpoint": ".runtime.checkpoint",
     "DataSource": ".sources.base",
-    "DistillConfig": ".distillation",
-    "Distiller": ".distillation",
+    "DistillConfig": ".training.distillation",
+    "Distiller": ".training.distillation",
     "FastDFKDError": ".errors",
     "LossWeights": ".synthesis.objective",
     "SourceOption": ".sources.base",
     "SyntheticSet": ".sources.base",
-    "Teacher": ".teacher",
-    "agreement": ".metrics",
-    "atomic_path": ".io",
+    "Teacher": ".teacher.teacher",
+    "agreement": ".evaluation.metrics",
+    "atomic_path": ".runtime.io",
+    "calibration_source_options": ".sources.calibration",
     "compact_generator": ".synthesis.generator",
-    "distill": ".distillation",
-    "distill_datafree": ".distillation",
-    "get_plugin_manager": ".plugins",
-    "get_source": ".plugins",
-    "hookimpl": ".hookspecs",
-    "image_grid": ".preview",
-    "Classification": ".tasks",
-    "GenericOutputs": ".tasks",
-    "PredictionTask": ".tasks",
-    "Segmentation": ".tasks",
-    "kd_loader": ".finetune",
-    "kd_loss": ".distillation",
-    "keep_freed_memory": ".memory",
-    "list_sources": ".plugins",
-    "load_model": ".loading",
-    "load_onnx_model": ".onnx_graph",
-    "load_weights": ".loading",
-    "make_generator": ".plugins",
-    "make_prior": ".plugins",
-    "reestimate_batchnorm": ".batchnorm",
-    "resolve_device": ".devices",
-    "set_quality": ".quality",
-    "write_png": ".preview",
+    "distill": ".training.distillation",
+    "distill_datafree": ".training.distillation",
+    "get_plugin_manager": ".hooks.manager",
+    "get_source": ".sources.registry",
+    "hookimpl": ".hooks.hookspecs",
+    "image_grid": ".evaluation.preview",
+    "Classification": ".teacher.tasks",
+    "GenericOutputs": ".teacher.tasks",
+    "PredictionTask": ".teacher.tasks",
+    "Segmentation": ".teacher.tasks",
+    "kd_loader": ".training.finetune",
+    "kd_loss": ".training.distillation",
+    "keep_freed_memory": ".runtime.memory",
+    "list_sources": ".sources.registry",
+    "load_model": ".teacher.loading",
+    "load_onnx_model": ".teacher.onnx.graph",
+    "load_weights": ".teacher.loading",
+    "make_generator": ".synthesis.registry",
+    "make_prior": ".synthesis.registry",
+    "reestimate_batchnorm": ".training.reestimate",
+    "resolve_device": ".runtime.devices",
+    "set_quality": ".evaluation.quality",
+    "synthetic_set": ".sources.calibration",
+    "write_png": ".evaluation.preview",
 }
 __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
-    from .batchnorm import reestimate_batchnorm
-    from .checkpoint import Checkpoint
-    from .devices import resolve_device
-    from .distillation import DistillConfig, Distiller, distill, distill_datafree, kd_loss
     from .errors import FastDFKDError
-    from .finetune import kd_loader
-    from .io import atomic_path
-    from .hookspecs import hookimpl
-    from .loading import load_model, load_weights
-    from .memory import keep_freed_memory
-    from .metrics import agreement
-    from .onnx_graph import load_onnx_model
-    from .plugins import get_plugin_manager, get_source, list_sources, make_generator, make_prior
-    from .preview import image_grid, write_png
-    from .quality import set_quality
+    from .evaluation.metrics import agreement
+    from .evaluation.preview import image_grid, write_png
+    from .evaluation.quality import set_quality
+    from .hooks.hookspecs import hookimpl
+    from .hooks.manager import get_plugin_manager
+    from .runtime.checkpoint import Checkpoint
+    from .runtime.devices import resolve_device
+    from .runtime.io import atomic_path
+    from .runtime.memory import keep_freed_memory
     from .sources.base import Batch, DataSource, SourceOption, SyntheticSet
+    from .sources.calibration import calibration_source_options, synthetic_set
+    from .sources.registry import get_source, list_sources
     from .synthesis.generator import compact_generator
     from .synthesis.objective import LossWeights
-    from .tasks import Classification, GenericOutputs, PredictionTask, Segmentation
-    from .teacher import Teacher
+    from .synthesis.registry import make_generator, make_prior
+    from .teacher.loading import load_model, load_weights
+    from .teacher.onnx.graph import load_onnx_model
+    from .teacher.tasks import Classification, GenericOutputs, PredictionTask, Segmentation
+    from .teacher.teacher import Teacher
+    from .training.distillation import DistillConfig, Distiller, distill, distill_datafree, kd_loss
+    from .training.finetune import kd_loader
+    from .training.reestimate import reestimate_batchnorm
 
 
 def __getattr__(name: str) -> Any:

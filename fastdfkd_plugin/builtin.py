@@ -1,6 +1,6 @@
 """The built-in plugin: fastdfkd's own sources, generator architectures, inversion priors and tasks.
 
-Registered exactly like a third-party plugin (:data:`fastdfkd_plugin.manager.BUILTIN_PLUGINS`
+Registered exactly like a third-party plugin (:data:`fastdfkd_plugin.hooks.manager.BUILTIN_PLUGINS`
 names it as an entry point names theirs), so the modules that define these classes know
 nothing of the plugin machinery and nothing here is special to the registry.
 """
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .hookspecs import hookimpl
+from .hooks.hookspecs import hookimpl
 from .sources.base import DataSource
 from .sources.deepinversion import DeepInversionSource
 from .sources.fastdfkd import FastDFKDSource
 from .sources.noise import GaussianSource, UniformSource
 from .synthesis.generator import GeneratorFactory, compact_generator, compact_subpixel_generator, paper_generator
 from .synthesis.priors import BatchNormPrior, GenericPrior, Prior, TransformerPrior
-from .tasks import Classification, GenericOutputs, PredictionTask, Segmentation
+from .teacher.tasks import Classification, GenericOutputs, PredictionTask, Segmentation
 
 
 @hookimpl

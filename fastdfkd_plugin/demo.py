@@ -4,11 +4,13 @@ A small BatchNorm CNN is trained on the handwritten digits (upsampled to 32×32)
 From then on the digits are used only to *score*: the teacher alone drives
 synthesis, and the synthetic set is used to (1) distil a smaller student and
 (2) calibrate 8-bit and 4-bit ONNX Runtime static quantization, each beside the
-Gaussian-noise floor and the real-data reference.
+Gaussian-noise floor and the real-data reference. It uses the adapters' public API as a
+user's script would, and adds its command the way they add theirs: as a plugin.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from dataclasses import dataclass
@@ -21,15 +23,16 @@ from torch import nn
 
 from .adapters.onnx_export import export_onnx, onnx_accuracy
 from .adapters.onnxruntime import quantize_datafree
-from .devices import resolve_device
-from .distillation import DistillConfig, distill
-from .io import atomic_path
-from .optional import require
-from .plugins import get_source
-from .preview import image_grid, write_png
-from .quality import set_quality
+from .evaluation.preview import image_grid, write_png
+from .evaluation.quality import set_quality
+from .hooks.hookspecs import hookimpl
+from .runtime.devices import resolve_device
+from .runtime.io import atomic_path
+from .runtime.optional import require
 from .sources.base import SyntheticSet
-from .teacher import Teacher
+from .sources.registry import get_source
+from .teacher.teacher import Teacher
+from .training.distillation import DistillConfig, distill
 
 INPUT_SHAPE = (1, 32, 32)
 
@@ -201,3 +204,17 @@ def format_table(results: dict) -> str:
         q = results["quantized_accuracy"][name]
         lines.append(f"| {name} | {results['student_accuracy'][name]:.1f} % | {q['W8A8']:.1f} % | {q['W4A4']:.1f} % |")
     return "\n".join(lines)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    run_demo(args.out_dir, seed=args.seed, device=args.device, progress=not args.quiet)
+
+
+@hookimpl
+def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
+    demo = subparsers.add_parser("demo", help="end-to-end demo on scikit-learn's bundled digits (52 s measured on 2 idle cores)")
+    demo.add_argument("--out-dir", default="fastdfkd-demo", help="where the preview grid, set and results go")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N")
+    demo.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    demo.set_defaults(run=cmd_demo)

@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from models import TinyNet, make_teacher
 from torch import nn
 
-from models import TinyNet, make_teacher
-
 from fastdfkd_plugin import get_source
-from fastdfkd_plugin.plugins import get_plugin_manager
+from fastdfkd_plugin.hooks.manager import get_plugin_manager
 
 SHAPE = (3, 32, 32)
 MODELS = Path(__file__).with_name("models.py")
@@ -83,7 +82,7 @@ def onnx_runtime_missing(monkeypatch) -> None:
 
 def run_cli(capsys, *args: str) -> tuple[int, str, str]:
     """(exit status, stdout, stderr) of ``fastdfkd ARGS``, argparse usage errors included."""
-    from fastdfkd_plugin.cli import main
+    from fastdfkd_plugin.cli.main import main
 
     try:
         code = main(list(args))

@@ -13,13 +13,7 @@ import torch
 from torch import nn
 
 from fastdfkd_plugin import SyntheticSet, get_source
-from fastdfkd_plugin.demo import (
-    INPUT_SHAPE,
-    Digits,
-    DigitsNet,
-    load_digits,
-    train_teacher,
-)
+from fastdfkd_plugin.demo import INPUT_SHAPE, Digits, DigitsNet, load_digits, train_teacher
 
 DIGITS_SHAPE = INPUT_SHAPE
 

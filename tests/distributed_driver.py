@@ -17,8 +17,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import torch.distributed as dist  # noqa: E402
 from models import make_teacher, student  # noqa: E402
 
-from fastdfkd_plugin import distributed, get_source  # noqa: E402
-from fastdfkd_plugin.distillation import DistillConfig, Distiller  # noqa: E402
+from fastdfkd_plugin import get_source
+from fastdfkd_plugin.runtime import distributed
+from fastdfkd_plugin.training.distillation import DistillConfig, Distiller
 
 CONFIG = DistillConfig(steps=12, batch_size=16, steps_per_batch=3, bank_size=128, lr=0.05, temperature=4)
 

@@ -13,13 +13,13 @@ import pytest
 import torch
 from conftest import FAST, SHAPE
 from digits import DIGITS_SHAPE, synthetic_digits, trained_digits
-from fastdfkd_plugin.adapters.generic import CalibrationData, calibration_data, load_inputs_npz, save_inputs_npz
 from models import TinyNet
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from fastdfkd_plugin import Batch, FastDFKDError, get_source
-from fastdfkd_plugin.batchnorm import reestimate_batchnorm
+from fastdfkd_plugin.adapters.generic import CalibrationData, calibration_data, load_inputs_npz, save_inputs_npz
+from fastdfkd_plugin.training.reestimate import reestimate_batchnorm
 
 
 class FakeToolkit:

@@ -14,10 +14,10 @@ import pytest
 import torch
 from conftest import state_hash
 from digits import DIGITS_SHAPE, synthetic_digits, trained_digits
-from fastdfkd_plugin.adapters import nncf as nncf_adapter
-from fastdfkd_plugin.adapters.nncf import nncf_dataset, quantize_nncf_datafree
 
 from fastdfkd_plugin import FastDFKDError
+from fastdfkd_plugin.adapters import nncf as nncf_adapter
+from fastdfkd_plugin.adapters.nncf import nncf_dataset, quantize_nncf_datafree
 
 
 @pytest.fixture

@@ -5,13 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import FAST, MODELS, SHAPE, onnx_runtime_missing, run_cli
+from models import AutoRangeNet
+
 from fastdfkd_plugin import FastDFKDError, Teacher, get_source
 from fastdfkd_plugin.adapters.onnx_export import (
-    export_and_verify, export_onnx, load_onnx_test_data, onnx_accuracy, save_onnx_test_data, verify_onnx,
+    export_and_verify,
+    export_onnx,
+    load_onnx_test_data,
+    onnx_accuracy,
+    save_onnx_test_data,
+    verify_onnx,
 )
-from models import AutoRangeNet
 
 
 def test_onnx_accuracy_matches_torch(teacher, onnx_file, synthetic):

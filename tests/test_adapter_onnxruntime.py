@@ -8,21 +8,28 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    FAST,
+    MODELS,
+    SHAPE,
+    onnx_runtime_missing,
+    priors_built_by,
+    quantized_weights,
+    run_cli,
+    run_session,
+    state_hash,
+)
+from models import make_teacher, no_batchnorm, tiny_vit
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-
-from conftest import (FAST, MODELS, SHAPE, onnx_runtime_missing, priors_built_by, quantized_weights, run_cli, run_session,
-                      state_hash)
 from torch.utils.data import DataLoader
 
-from fastdfkd_plugin.adapters.generic import calibration_data
 from fastdfkd_plugin import FastDFKDError, get_source
 from fastdfkd_plugin.adapters import onnxruntime as ort_adapter
+from fastdfkd_plugin.adapters.generic import calibration_data
 from fastdfkd_plugin.adapters.onnx_export import load_onnx_test_data
-from fastdfkd_plugin.onnx_graph import onnx_input
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quantize_datafree, synthesize_to_disk
-from fastdfkd_plugin.cli import main
-from models import make_teacher, no_batchnorm, tiny_vit
-
+from fastdfkd_plugin.cli.main import main
+from fastdfkd_plugin.teacher.onnx.graph import onnx_input
 
 # -- reader ----------------------------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from conftest import MODELS, SHAPE, priors_built_by, quantized_weights, run_cli,
 from digits import DIGITS_SHAPE, synthetic_digits, trained_digits
 
 from fastdfkd_plugin import FastDFKDError, Teacher
-from fastdfkd_plugin.adapters.onnx_export import export_onnx
 from fastdfkd_plugin.adapters import onnxruntime as ort_adapter
+from fastdfkd_plugin.adapters.onnx_export import export_onnx
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quantize_datafree
 from fastdfkd_plugin.adapters.quark import narrowed_integer_ranges, quantize_reconstructed, quark_onnx, reconstruction_config
 

@@ -9,6 +9,10 @@ import pytest
 import torch
 import torch_pruning as tp
 from conftest import FAST, MODELS, state_hash
+from digits import train_on_digits
+from models import ResidualNet, four_head_vit, hard_coded_heads, separate_projections
+
+from fastdfkd_plugin import FastDFKDError, Teacher, get_source
 from fastdfkd_plugin.adapters.torch_pruning import (
     IMPORTANCE_NAMES,
     accumulate_importance,
@@ -21,15 +25,11 @@ from fastdfkd_plugin.adapters.torch_pruning import (
     trainable_copy,
     unsafe_layers,
 )
-from models import ResidualNet, four_head_vit, hard_coded_heads, separate_projections
-
-from fastdfkd_plugin import FastDFKDError, Teacher, get_source
-from fastdfkd_plugin.attention import head_count, head_width, prunable_attention, projections
-from fastdfkd_plugin.cli import main
-from digits import train_on_digits
+from fastdfkd_plugin.cli.main import main
 from fastdfkd_plugin.demo import INPUT_SHAPE, accuracy
-from fastdfkd_plugin.distillation import DistillConfig, Distiller
-from fastdfkd_plugin.loading import load_model, load_weights
+from fastdfkd_plugin.teacher.attention import head_count, head_width, projections, prunable_attention
+from fastdfkd_plugin.teacher.loading import load_model, load_weights
+from fastdfkd_plugin.training.distillation import DistillConfig, Distiller
 
 RECOVERY = DistillConfig(steps=80, batch_size=32, steps_per_batch=5, bank_size=512, lr=0.05, temperature=4)
 

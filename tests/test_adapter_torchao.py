@@ -17,16 +17,12 @@ pytest.importorskip("torchao")
 
 from conftest import FAST, MODELS, SHAPE, state_hash
 from digits import DIGITS_SHAPE, synthetic_digits, trained_digits
-from fastdfkd_plugin.adapters.generic import calibration_data
-from fastdfkd_plugin.adapters.torchao import (
-    default_quantizer,
-    quantize_pt2e_datafree,
-    save_quantized,
-)
 from models import AutoRangeNet, make_teacher
 
 from fastdfkd_plugin import FastDFKDError, Teacher, agreement, get_source
-from fastdfkd_plugin.cli import main
+from fastdfkd_plugin.adapters.generic import calibration_data
+from fastdfkd_plugin.adapters.torchao import default_quantizer, quantize_pt2e_datafree, save_quantized
+from fastdfkd_plugin.cli.main import main
 
 CLI_FAST = ["--raw-pixels", "--steps", "2", "--warmup-tasks", "1", "--batch-size", "8", "--device", "cpu", "-q"]
 

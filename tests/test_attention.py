@@ -7,7 +7,7 @@ import torch
 from models import SeparateProjectionAttention, separate_projections, tiny_vit
 
 from fastdfkd_plugin import FastDFKDError
-from fastdfkd_plugin.attention import (
+from fastdfkd_plugin.teacher.attention import (
     attention_modules,
     head_channels,
     head_width,
@@ -15,7 +15,7 @@ from fastdfkd_plugin.attention import (
     set_head_count,
     value_channels,
 )
-from fastdfkd_plugin.loading import fit_layers_to_state_dict
+from fastdfkd_plugin.teacher.loading import fit_layers_to_state_dict
 
 
 def test_attention_modules_are_the_outermost_ones():

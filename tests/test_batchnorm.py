@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from fastdfkd_plugin import Batch, FastDFKDError
-from fastdfkd_plugin.batchnorm import reestimate_batchnorm
+from fastdfkd_plugin.training.reestimate import reestimate_batchnorm
 
 
 def test_statistics_are_those_of_all_inputs_together_not_an_average_of_batches():

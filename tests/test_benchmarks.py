@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
-
 from imports import find_circle, import_graph, imported_modules, module_files
 from models import make_teacher
+from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
@@ -167,6 +166,7 @@ def test_activation_ranges_report_leaves_out_a_source_a_teacher_could_not_run(tm
 
 def test_a_seeds_real_calibration_set_does_not_depend_on_which_other_seeds_run(tmp_path):
     import numpy as np
+
     from benchmarks.common.data import HELDOUT, load_images, seeded_real_sets
 
     index = np.arange(10_000)  # every image a distinct 1×1 pixel, so sets can be compared image by image

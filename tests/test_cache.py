@@ -11,7 +11,8 @@ from conftest import FAST, MODELS, SHAPE
 from conftest import run_cli as run
 from models import make_teacher
 
-from fastdfkd_plugin import cache, get_source
+from fastdfkd_plugin import get_source
+from fastdfkd_plugin.sources import cache
 from fastdfkd_plugin.sources.fastdfkd import FastDFKDSource
 
 

@@ -10,7 +10,7 @@ from conftest import run_cli as run
 from models import TinyNet, make_teacher
 
 from fastdfkd_plugin import Checkpoint, DistillConfig, Distiller, FastDFKDError, Teacher, distill_datafree, get_source
-from fastdfkd_plugin.checkpoint import DISTILLATION, GENERATOR_STATE
+from fastdfkd_plugin.runtime.checkpoint import DISTILLATION, GENERATOR_STATE
 
 SMALL = DistillConfig(steps=8, batch_size=16, steps_per_batch=4, bank_size=64, lr=0.05, temperature=4)
 

@@ -11,7 +11,7 @@ from conftest import MODELS
 from conftest import run_cli as run
 from models import make_teacher
 
-from fastdfkd_plugin.cli import main
+from fastdfkd_plugin.cli.main import main
 
 TINY = f"{MODELS}:tiny"
 FAST_ARGS = ["--raw-pixels", "--steps", "2", "--warmup-tasks", "1", "--batch-size", "8", "--device", "cpu", "-q"]
@@ -53,7 +53,7 @@ def test_synthesize_writes_inputs_labels_metadata_and_preview(capsys, tmp_path):
         assert data["inputs"].dtype == np.float32 and data["inputs"].shape == (12, 3, 32, 32)
         assert data["labels"].dtype == np.int64 and data["labels"].shape == (12,)
         metadata = json.loads(str(data["metadata"]))
-    from fastdfkd_plugin.teacher import fingerprint
+    from fastdfkd_plugin.teacher.teacher import fingerprint
 
     assert metadata["source"] == "fastdfkd" and metadata["seed"] == 3
     assert metadata["settings"]["steps"] == 2 and metadata["settings"]["warmup_tasks"] == 1
@@ -162,7 +162,7 @@ def test_missing_output_folder_is_explained(capsys, tmp_path):
 
 
 def test_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
-    from fastdfkd_plugin import io
+    from fastdfkd_plugin.runtime import io
 
     def crash(handle, **arrays):
         handle.write(b"partial")

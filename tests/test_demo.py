@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fastdfkd_plugin.cli import main
+from fastdfkd_plugin.cli.main import main
 
 
 @pytest.mark.slow

@@ -12,8 +12,8 @@ from conftest import FAST, MODELS, SHAPE, state_hash
 from models import TinyNet, make_teacher
 
 from fastdfkd_plugin import FastDFKDError, Teacher, agreement, get_source
-from fastdfkd_plugin.cli import main
-from fastdfkd_plugin.distillation import DistillConfig, Distiller, MemoryBank, distill, kd_loss
+from fastdfkd_plugin.cli.main import main
+from fastdfkd_plugin.training.distillation import DistillConfig, Distiller, MemoryBank, distill, kd_loss
 
 
 def test_kd_loss_is_zero_for_equal_logits_and_scaled_by_tau_squared():

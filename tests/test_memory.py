@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from fastdfkd_plugin.memory import glibc_malloc
+from fastdfkd_plugin.runtime.memory import glibc_malloc
 
 pytestmark = pytest.mark.skipif(not glibc_malloc(), reason="glibc's malloc only")
 
@@ -28,7 +28,7 @@ step()
 step()
 print(json.dumps({{"applied": applied, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}}))
 """
-CLI = "from fastdfkd_plugin.cli import main\nassert main(['sources']) == 0\napplied = None"
+CLI = "from fastdfkd_plugin.cli.main import main\nassert main(['sources']) == 0\napplied = None"
 
 
 def probe(setup: str, **env: str) -> dict:
@@ -40,7 +40,7 @@ def probe(setup: str, **env: str) -> dict:
 
 def test_a_freed_tensor_is_reused_without_page_faults_once_kept():
     assert probe("applied = None")["faults"] > 100_000  # about 106,000 a step: glibc hands the activations back and faults them in again
-    kept = probe("from fastdfkd_plugin.memory import keep_freed_memory\napplied = keep_freed_memory()")
+    kept = probe("from fastdfkd_plugin.runtime.memory import keep_freed_memory\napplied = keep_freed_memory()")
     assert kept["applied"] is True and kept["faults"] < 20_000
 
 

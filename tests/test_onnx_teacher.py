@@ -17,17 +17,16 @@ import onnxruntime
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from conftest import FAST, MODELS, SHAPE, run_cli, run_session
 from models import make_teacher, residual, tiny_vit
+from torch import nn
 
 from fastdfkd_plugin import FastDFKDError, Teacher, get_source, load_model, load_onnx_model
 from fastdfkd_plugin.adapters.onnxruntime import quantize_datafree
 from fastdfkd_plugin.adapters.torch_pruning import prune_datafree
-from fastdfkd_plugin.onnx_graph import OnnxModule
-from fastdfkd_plugin.onnx_operators import OPERATORS
-from fastdfkd_plugin.plugins import make_prior
+from fastdfkd_plugin.synthesis.registry import make_prior
+from fastdfkd_plugin.teacher.onnx.graph import OnnxModule
+from fastdfkd_plugin.teacher.onnx.operators import OPERATORS
 
 MEAN_STD = ("--mean", "0.5,0.5,0.5", "--std", "0.25,0.25,0.25")
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import SHAPE, registered
+
 from fastdfkd_plugin import DataSource, FastDFKDError, get_source, hookimpl, list_sources
-from fastdfkd_plugin.manager import BUILTIN_PLUGINS
+from fastdfkd_plugin.hooks.manager import BUILTIN_PLUGINS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fastdfkd-checkerboard"
@@ -152,7 +152,7 @@ def test_environment_variable_disables_entry_point_autoloading(installed_example
 
 
 def test_plugins_add_cli_commands_through_the_commands_hook(capsys):
-    from fastdfkd_plugin.cli import main
+    from fastdfkd_plugin.cli.main import main
 
     class CommandPlugin:
         @hookimpl
@@ -167,7 +167,7 @@ def test_plugins_add_cli_commands_through_the_commands_hook(capsys):
 
 
 def test_builtin_adapters_register_their_commands(capsys):
-    from fastdfkd_plugin.cli import build_parser
+    from fastdfkd_plugin.cli.main import build_parser
 
     help_text = build_parser().format_help()
     assert "quantize-onnx" in help_text and "export-onnx" in help_text

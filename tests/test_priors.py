@@ -10,20 +10,17 @@ from conftest import run_cli as run
 from models import make_teacher, no_batchnorm, tiny_vit
 
 from fastdfkd_plugin import FastDFKDError, LossWeights, Teacher, get_source, hookimpl
-from fastdfkd_plugin.batchnorm import reestimate_batchnorm
-from fastdfkd_plugin import options as options_module
-from fastdfkd_plugin.adapters.generic import WIDE_GRID_GENERIC_WEIGHT, calibration_from_args, calibration_source_options
-from fastdfkd_plugin.cli import build_parser
-from fastdfkd_plugin.options import load_teacher
-from fastdfkd_plugin.plugins import prior_registry
-from fastdfkd_plugin.quality import set_quality
-from fastdfkd_plugin.attention import attention_modules
-from fastdfkd_plugin.synthesis.priors import (
-    GenericPrior,
-    input_statistics_loss,
-    patch_similarity_entropy,
-    total_variation,
-)
+from fastdfkd_plugin.adapters.generic import calibration_from_args
+from fastdfkd_plugin.cli import options as options_module
+from fastdfkd_plugin.cli.main import build_parser
+from fastdfkd_plugin.cli.options import load_teacher
+from fastdfkd_plugin.sources.calibration import WIDE_GRID_GENERIC_WEIGHT, calibration_source_options, synthetic_set
+from fastdfkd_plugin.evaluation.quality import set_quality
+from fastdfkd_plugin.runtime.io import load_npz
+from fastdfkd_plugin.synthesis.priors import GenericPrior, input_statistics_loss, patch_similarity_entropy, total_variation
+from fastdfkd_plugin.synthesis.registry import prior_registry
+from fastdfkd_plugin.teacher.attention import attention_modules
+from fastdfkd_plugin.training.reestimate import reestimate_batchnorm
 
 CLI_ARGS = ["--input-shape", "3,32,32", "--raw-pixels", "--steps", "2", "--warmup-tasks", "1", "--batch-size", "8",
             "--device", "cpu", "-q", "--no-cache"]
@@ -60,6 +57,39 @@ def test_calibration_sets_for_low_bit_activations_default_to_auto_calibration(bi
     assert calibration_source_options("fastdfkd", bits, teacher).get("prior") == prior
     assert calibration_source_options("fastdfkd", bits, teacher, {"prior": "batchnorm"}) == {"prior": "batchnorm"}  # the user's wins
     assert calibration_source_options("gaussian", bits, teacher) == {}  # noise takes no prior
+
+
+def test_a_script_gets_the_set_quantize_onnx_calibrates_its_activation_bits_on(monkeypatch, tmp_path):
+    from fastdfkd_plugin.adapters.onnxruntime import quantize_datafree
+    from fastdfkd_plugin.sources.base import DataSource
+
+    teacher = Teacher(make_teacher(), SHAPE)
+    options = dict(steps=2, warmup_tasks=2, latent_dim=32, cache=False)
+    four_bit = synthetic_set(teacher, 8, 4, activation_bits=4, **options)
+    assert four_bit.metadata["settings"]["prior"] == "generic"  # auto-calibration on a BatchNorm teacher
+    synthesised = []
+    original = DataSource.synthetic_set
+    monkeypatch.setattr(DataSource, "synthetic_set", lambda self, *a, **k: synthesised.append(original(self, *a, **k)) or synthesised[-1])
+    quantize_datafree(teacher, tmp_path / "q.onnx", num_samples=8, batch_size=4, source_options=options,
+                      weight_type="int4", activation_type="uint4", min_agreement=0)
+    untimed = [{key: value for key, value in made.metadata["settings"].items() if not key.endswith("_seconds")}
+               for made in (synthesised[0], four_bit)]
+    assert untimed[0] == untimed[1]
+    assert torch.equal(synthesised[0].inputs, four_bit.inputs)  # bit for bit the set quantize-onnx used
+    default = synthetic_set(teacher, 8, 4, **options)  # no bits: the source's own prior, as get_source gives it
+    assert default.metadata["settings"]["prior"] == "batchnorm"
+    assert torch.equal(default.inputs, get_source("fastdfkd", teacher, **options).synthetic_set(8, 4).inputs)
+    assert synthetic_set(teacher, 8, 4, activation_bits=4, prior="batchnorm", **options).metadata["settings"]["prior"] == "batchnorm"
+
+
+@pytest.mark.parametrize("extra, prior", [((), "batchnorm"), (("--activation-bits", "4"), "generic"),
+                                          (("--activation-bits", "8"), "batchnorm"),
+                                          (("--activation-bits", "4", "--prior", "batchnorm"), "batchnorm")])
+def test_synthesize_activation_bits_picks_the_calibration_prior(capsys, tmp_path, extra, prior):
+    out = tmp_path / "set.npz"
+    code, _, err = run(capsys, "synthesize", "--model", f"{MODELS}:tiny", "--num-samples", "4", "--out", str(out), *CLI_ARGS, *extra)
+    assert code == 0, err
+    assert load_npz(out)[2]["settings"]["prior"] == prior
 
 
 @pytest.mark.parametrize("bits, weights", [(8, LossWeights(prior=WIDE_GRID_GENERIC_WEIGHT)), (16, LossWeights(prior=WIDE_GRID_GENERIC_WEIGHT)),

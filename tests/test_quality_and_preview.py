@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from fastdfkd_plugin.preview import image_grid, write_png
-from fastdfkd_plugin.quality import set_quality
-from fastdfkd_plugin.teacher import Teacher
+from fastdfkd_plugin.evaluation.preview import image_grid, write_png
+from fastdfkd_plugin.evaluation.quality import set_quality
+from fastdfkd_plugin.teacher.teacher import Teacher
 
 
 def test_bn_distance_is_zero_when_the_set_matches_the_running_statistics():

@@ -22,10 +22,10 @@ from conftest import run_cli as run
 from models import make_teacher, residual
 
 from fastdfkd_plugin import FastDFKDError, __version__, list_sources
-from fastdfkd_plugin.distillation import DistillConfig
-from fastdfkd_plugin.inputspace import InputSpace
-from fastdfkd_plugin.plugins import get_plugin_manager
+from fastdfkd_plugin.hooks.manager import get_plugin_manager
 from fastdfkd_plugin.sources.base import DataSource
+from fastdfkd_plugin.teacher.inputspace import InputSpace
+from fastdfkd_plugin.training.distillation import DistillConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--model", f"{MODELS}:tiny", "--input-shape", "3,32,32"]  # FAST below adds --raw-pixels
@@ -252,7 +252,7 @@ def test_an_object_array_as_calibration_is_refused_in_one_sentence(tmp_path, cap
 # -- 12-13: interruptions, leftovers and file modes ------------------------------------------------------
 
 def fastdfkd(*args: str, env: dict | None = None) -> subprocess.Popen:
-    command = [sys.executable, "-c", "import sys; from fastdfkd_plugin.entry import main; sys.exit(main())", *args]
+    command = [sys.executable, "-c", "import sys; from fastdfkd_plugin.cli.entry import main; sys.exit(main())", *args]
     return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -302,7 +302,7 @@ def test_ctrl_c_while_importing_at_start_up_exits_130_without_a_traceback():
         "        raise KeyboardInterrupt\n"
         "    return real(name, *args, **kwargs)\n"
         "builtins.__import__ = interrupted\n"
-        "from fastdfkd_plugin.entry import main\n"
+        "from fastdfkd_plugin.cli.entry import main\n"
         "sys.exit(main())\n"
     )
     result = subprocess.run([sys.executable, "-c", patched_import, "sources"], cwd=ROOT, capture_output=True, text=True,
@@ -354,7 +354,7 @@ class RaisingPlugin:
 
 
 def test_a_plugin_hook_that_raises_or_exits_is_named_and_skipped(caplog, capsys):
-    from fastdfkd_plugin.hookspecs import hookimpl
+    from fastdfkd_plugin.hooks.hookspecs import hookimpl
 
     plugin = type("Broken", (), {name: staticmethod(hookimpl(getattr(RaisingPlugin, name)))
                                  for name in ("fastdfkd_register_sources", "fastdfkd_register_commands")})

@@ -9,7 +9,7 @@ from conftest import MODELS, registered
 from conftest import run_cli as run
 
 from fastdfkd_plugin import DataSource, FastDFKDError, SourceOption, get_source, hookimpl, list_sources
-from fastdfkd_plugin.argtypes import positive
+from fastdfkd_plugin.hooks.argtypes import positive
 
 SYNTHESIZE = ["synthesize", "--model", f"{MODELS}:tiny", "--input-shape", "3,32,32", "--raw-pixels", "--device", "cpu", "-q"]
 

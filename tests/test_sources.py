@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import FAST, SHAPE, state_hash
+
 from fastdfkd_plugin import FastDFKDError, Teacher, get_source
 from fastdfkd_plugin.sources.fastdfkd import FastDFKDSource
 

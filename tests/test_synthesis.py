@@ -8,30 +8,37 @@ import math
 
 import pytest
 import torch
+from conftest import SHAPE
 from torch import nn
 
-from conftest import SHAPE
+from fastdfkd_plugin import FastDFKDError
+from fastdfkd_plugin.synthesis.registry import make_generator, make_prior
 from fastdfkd_plugin.synthesis.augment import crop_flip
-from fastdfkd_plugin import FastDFKDError, plugins
-from fastdfkd_plugin.synthesis.generator import (COMPACT_COST_SHARE, COMPACT_MIN_CHANNELS, COMPACT_WIDTHS, LATENT_DIM, Generator,
-                                                 compact_generator)
+from fastdfkd_plugin.synthesis.generator import (
+    COMPACT_COST_SHARE,
+    COMPACT_MIN_CHANNELS,
+    COMPACT_WIDTHS,
+    LATENT_DIM,
+    Generator,
+    compact_generator,
+)
 from fastdfkd_plugin.synthesis.meta import MetaSynthesizer
 from fastdfkd_plugin.synthesis.objective import InversionObjective, LossWeights
 from fastdfkd_plugin.synthesis.priors import BatchNormMatcher, ChannelStatistics
-from fastdfkd_plugin.teacher import Teacher, forward_macs
+from fastdfkd_plugin.teacher.teacher import Teacher, forward_macs
 
 
 @pytest.mark.parametrize("name", ["paper", "compact", "compact-subpixel"])
 @pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28), (4, 40, 48), (3, 64, 64), (3, 224, 224), (3, 12, 12)])
 def test_generators_match_input_shape_and_range(name, shape):
-    generator = plugins.make_generator(name, shape, teacher_macs=10**7, latent_dim=16)
+    generator = make_generator(name, shape, teacher_macs=10**7, latent_dim=16)
     pixels = generator(torch.randn(2, 16))
     assert pixels.shape == (2, *shape)
     assert 0 <= pixels.min() and pixels.max() <= 1
 
 
 def test_paper_generator_is_the_papers_network_at_cifar_scale():
-    generator = plugins.make_generator("paper", (3, 32, 32), teacher_macs=1, latent_dim=256)
+    generator = make_generator("paper", (3, 32, 32), teacher_macs=1, latent_dim=256)
     assert generator.init_hw == (8, 8) and generator.channels == [128, 128, 64]
     assert sum(p.numel() for p in generator.parameters()) == pytest.approx(2.3e6, rel=0.05)
 
@@ -39,7 +46,7 @@ def test_paper_generator_is_the_papers_network_at_cifar_scale():
 @pytest.mark.parametrize("shape, small_teacher, large_teacher", [((3, 32, 32), 4e7, 2e9), ((3, 96, 96), 1e8, 2e9),
                                                                   ((3, 224, 224), 3e8, 4e9)])
 def test_compact_generator_costs_a_quarter_of_the_teacher_and_widens_with_it(shape, small_teacher, large_teacher):
-    small, large = (plugins.make_generator("compact", shape, int(macs), 256) for macs in (small_teacher, large_teacher))
+    small, large = (make_generator("compact", shape, int(macs), 256) for macs in (small_teacher, large_teacher))
     for generator, macs in ((small, small_teacher), (large, large_teacher)):
         assert forward_macs(generator.eval(), torch.zeros(1, 256)) <= COMPACT_COST_SHARE * macs
         assert all(a >= b for a, b in zip(generator.channels, generator.channels[1:]))  # halving, never widening
@@ -55,12 +62,12 @@ def test_compact_generator_at_a_smaller_cost_share_is_narrower_and_within_it():
 
 
 def test_compact_generator_for_a_teacher_cheaper_than_any_width_is_the_narrowest():
-    generator = plugins.make_generator("compact", (3, 96, 96), 10**6, 256)
+    generator = make_generator("compact", (3, 96, 96), 10**6, 256)
     assert generator.channels == [COMPACT_WIDTHS[-1], COMPACT_MIN_CHANNELS, COMPACT_MIN_CHANNELS, COMPACT_MIN_CHANNELS]
 
 
 def test_compact_subpixel_generator_runs_nothing_at_full_resolution_but_the_pixel_shuffle():
-    generator = plugins.make_generator("compact-subpixel", (3, 64, 64), 10**8, 16)
+    generator = make_generator("compact-subpixel", (3, 64, 64), 10**8, 16)
     sizes = {}
     for module in generator.body:
         module.register_forward_hook(lambda m, i, o: sizes.setdefault(type(m).__name__, []).append(i[0].shape[-1]))
@@ -70,7 +77,7 @@ def test_compact_subpixel_generator_runs_nothing_at_full_resolution_but_the_pixe
 
 def test_unknown_generator_names_the_choices():
     with pytest.raises(FastDFKDError, match="unknown generator 'tiny'; choose one of compact, compact-subpixel, paper"):
-        plugins.make_generator("tiny", (3, 32, 32), 10**7, 16)
+        make_generator("tiny", (3, 32, 32), 10**7, 16)
 
 
 def test_crop_flip_shifts_by_whole_pixels_and_passes_gradients():
@@ -109,7 +116,7 @@ def run_tasks(teacher, weights, labels, student=None, bn_momentum=0.9, tasks=2, 
     """Synthesise ``tasks`` batches with everything seeded; return the last batch's pixels."""
     rng = torch.Generator().manual_seed(0)
     built = Teacher(teacher, SHAPE, device="cpu")
-    objective = InversionObjective(built, plugins.make_prior("auto", built, bn_momentum), rng, weights, crop_flip)
+    objective = InversionObjective(built, make_prior("auto", built, bn_momentum), rng, weights, crop_flip)
     objective.student = student
     torch.manual_seed(0)
     synthesizer = MetaSynthesizer(Generator(SHAPE, [16, 16, 8], latent_dim=16), objective, rng, steps=2)
@@ -162,7 +169,7 @@ def test_adversarial_term_counts_only_samples_where_teacher_and_student_agree(te
     contrast = torch.linspace(0.2, 3, 32).view(32, 1, 1, 1)
     pixels = torch.rand(32, *SHAPE, generator=torch.Generator().manual_seed(0)) * contrast - contrast / 2
     built = Teacher(teacher, SHAPE, device="cpu")
-    objective = InversionObjective(built, plugins.make_prior("auto", built, 0.9), torch.Generator(), LossWeights(prior=0, oh=0, adv=1))
+    objective = InversionObjective(built, make_prior("auto", built, 0.9), torch.Generator(), LossWeights(prior=0, oh=0, adv=1))
     objective.student = student
     with objective.attached():
         loss = objective(pixels, LABELS.repeat(4))

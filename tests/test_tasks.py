@@ -10,12 +10,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from conftest import MODELS, registered, run_cli
 from models import conv_logits, dict_heads, segmenter, small_segmenter, tiny, two_heads
 
 from fastdfkd_plugin import DistillConfig, FastDFKDError, Teacher, agreement, get_source, hookimpl, kd_loader, kd_loss
-from fastdfkd_plugin.tasks import GenericOutputs, Segmentation, palette
+from fastdfkd_plugin.teacher.tasks import GenericOutputs, Segmentation, palette
 
 FAST = dict(steps=1, warmup_tasks=1, latent_dim=16, cache=False)
 WIDE = (3, 24, 40)  # non-square, neither side a power of two

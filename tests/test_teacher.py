@@ -19,8 +19,8 @@ from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy, verify_onnx
 from fastdfkd_plugin.adapters.onnxruntime import quantize_datafree
 from fastdfkd_plugin.adapters.torch_pruning import prune_datafree
 from fastdfkd_plugin.adapters.torchao import quantize_pt2e_datafree
-from fastdfkd_plugin.cli import main
-from fastdfkd_plugin.distillation import DistillConfig, distill_datafree
+from fastdfkd_plugin.cli.main import main
+from fastdfkd_plugin.training.distillation import DistillConfig, distill_datafree
 
 KINDS = {
     "tuple": (TupleOutput, operator.itemgetter(0), ["--output-index", "0"], "tuple_output"),

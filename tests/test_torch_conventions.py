@@ -11,8 +11,7 @@ from conftest import FAST, SHAPE, state_hash
 from digits import DIGITS_SHAPE, trained_digits
 from torch.utils.data import DataLoader, Dataset, SubsetRandomSampler
 
-from fastdfkd_plugin import Batch, FastDFKDError, get_source, kd_loader, kd_loss
-from fastdfkd_plugin import agreement
+from fastdfkd_plugin import Batch, FastDFKDError, agreement, get_source, kd_loader, kd_loss
 
 
 @pytest.fixture

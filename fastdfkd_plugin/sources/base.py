@@ -1,7 +1,7 @@
 """The DataSource interface every source implements, and the finite synthetic set.
 
-A source turns a :class:`~fastdfkd_plugin.teacher.Teacher` (built once by the caller,
-usually :func:`~fastdfkd_plugin.plugins.get_source`) into batches in the model's
+A source turns a :class:`~fastdfkd_plugin.teacher.teacher.Teacher` (built once by the caller,
+usually :func:`~fastdfkd_plugin.sources.registry.get_source`) into batches in the model's
 (normalised) input space: ``next_batch`` for one, ``stream`` for an endless
 supply (distillation), and ``synthetic_set`` for a finite, seeded, replayable set
 (calibration). Subclasses implement one method, :meth:`DataSource.synthesize_pixels`,
@@ -29,12 +29,12 @@ from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from ..devices import check_fits
 from ..errors import FastDFKDError
-from ..inputspace import InputSpace
-from ..io import save_npz
-from ..tasks import Outputs, cat_outputs, output_leaves, slice_outputs
-from ..teacher import OutputTransform, Teacher
+from ..runtime.devices import check_fits
+from ..runtime.io import save_npz
+from ..teacher.inputspace import InputSpace
+from ..teacher.tasks import Outputs, cat_outputs, output_leaves, slice_outputs
+from ..teacher.teacher import OutputTransform, Teacher
 from ..version import __version__
 
 log = logging.getLogger(__name__)

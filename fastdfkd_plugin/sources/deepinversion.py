@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from ..argtypes import positive
 from ..errors import FastDFKDError
-from ..teacher import Teacher
+from ..hooks.argtypes import positive
+from ..teacher.teacher import Teacher
 from .base import NonFiniteBatch, SourceOption
 from .inverting import InvertingSource
 

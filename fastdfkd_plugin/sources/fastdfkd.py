@@ -12,14 +12,15 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import cache, distributed
-from ..argtypes import positive
-from ..checkpoint import GENERATOR_STATE, Checkpoint
 from ..errors import FastDFKDError
-from ..plugins import make_generator
+from ..hooks.argtypes import positive
+from ..runtime import distributed
+from ..runtime.checkpoint import GENERATOR_STATE, Checkpoint
 from ..synthesis.generator import LATENT_DIM
 from ..synthesis.meta import MetaSynthesizer, MetaUpdate, NonFiniteLoss
-from ..teacher import OutputTransform, Teacher
+from ..synthesis.registry import make_generator
+from ..teacher.teacher import OutputTransform, Teacher
+from . import cache
 from .base import NonFiniteBatch, SourceOption
 from .inverting import InvertingSource
 
@@ -40,7 +41,7 @@ class FastDFKDSource(InvertingSource):
     and the BN fit looser (docs/benchmarks/warmup_steps.md). The warm-up draws from its own
     seeded random streams, so its result depends only on the teacher, the settings and
     the seed: with ``cache=True`` (the default) it is stored in the warm-state cache
-    (:mod:`fastdfkd_plugin.cache`) and every later source for the same teacher and
+    (:mod:`fastdfkd_plugin.sources.cache`) and every later source for the same teacher and
     settings, in any command, starts warm, with bit-identical results. ``save_state``
     and ``state_path=`` move a warm state by hand. Call :meth:`set_student` to aim the
     adversarial term at a student.

@@ -12,10 +12,10 @@ import functools
 from typing import Any
 
 from ..errors import FastDFKDError
-from ..plugins import make_prior
 from ..synthesis.augment import crop_flip, default_shift
 from ..synthesis.objective import InversionObjective, LossWeights
-from ..teacher import Teacher
+from ..synthesis.registry import make_prior
+from ..teacher.teacher import Teacher
 from .base import DataSource, SourceOption
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from ..teacher import Teacher
+from ..teacher.teacher import Teacher
 from .base import DataSource, SourceOption
 
 

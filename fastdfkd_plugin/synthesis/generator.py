@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ..errors import FastDFKDError
-from ..teacher import forward_macs
+from ..teacher.teacher import forward_macs
 
 LATENT_DIM = 256
 COMPACT_WIDTHS = (128, 96, 64, 48, 32, 24, 16)  # starting widths tried, widest first

@@ -1,7 +1,7 @@
 """The inversion loss shared by FastDFKD and DeepInversion.
 
 ``L = w_prior·L_prior + w_oh·L_target(teacher(x), y) + w_adv·L_adv`` on the augmented,
-normalised batch; the teacher's task (:mod:`fastdfkd_plugin.tasks`) says what the target
+normalised batch; the teacher's task (:mod:`fastdfkd_plugin.teacher.tasks`) says what the target
 term and the adversarial divergence are for its kind of output (cross-entropy and
 agreement-masked KL for class logits, per pixel for class maps, L1 for generic outputs). ``L_prior`` comes from the teacher's :mod:`prior <.priors>`: for a
 BatchNorm teacher it compares each BN layer's input statistics with its running
@@ -20,8 +20,8 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from ..teacher import OutputTransform, Teacher, frozen, outputs_of
-from ..tasks import map_outputs
+from ..teacher.tasks import map_outputs
+from ..teacher.teacher import OutputTransform, Teacher, frozen, outputs_of
 from .priors import Prior, Statistics
 
 

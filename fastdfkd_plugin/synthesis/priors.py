@@ -15,7 +15,7 @@ adds to the class and adversarial terms. Which prior applies depends on the laye
   expects (mean 0, variance 1 after ``--mean/--std``) and a total-variation image prior.
 
 Priors are registered through the ``fastdfkd_register_priors`` hook, the built-ins (from
-:mod:`fastdfkd_plugin.builtin`) the same way as third-party ones; :func:`fastdfkd_plugin.plugins.make_prior`
+:mod:`fastdfkd_plugin.builtin`) the same way as third-party ones; :func:`fastdfkd_plugin.synthesis.registry.make_prior`
 builds one by name. ``prior="auto"`` takes the applicable prior with the highest ``rank``;
 ``prior="auto-calibration"`` does the same among the priors whose images calibrate
 quantizers well (``suits_calibration``), which leaves out ``batchnorm``; a name overrides both.
@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import attention_modules
 from ..errors import FastDFKDError
-from ..teacher import Teacher
+from ..teacher.attention import attention_modules
+from ..teacher.teacher import Teacher
 
 Hook = Callable[[nn.Module, tuple[Any, ...], Any], None]
 Statistics = list[Any]
@@ -209,7 +209,7 @@ class GenericPrior(Prior):
     # Chosen on held-out train_10k (BN-folded ResNet-20, 3 seeds, W4A4): ×3 beat ×1 by 2–3 points. Kept for 4-bit sets:
     # a later screen preferred 0.3 on that teacher but put it 13–14 points below 3 on the BN-folded ResNet-56
     # (docs/benchmarks/bn_free_resnet56_folded_heldout.md). 8-bit calibration sets use 0.3
-    # (docs/onnxruntime.md#which-prior-for-calibration-sets).
+    # (docs/calibration_results.md#which-prior-for-calibration-sets).
     weight = 3.0
     rank = 10
     smoothness = 1.0  # weight of total variation against the input statistics

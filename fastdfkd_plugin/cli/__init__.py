@@ -1,0 +1,1 @@
+"""The ``fastdfkd`` command line: the core commands and the options every command (the adapters' too) shares."""

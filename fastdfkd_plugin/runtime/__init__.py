@@ -1,0 +1,1 @@
+"""What the machine offers: devices, processes under torchrun, memory, files and checkpoints, optional packages."""
