@@ -30,9 +30,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..cli.options import add_model_arguments, load_teacher
+from ..cli.options import add_evaluate_arguments, add_model_arguments, load_teacher, report_fidelity
 from ..errors import FastDFKDError, reason
-from ..evaluation.metrics import agreement
 from ..hooks.hookspecs import hookimpl
 from ..runtime.io import atomic_path
 from ..runtime.optional import require
@@ -154,11 +153,11 @@ def cmd_quantize_brevitas(args: argparse.Namespace) -> None:
     calibration, source_name = calibration_from_args(args, teacher, args.activation_bits)
     quantized = quantize_datafree(teacher, calibration, weight_bits=args.weight_bits,
                                   activation_bits=args.activation_bits, method=args.method, progress=not args.quiet)
-    same = 100 * agreement(teacher, quantized, calibration.inputs, model_output_transform=teacher.output_transform)
     export_onnx(quantized.cpu(), calibration.batches[0][:1], args.out)
     print(f"calibrated on {calibration.num_samples} samples from {source_name}; W{args.weight_bits}A{args.activation_bits} "
           f"({'GPTQ' if args.method == 'gptq' else 'round to nearest'}, per-channel weights) -> {args.out}")
-    print(f"agreement with the float model on the calibration inputs: {same:.1f} %")
+    report_fidelity(args, teacher, quantized.to(teacher.device), "try more activation bits (--activation-bits 8), GPTQ "
+                    "(--method gptq) or more weight bits", teacher.output_transform)
 
 
 @hookimpl
@@ -171,4 +170,5 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     quant.add_argument("--method", default="gptq", choices=METHODS,
                        help="gptq: fit the rounding to the calibration images (default); none: round to nearest")
     quant.add_argument("--out", required=True, help="the quantized model, ONNX QCDQ (.onnx)")
+    add_evaluate_arguments(quant)
     quant.set_defaults(run=cmd_quantize_brevitas)

@@ -559,6 +559,8 @@ def cmd_prune(args: argparse.Namespace) -> None:
               f"cannot follow (e.g. {', '.join(report.unsafe_layers[:3])})")
     print(report.summary())
     print(f"wrote {args.out}; load it with --model {args.model} --weights {args.out}")
+    options.report_fidelity(args, teacher, student, "prune less (a lower --speed-up) or recover longer (--recovery-steps)",
+                            teacher.output_transform)
 
 
 @hookimpl
@@ -576,4 +578,5 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     options.add_kd_arguments(prune, batch_size=128, bank_size=8192, lr=0.01, temperature=4.0)
     options.add_checkpoint_arguments(prune, every=100)
     prune.add_argument("--out", required=True, help="pruned weights (.pt, tensors only)")
+    options.add_evaluate_arguments(prune)
     prune.set_defaults(run=cmd_prune)

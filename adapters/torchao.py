@@ -26,9 +26,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..cli.options import add_model_arguments, load_teacher
+from ..cli.options import add_evaluate_arguments, add_model_arguments, load_teacher, report_fidelity
 from ..errors import FastDFKDError
-from ..evaluation.metrics import agreement
 from ..hooks.hookspecs import hookimpl
 from ..runtime.io import atomic_path
 from ..runtime.optional import require
@@ -171,12 +170,13 @@ def cmd_quantize_torch(args: argparse.Namespace) -> None:
     model = teacher.model if teacher.device.type == "cpu" else copy.deepcopy(teacher.model).cpu()  # X86 targets the CPU
     quantized = quantize_pt2e_datafree(model, calibration, quantizer)
     save_quantized(quantized, calibration.batches[0], args.out)
-    same = 100 * agreement(teacher, quantized, calibration.inputs, model_output_transform=teacher.output_transform)
     weights = "per-tensor" if args.per_tensor else "per-channel"
     print(f"calibrated on {calibration.num_samples} samples from {source_name}; quantized ({args.quantizer}: int8 {weights} "
-          f"weights, {'u7' if args.reduce_range else 'u8'} activations) -> {args.out}")
-    print(f"top-1 agreement with the float model on the calibration inputs: {same:.1f} %; load it with "
+          f"weights, {'u7' if args.reduce_range else 'u8'} activations) -> {args.out}; load it with "
           f"fastdfkd_plugin.adapters.torchao.load_quantized({str(args.out)!r})")
+    report_fidelity(args, teacher, quantized, "calibrate on more samples (--num-samples) or quantize with per-channel "
+                    "weights; PT2E has no float fallback per layer, so a sensitive model may need quantize-onnx",
+                    teacher.output_transform)
 
 
 @hookimpl
@@ -188,4 +188,5 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     quant.add_argument("--per-tensor", action="store_true", help="per-tensor weights instead of the quantizer's per-channel default")
     quant.add_argument("--reduce-range", action="store_true", help="7-bit activations, for CPUs without VNNI")
     quant.add_argument("--out", required=True, help="the quantized program (.pt2, torch.export.save format)")
+    add_evaluate_arguments(quant)
     quant.set_defaults(run=cmd_quantize_torch)

@@ -25,6 +25,7 @@ _EXPORTS = {
     "DistillConfig": ".training.distillation",
     "Distiller": ".training.distillation",
     "FastDFKDError": ".errors",
+    "Fidelity": ".evaluation.fidelity",
     "LossWeights": ".synthesis.objective",
     "SourceOption": ".sources.base",
     "SyntheticSet": ".sources.base",
@@ -35,8 +36,10 @@ _EXPORTS = {
     "compact_generator": ".synthesis.generator",
     "distill": ".training.distillation",
     "distill_datafree": ".training.distillation",
+    "fidelity": ".evaluation.fidelity",
     "get_plugin_manager": ".hooks.manager",
     "get_source": ".sources.registry",
+    "held_out_set": ".evaluation.fidelity",
     "hookimpl": ".hooks.hookspecs",
     "image_grid": ".evaluation.preview",
     "Classification": ".teacher.tasks",
@@ -47,6 +50,7 @@ _EXPORTS = {
     "kd_loss": ".training.distillation",
     "keep_freed_memory": ".runtime.memory",
     "list_sources": ".sources.registry",
+    "load_compressed": ".evaluation.compressed",
     "load_model": ".teacher.loading",
     "load_onnx_model": ".teacher.onnx.graph",
     "load_weights": ".teacher.loading",
@@ -62,6 +66,8 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from .errors import FastDFKDError
+    from .evaluation.compressed import load_compressed
+    from .evaluation.fidelity import Fidelity, fidelity, held_out_set
     from .evaluation.metrics import agreement
     from .evaluation.preview import image_grid, write_png
     from .evaluation.quality import set_quality

@@ -104,7 +104,11 @@ def test_losses_and_agreement_per_kind():
     heads = (torch.ones(2, 6, 4, 4), torch.zeros(2, 3))
     assert kd_loss((torch.zeros(2, 6, 4, 4), torch.zeros(2, 3)), heads).item() == pytest.approx(0.5)  # L1, mean over outputs
     task = Segmentation(maps)
-    assert task.agreement(maps, maps) == (2 * 6 * 8, 2 * 6 * 8)
+    assert task.agreement(maps, maps) == (2.0, 2)
+    half_changed = maps.clone()
+    half_changed[1, :, :3] = half_changed[1, :, :3].roll(1, 0)  # the top half of the second map picks other classes
+    assert task.sample_agreement(maps, half_changed).tolist() == [1.0, 0.5]  # each image counts by its share of pixels
+    assert task.agreement(maps, half_changed) == (1.5, 2)
     near = (heads[0] * 1.04, heads[1])
     far = (torch.cat([heads[0][:1] * 1.04, heads[0][1:] * 1.2]), heads[1])
     assert GenericOutputs(heads).agreement(heads, near) == (2.0, 2) and GenericOutputs(heads).agreement(heads, far) == (1.0, 2)

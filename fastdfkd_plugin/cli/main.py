@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import json
 import logging
 import signal
 import sys
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 
 from ..errors import FastDFKDError
+from ..evaluation.fidelity import HELD_OUT_SAMPLES
 from ..hooks.argtypes import positive, positive_float
 from ..hooks.manager import call_each
 from ..runtime import distributed
@@ -36,6 +38,7 @@ from ..version import __version__
 from .options import (
     CommandParser,
     add_checkpoint_arguments,
+    add_evaluate_arguments,
     add_kd_arguments,
     add_model_arguments,
     add_source_arguments,
@@ -44,6 +47,8 @@ from .options import (
     load_teacher,
     save_generator_state,
     source_from_args,
+    report_fidelity,
+    require_normalisation,
     source_options,
 )
 
@@ -108,6 +113,24 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
         print(f"preview grid: {args.preview}")
 
 
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from ..evaluation.compressed import load_compressed
+    from ..evaluation.fidelity import fidelity
+
+    require_normalisation(args)
+    teacher = load_teacher(args)
+    model = load_compressed(args.compressed, teacher, args.compressed_weights, allow_pickle=args.allow_pickle)
+    result = fidelity(teacher, model, num_samples=args.num_samples, seed=args.seed, progress=not args.quiet,
+                      model_output_transform=teacher.output_transform)
+    report = result.as_dict()
+    if args.teacher_accuracy is not None:
+        report["estimated_accuracy"], report["estimated_accuracy_interval"] = result.estimated_accuracy(args.teacher_accuracy)
+    if args.out:
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps(report) if args.json else f"{args.compressed}: {result.summary(args.teacher_accuracy)}")
+
+
 def cmd_distill(args: argparse.Namespace) -> None:
     """Data-free distillation (Algorithm 1); under torchrun, one process per device."""
     from ..evaluation.metrics import plot_against_time, require_matplotlib, write_jsonl
@@ -147,6 +170,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     print(f"{distiller.step} KD steps on {context.world_size} process(es) in {time.perf_counter() - started:.0f} s "
           f"(training {distiller.log.seconds:.0f} s, of which synthesis {distiller.log.synthesis_seconds:.0f} s): {shown}")
     print(f"wrote {args.out} (student state dict), {metrics}" + ("" if args.no_plot else f", {args.out}.metrics.png"))
+    report_fidelity(args, teacher, student.eval(), "distil longer (--minutes or --kd-steps) or into a larger student")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,6 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a calibration set for activations of this many bits: the prior and weights the quantize commands "
                             "pick for that grid (4 or fewer: auto-calibration); a prior you name still wins")
     synth.set_defaults(run=cmd_synthesize)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="estimate, without data, how much of the teacher's accuracy a compressed model keeps",
+        description="Runs the teacher and the compressed model on a held-out synthetic set (its own seed, never a calibration "
+                    "set) and turns their agreement into an estimate of the share of the teacher's accuracy kept, with a "
+                    "95 % interval (docs/fidelity.md).")
+    add_model_arguments(evaluate, flag="--teacher")
+    evaluate.add_argument("--model", dest="compressed", required=True,
+                          help="the compressed model: an .onnx file (run by ONNX Runtime), a .pt2 from quantize-torch, or a "
+                               "model SPEC like --teacher's with --model-weights")
+    evaluate.add_argument("--model-weights", dest="compressed_weights", help="state dict of a SPEC --model (e.g. from prune)")
+    evaluate.add_argument("--num-samples", type=positive, default=HELD_OUT_SAMPLES, help=f"held-out synthetic inputs (default {HELD_OUT_SAMPLES})")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the held-out set (kept apart from every calibration seed)")
+    evaluate.add_argument("--teacher-accuracy", type=positive_float, help="the teacher's accuracy in %%, for an absolute estimate")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a sentence")
+    evaluate.add_argument("--out", help="also write the JSON report to this file")
+    evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    evaluate.set_defaults(run=cmd_evaluate)
 
     distill = commands.add_parser(
         "distill", help="data-free distillation of a student from the teacher alone (torchrun-ready)",
@@ -198,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--metrics", help="JSON-lines metrics file (default OUT.metrics.jsonl)")
     distill.add_argument("--no-plot", action="store_true", help="skip the metrics plot (needs matplotlib)")
     distill.add_argument("--out", required=True, help="student state dict (.pt)")
+    add_evaluate_arguments(distill)
     distill.set_defaults(run=cmd_distill)
 
     call_each("fastdfkd_register_commands", subparsers=commands)

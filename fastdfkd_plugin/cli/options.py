@@ -19,6 +19,8 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import FastDFKDError
+from ..evaluation.compressed import CompressedModel
+from ..evaluation.fidelity import Fidelity, fidelity
 from ..hooks.argtypes import floats, positive, positive_float, positive_floats, shape
 from ..sources.base import DataSource
 from ..sources.registry import get_source, list_sources, source_class
@@ -231,3 +233,29 @@ def checkpoint_paths(args: argparse.Namespace) -> tuple[str, str | None]:
         raise FastDFKDError(f"checkpoint {checkpoint} exists from an earlier run; pass --resume to continue it "
                             "or --overwrite to start again")
     return checkpoint, checkpoint if args.resume else None
+
+
+# -- the closing estimate -------------------------------------------------------------------------
+
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--no-evaluate``: what :func:`report_fidelity` reads."""
+    parser.add_argument("--no-evaluate", action="store_true",
+                        help="skip the closing estimate of how much of the teacher's accuracy the result keeps "
+                             "(held-out synthetic images; docs/fidelity.md)")
+
+
+def report_fidelity(args: argparse.Namespace, teacher: Teacher, model: CompressedModel, fix: str,
+                    model_output_transform: OutputTransform | None = None) -> Fidelity | None:
+    """Estimate what ``model`` keeps of ``teacher``'s accuracy and print it, with a warning naming ``fix`` when it is
+    low; ``None`` with ``--no-evaluate``. Every compressing command ends with this. ``model_output_transform``: as
+    :func:`~fastdfkd_plugin.evaluation.fidelity.fidelity` takes it (the teacher's own for a compressed copy)."""
+    if args.no_evaluate:
+        return None
+    same_source = source_options(args) if args.source == "fastdfkd" else {}  # e.g. fewer warm-up tasks: the held-out set's too
+    result = fidelity(teacher, model, seed=args.seed, progress=not args.quiet, source_options=same_source,
+                      model_output_transform=model_output_transform)
+    print(result.summary())
+    warning = result.warning(fix)
+    if warning:
+        print(f"fastdfkd: {warning}", file=sys.stderr)
+    return result

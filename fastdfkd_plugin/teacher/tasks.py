@@ -127,8 +127,14 @@ class PredictionTask(ABC):
         """What a training loop on a synthetic set fits: the teacher's classes, class maps, or its outputs themselves."""
 
     @abstractmethod
+    def sample_agreement(self, teacher: Outputs, other: Outputs) -> torch.Tensor:
+        """Per input, the share (0–1) of it on which ``other`` agrees with the teacher: the same top-1 class, the
+        share of pixels with the same class, or whether the outputs match. What agreement and fidelity average."""
+
     def agreement(self, teacher: Outputs, other: Outputs) -> tuple[float, int]:
-        """(agreeing units, units): inputs or pixels with the teacher's top-1, or inputs whose outputs match it."""
+        """(agreeing inputs, inputs), an input counting by its :meth:`sample_agreement`."""
+        shares = self.sample_agreement(teacher, other)
+        return float(shares.sum()), len(shares)
 
     @abstractmethod
     def scores(self, pairs: Iterable[tuple[Outputs, torch.Tensor]], ignore_index: int = DEFAULT_IGNORE_INDEX) -> dict[str, float]:
@@ -190,8 +196,10 @@ class Classification(PredictionTask):
     def labels(self, outputs: Outputs) -> torch.Tensor:
         return outputs.flatten(1).argmax(1)
 
-    def agreement(self, teacher: Outputs, other: Outputs) -> tuple[float, int]:
-        return float((self.labels(teacher) == self.labels(other).to(teacher.device)).sum()), len(teacher)
+    def sample_agreement(self, teacher: Outputs, other: Outputs) -> torch.Tensor:
+        """Same top-1 class: 0 or 1 per image, the share of pixels per image for class maps."""
+        same = self.labels(teacher) == self.labels(other).to(teacher.device)
+        return same.float().reshape(len(same), -1).mean(1).cpu()
 
     def scores(self, pairs: Iterable[tuple[Outputs, torch.Tensor]], ignore_index: int = DEFAULT_IGNORE_INDEX) -> dict[str, float]:
         correct = total = 0
@@ -246,9 +254,6 @@ class Segmentation(Classification):
 
     def labels(self, outputs: Outputs) -> torch.Tensor:
         return outputs.argmax(1)
-
-    def agreement(self, teacher: Outputs, other: Outputs) -> tuple[float, int]:
-        return float((teacher.argmax(1) == other.argmax(1).to(teacher.device)).sum()), teacher[:, 0].numel()
 
     def scores(self, pairs: Iterable[tuple[Outputs, torch.Tensor]], ignore_index: int = DEFAULT_IGNORE_INDEX) -> dict[str, float]:
         """Mean IoU over the classes present in the labels or the predictions, and pixel accuracy; ``ignore_index`` pixels left out."""
@@ -305,13 +310,13 @@ class GenericOutputs(PredictionTask):
     def labels(self, outputs: Outputs) -> Outputs:
         return outputs
 
-    def agreement(self, teacher: Outputs, other: Outputs) -> tuple[float, int]:
-        """Inputs whose outputs, all together, are within ``MATCH_TOLERANCE`` relative L1 error of the teacher's."""
+    def sample_agreement(self, teacher: Outputs, other: Outputs) -> torch.Tensor:
+        """1 for inputs whose outputs, all together, are within ``MATCH_TOLERANCE`` relative L1 error of the teacher's."""
         error = norm = torch.zeros(())
         for mine, theirs in zip(output_leaves(teacher), output_leaves(other)):
             error = error + (mine.float() - theirs.float().to(mine.device)).abs().flatten(1).sum(1).cpu()
             norm = norm + mine.float().abs().flatten(1).sum(1).cpu()
-        return float((error <= MATCH_TOLERANCE * norm.clamp_min(1e-12)).sum()), len(output_leaves(teacher)[0])
+        return (error <= MATCH_TOLERANCE * norm.clamp_min(1e-12)).float()
 
     def scores(self, pairs: Iterable[tuple[Outputs, torch.Tensor]], ignore_index: int = DEFAULT_IGNORE_INDEX) -> dict[str, float]:
         raise FastDFKDError("labelled evaluation (--eval-data) needs class outputs; task 'generic' reports agreement with the teacher")
