@@ -82,15 +82,21 @@ class Verification:
     samples: int
     max_abs_error: float
     max_rel_error: float  # max |onnx − torch| / max |torch|
-    top1_agreement: float  # percent: of inputs (pixels, for class maps) with the same top-1; outputs within 5 % for generic outputs
+    top1_agreement: float | None  # percent of inputs (pixels, for class maps) with the same top-1; None without class scores
 
     def failures(self, atol: float, rtol: float, min_agreement: float) -> list[str]:
         problems = []
         if self.max_abs_error > atol and self.max_rel_error > rtol:
             problems.append(f"max error {self.max_abs_error:.3g} (relative {self.max_rel_error:.3g}) exceeds atol {atol:g} / rtol {rtol:g}")
-        if self.top1_agreement < min_agreement:
+        if self.top1_agreement is not None and self.top1_agreement < min_agreement:
             problems.append(f"top-1 agreement {self.top1_agreement:.1f} % is below {min_agreement:g} %")
         return problems
+
+    def summary(self) -> str:
+        """What the comparison measured: the top-1 agreement for class scores, the largest relative error otherwise."""
+        if self.top1_agreement is not None:
+            return f"top-1 agreement {self.top1_agreement:.1f} %"
+        return f"max relative error {self.max_rel_error:.2g}"
 
 
 def onnx_scores(model_path: str | Path, inputs: np.ndarray, labels: np.ndarray, task: str | PredictionTask = "auto",
@@ -120,15 +126,17 @@ def verify_onnx(teacher: Teacher, model_path: str | Path, batches: Sequence[torc
 
     The ONNX model's outputs are put back in the structure of the torch output, so the
     teacher's ``output_transform`` picks the same outputs from both; every one is compared
-    (largest error), and agreement is the teacher's task's (top-1 per input, per pixel for
-    class maps, outputs within 5 % for generic outputs). A graph with a fixed batch size gets
-    the inputs in batches of that size.
+    (largest error). Top-1 agreement is measured only where the teacher's task scores two or
+    more classes (per input, per pixel for class maps): a 1-channel probability map or a
+    detection head has no top-1, and the error is what tells a copy of it apart. A graph
+    with a fixed batch size gets the inputs in batches of that size.
     """
     runner = session(model_path)
     name, fixed = runner.get_inputs()[0].name, runner.get_inputs()[0].shape[0]
     batches = rebatch(list(batches), fixed if isinstance(fixed, int) else None, f"ONNX model {model_path}")  # symbolic: a name
     max_abs = max_ref = 0.0
     agree = total = 0.0
+    scores_classes = (teacher.task.num_classes or 0) > 1
     with teacher.frozen():
         for batch in batches:
             output = teacher.model(batch.to(teacher.device))
@@ -141,10 +149,11 @@ def verify_onnx(teacher: Teacher, model_path: str | Path, batches: Sequence[torc
                                         "they are different models")
                 max_abs = max(max_abs, float((theirs - mine).abs().max()))
                 max_ref = max(max_ref, float(mine.abs().max()))
-            matched, count = teacher.task.agreement(reference, onnx_out)
-            agree, total = agree + matched, total + count
+            if scores_classes:
+                matched, count = teacher.task.agreement(reference, onnx_out)
+                agree, total = agree + matched, total + count
     return Verification(len(batches), int(sum(len(batch) for batch in batches)), max_abs, max_abs / max(max_ref, 1e-12),
-                        100.0 * agree / total)
+                        100.0 * agree / total if scores_classes else None)
 
 
 def run_batch(runner: Any, input_name: str, batch: torch.Tensor, model_path: str | Path) -> list[np.ndarray]:
@@ -216,8 +225,8 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
     if args.test_data:
         save_onnx_test_data(args.test_data, [{"input": b.cpu().numpy()} for b in batches], overwrite=args.overwrite)
     print(f"exported {args.out} (opset {args.opset}); verified on {result.samples} {args.source} inputs: "
-          f"max abs error {result.max_abs_error:.2e}, max rel error {result.max_rel_error:.2e}, "
-          f"top-1 agreement {result.top1_agreement:.1f} %")
+          f"max abs error {result.max_abs_error:.2e}, max rel error {result.max_rel_error:.2e}"
+          + (f", top-1 agreement {result.top1_agreement:.1f} %" if result.top1_agreement is not None else ""))
     if args.test_data:
         print(f"ONNX test data: {args.test_data}/test_data_set_*/input_0.pb")
 

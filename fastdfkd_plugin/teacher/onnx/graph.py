@@ -82,6 +82,11 @@ def graph_input(model: Any, label: str = "the ONNX model") -> OnnxInput:
     return OnnxInput(inputs[0].name, tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims))
 
 
+def model_opset(model: Any) -> int:
+    """The standard-domain opset a ``ModelProto`` was written for (13 where it names none)."""
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+
+
 def static_input_shape(model_input: OnnxInput, path: str | Path) -> tuple[int, int, int]:
     """C,H,W from the ONNX model when they are fixed there (so --input-shape can be left out)."""
     chw = model_input.shape[1:]
@@ -116,14 +121,15 @@ class OnnxModule(nn.Module):
     ``source`` is the file it came from (what ``quantize-onnx`` quantizes when no other graph is
     given). ``fixed_batch`` is the batch size the graph was exported with, or None if dynamic:
     Reshape targets that start with it take the input's batch instead, so a batch-1 export
-    still synthesises in batches.
+    still synthesises in batches. A forward drops each intermediate after its last reader,
+    so a graph costs about what the same network costs in eager torch.
     """
 
     def __init__(self, model: Any, source: Path | None = None) -> None:
         super().__init__()
         onnx = onnx_package()
         self.source = source
-        opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+        opset = model_opset(model)
         self.opset = opset
         graph = model.graph
         model_input = graph_input(model, str(source or "the ONNX model"))
@@ -163,6 +169,7 @@ class OnnxModule(nn.Module):
                 key = _unique(f"constant_{_module_name(name)}", self._buffers)
                 self.register_buffer(key, value)
                 self.constant_names[name] = key
+        self.releases = _last_uses(self.nodes, self.output_names)
 
     def constant(self, name: str) -> torch.Tensor:
         return getattr(self, self.constant_names[name])
@@ -171,7 +178,7 @@ class OnnxModule(nn.Module):
         values: dict[str, Any] = {self.input_name: x}
         for name in self.constant_names:
             values[name] = self.constant(name)
-        for node in self.nodes:
+        for node, released in zip(self.nodes, self.releases):
             if node.layer is not None:  # its other inputs are the layer's weights
                 arguments = [values[node.inputs[0]]]
             else:
@@ -185,6 +192,8 @@ class OnnxModule(nn.Module):
                                     "the model with a dynamic batch axis") from exc
             results = result if isinstance(result, tuple) else (result,)
             values.update((name, value) for name, value in zip(node.outputs, results) if name)
+            for name in released:  # an output the operator does not compute (Dropout's mask) was never set
+                values.pop(name, None)
         outputs = tuple(values[name] for name in self.output_names)
         return outputs[0] if len(outputs) == 1 else outputs
 
@@ -194,6 +203,29 @@ class OnnxModule(nn.Module):
 
 def _standard(domain: str) -> str:
     return "" if domain == "ai.onnx" else domain
+
+
+def _node_inputs(node: Node) -> list[str]:
+    """The values a node reads when it runs: a layer's other inputs are its weights."""
+    return node.inputs[:1] if node.layer is not None else [name for name in node.inputs if name]
+
+
+def _last_uses(nodes: list[Node], outputs: list[str]) -> list[tuple[str, ...]]:
+    """For each node, the values no later node reads (its own unread outputs too), to drop once it has run.
+
+    Without it a forward kept every intermediate to its end: PP-OCRv4's recognizer at a
+    batch of 8 peaked 1.5 GB above its weights without gradients, 53 MB once they are
+    dropped (with gradients 1.57 GB, then 1.05 GB: autograd keeps what backward needs).
+    """
+    last: dict[str, int] = {}
+    for index, node in enumerate(nodes):
+        for name in [*_node_inputs(node), *(name for name in node.outputs if name)]:
+            last[name] = index
+    releases: list[list[str]] = [[] for _ in nodes]
+    for name, index in last.items():
+        if name not in outputs:
+            releases[index].append(name)
+    return [tuple(names) for names in releases]
 
 
 def _refuse_unsupported(nodes: list[Node], source: Path | None) -> None:
