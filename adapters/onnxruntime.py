@@ -32,17 +32,28 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
-from ..cli.options import add_model_arguments, load_teacher, require_normalisation, source_options
+from ..cli.options import (
+    add_evaluate_arguments,
+    add_model_arguments,
+    load_teacher,
+    print_fidelity,
+    require_normalisation,
+    source_options,
+)
 from ..errors import FastDFKDError, reason
+from ..evaluation.compressed import OrtModel
+from ..evaluation.fidelity import HELD_OUT_SAMPLES, Fidelity, fidelity, held_out_options, held_out_set
+from ..evaluation.metrics import require_matplotlib
 from ..hooks.argtypes import positive, positive_float
 from ..hooks.hookspecs import hookimpl
-from ..runtime.io import atomic_path, check_disk_space
+from ..runtime.io import atomic_path, check_disk_space, working_folder
 from ..runtime.optional import require
 from ..sources.base import SyntheticSet
 from ..sources.calibration import calibration_source_options
 from ..sources.registry import get_source
-from ..teacher.onnx.graph import OnnxModule, check_input_shape, onnx_input, ort_runtime, static_input_shape
+from ..teacher.onnx.graph import OnnxModule, check_input_shape, model_opset, onnx_input, ort_runtime, static_input_shape
 from ..teacher.onnx.operators import onnx_package
 from ..teacher.teacher import Teacher
 from .generic import (
@@ -68,6 +79,8 @@ NAMED_OPTIONS = {"weight_type": ("QuantType", QUANT_TYPES), "activation_type": (
                  "calibrate_method": ("CalibrationMethod", CALIBRATION_METHODS), "quant_format": ("QuantFormat", QUANT_FORMATS)}
 # Calibration sets larger than this are synthesised into a memory-mapped file, not RAM.
 IN_MEMORY_LIMIT_BYTES = 1 << 30
+PER_CHANNEL_OPSET = 13  # DequantizeLinear's axis, which per-channel QDQ weights need, came with opset 13
+CHECK_SAMPLES, CHECK_BATCH = 32, 8  # random inputs the ONNX model is checked on against the teacher, and their largest batch
 
 
 def ort_quantization() -> Any:
@@ -178,6 +191,9 @@ class QuantizationReport:
     quantization_seconds: float
     agreement: Verification
     options: dict[str, str] = field(default_factory=dict)
+    fidelity: Fidelity | None = None  # the accuracy kept, estimated on held-out synthetic inputs (None: not evaluated)
+    kept_in_float: list[NodeSensitivity] = field(default_factory=list)  # what the float fallback kept, most damaging first
+    sensitivity: list[NodeSensitivity] = field(default_factory=list)  # every candidate node, most damaging first
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -273,6 +289,67 @@ def calibration_providers() -> list[str]:
     return ["CUDAExecutionProvider", "CPUExecutionProvider"] if "CUDAExecutionProvider" in available and torch.cuda.is_available() else ["CPUExecutionProvider"]
 
 
+def upgrade_opset(path: str | Path, label: str | Path, opset: int = PER_CHANNEL_OPSET) -> None:
+    """Rewrite the ONNX model at ``path`` at ``opset`` where it is older, with onnx's version converter.
+
+    ONNX Runtime writes per-channel DequantizeLinear nodes (their ``axis`` came with opset 13)
+    into the model's own opset, so per-channel quantization of an older graph (PaddleOCR's
+    are opset 11 and 12) gives a model it refuses to load.
+    """
+    onnx = onnx_package()
+    model = onnx.load(str(path))
+    current = model_opset(model)
+    if current >= opset:
+        return
+    from onnx import version_converter
+
+    try:
+        converted = version_converter.convert_version(model, opset)
+        onnx.checker.check_model(converted)
+    except Exception as exc:  # the converter and the checker raise their own exception types
+        raise FastDFKDError(f"{label} is at opset {current} and per-channel quantization needs opset {opset}, which onnx's "
+                            f"version converter cannot reach ({reason(exc)}); convert the model to opset {opset} yourself "
+                            "or quantize per tensor (drop --per-channel)") from exc
+    onnx.save(converted, str(path))
+
+
+def checked_onnx_model(teacher: Teacher, onnx_model: str | Path | None, path: Path, *, per_channel: bool, seed: int,
+                       batch_size: int, min_agreement: float, rtol: float) -> Verification:
+    """The graph to quantize, written to ``path`` and checked against the teacher on a few random inputs.
+
+    Exported from the teacher, or ``onnx_model`` copied (its input shape checked, moved to
+    opset 13 for per-channel weights). Everything here can refuse the work, so it runs
+    before synthesis, which takes minutes (PP-OCRv4's detector was refused after 18 of
+    them). Class scores must agree on the top-1 (``min_agreement`` %), other outputs
+    (probability maps, detection heads) match within ``rtol`` of the largest output.
+    """
+    fixed_batch = None
+    if onnx_model is not None:
+        model_input = onnx_input(onnx_model)
+        check_input_shape(model_input, teacher.input_shape, onnx_model)
+        fixed_batch = model_input.shape[0]
+    pixels = torch.rand((max(CHECK_SAMPLES, fixed_batch or 0), *teacher.input_shape), generator=torch.Generator().manual_seed(seed))
+    inputs = teacher.space.normalize(pixels.to(teacher.device))
+    if onnx_model is None:
+        export_onnx(teacher, inputs[:1], path)
+    else:
+        shutil.copyfile(onnx_model, path)
+        if per_channel:
+            upgrade_opset(path, onnx_model)
+    verification = verify_onnx(teacher, path, list(inputs.split(min(batch_size, CHECK_BATCH))))
+    if verification.top1_agreement is not None:
+        agrees, limit = verification.top1_agreement >= min_agreement, f"below {min_agreement:g} %"
+    else:
+        agrees, limit = verification.max_rel_error <= rtol, f"above {rtol:g}"
+    if not agrees:
+        fix = ("look for data-dependent control flow or unsupported ops, or pass an ONNX file exported by hand" if onnx_model is None
+               else "they probably hold different weights: export the ONNX model from this teacher, or omit the ONNX file "
+                    "to let fastdfkd export it")
+        raise FastDFKDError(f"the ONNX model and the teacher disagree on {verification.samples} random inputs "
+                            f"({verification.summary()}, {limit}); {fix}")
+    return verification
+
+
 @contextlib.contextmanager
 def quiet_root_logger() -> Iterator[None]:
     """ONNX Runtime's quantizer prints advice through the root logger on every call."""
@@ -302,9 +379,14 @@ def quantize_datafree(
     source_options: dict[str, Any] | None = None,
     preprocess: bool = True,
     min_agreement: float = 99.0,
+    rtol: float = 1e-3,
     progress: bool = False,
     reconstruction: str | None = None,
     reconstruction_options: dict[str, Any] | None = None,
+    evaluate: bool = True,
+    accuracy_target: float | None = None,
+    sensitivity: bool = False,
+    held_out_samples: int = HELD_OUT_SAMPLES,
     **quantize_options: Any,
 ) -> QuantizationReport:
     """Export (if needed), check, pre-process and statically quantize ``teacher`` with data-free calibration.
@@ -318,17 +400,32 @@ def quantize_datafree(
     ``nodes_to_exclude``, ``extra_options``, ...); the types, method and format may be
     given as ONNX Runtime's values or by the command line's names (``weight_type="int4"``,
     ``calibrate_method="minmax"``, ``quant_format="qdq"``). Symmetric int4 weights go on the grid
-    [-7, 7] rather than ONNX Runtime's clipping [-8, 7] (:func:`symmetric_int4_weights`). Before quantizing, the ONNX model
-    is run against the teacher on synthetic batches; disagreement (for example, other
-    weights) stops here with a clear message.
+    [-7, 7] rather than ONNX Runtime's clipping [-8, 7] (:func:`symmetric_int4_weights`). Before any synthesis, the
+    ONNX model is run against the teacher on a few random inputs (:func:`checked_onnx_model`): class
+    scores must agree on the top-1 (``min_agreement`` %), other outputs match within ``rtol``
+    of the largest one; disagreement (for example, other weights) stops there with a clear message.
+    Per-channel quantization moves a graph older than opset 13 to opset 13 first (:func:`upgrade_opset`).
 
     ``reconstruction`` (``"adaround"`` or ``"adaquant"``) quantizes with AMD Quark's
     reconstruction instead of ``quantize_static`` (:mod:`fastdfkd_plugin.adapters.quark`): then
     ``quantize_options`` are the types, ``calibrate_method`` and ``per_channel`` by name, and
     ``reconstruction_options`` its ``iterations``, ``learning_rate`` and ``batch_size``.
+
+    ``evaluate`` judges the quantized graph on ``held_out_samples`` held-out synthetic inputs
+    (:func:`~fastdfkd_plugin.fidelity`; ``report.fidelity``). ``sensitivity`` ranks every
+    Conv/MatMul/Gemm node by what quantizing it alone costs (``report.sensitivity``), and
+    ``accuracy_target`` (percent of the teacher's accuracy) then keeps the fewest most damaging
+    of them in float until the estimate reaches it (``report.kept_in_float``); both judge on a
+    second held-out set, so the reported estimate is never made on the inputs that chose.
     """
-    quantization = ort_quantization()
+    ort_quantization()  # before any work: without ONNX Runtime, one sentence naming the extra
     from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    if reconstruction is not None and (accuracy_target is not None or sensitivity):
+        raise FastDFKDError("the float fallback and per-node sensitivity work on ONNX Runtime's own quantization; "
+                            "drop --reconstruction or --accuracy-target")
+    if accuracy_target is not None and not 0 < accuracy_target <= 100:
+        raise FastDFKDError(f"the accuracy target is a percent of the teacher's accuracy, above 0 and at most 100, got {accuracy_target:g}")
 
     if reconstruction is None:
         quantize_options = quantize_static_options(quantize_options)
@@ -340,6 +437,9 @@ def quantize_datafree(
     if onnx_model is None and isinstance(teacher.model, OnnxModule):
         onnx_model = teacher.model.source
     with tempfile.TemporaryDirectory(prefix="fastdfkd-ort-") as workdir:
+        fp32 = Path(workdir) / "model.onnx"
+        agreement = checked_onnx_model(teacher, onnx_model, fp32, per_channel=bool(quantize_options.get("per_channel")),
+                                       seed=seed, batch_size=batch_size, min_agreement=min_agreement, rtol=rtol)
         started = time.perf_counter()
         if calibration is None:
             # Reconstruction fits each layer's outputs on the set, so it keeps the source's own (faithful) images: W4A4
@@ -361,41 +461,161 @@ def quantize_datafree(
         synthesis_seconds = time.perf_counter() - started
         if inputs.shape[1:] != input_shape:
             raise FastDFKDError(f"the calibration set holds inputs of shape {inputs.shape[1:]}, not {input_shape}; synthesise it for this model")
-
-        fp32 = Path(workdir) / "model.onnx"
-        if onnx_model is None:
-            export_onnx(teacher, torch.from_numpy(np.array(inputs[:1])), fp32)
-        else:
-            check_input_shape(onnx_input(onnx_model), input_shape, onnx_model)
-            shutil.copyfile(onnx_model, fp32)
-        agreement = verify_onnx(teacher, fp32, [torch.from_numpy(np.array(inputs[i : i + batch_size])) for i in range(0, min(len(inputs), 4 * batch_size), batch_size)])
-        if agreement.top1_agreement < min_agreement:
-            raise FastDFKDError(
-                f"the ONNX model and the teacher disagree on synthetic inputs (top-1 agreement {agreement.top1_agreement:.1f} %, "
-                f"max relative error {agreement.max_rel_error:.3g}); they probably hold different weights: export the ONNX model "
-                "from this teacher, or omit the ONNX file to let fastdfkd export it"
-            )
         model_in = fp32
         if preprocess:
             model_in = Path(workdir) / "model.pre.onnx"
-            with quiet_root_logger():
+            with quiet_root_logger(), working_folder(workdir):  # its shape inference drops a file in the working folder on failure
                 try:
                     quant_pre_process(str(fp32), str(model_in))
                 except Exception as exc:  # ORT's symbolic shape inference asserts on graphs it cannot follow (PaddleOCR's)
                     log.warning("ONNX Runtime's symbolic shape inference failed on the model (%s); pre-processing without it", reason(exc))
                     quant_pre_process(str(fp32), str(model_in), skip_symbolic_shape=True)
         started = time.perf_counter()
-        with atomic_path(output) as tmp, quiet_root_logger():
+        report = QuantizationReport(output=str(output), calibration_samples=len(inputs), calibration_source=source_name,
+                                    synthesis_seconds=synthesis_seconds, quantization_seconds=0.0, agreement=agreement,
+                                    options={key: str(value) for key, value in quantize_options.items()})
+        held_out = held_out_options(source, source_options)
+        with atomic_path(output) as tmp:
             reader = calibration_reader(model_in, inputs, batch_size)
             if reconstruction is None:
-                quantization.quantize_static(str(model_in), str(tmp), reader, **with_symmetric_int4_weights(model_in, quantize_options))
+                requantizer = Requantizer(model_in, Path(workdir) / "ranges.json", with_symmetric_int4_weights(model_in, quantize_options))
+                requantizer.calibrate(tmp, reader)
+                if sensitivity or accuracy_target is not None:
+                    selection = held_out_set(teacher, held_out_samples, seed, progress, selection=True, **held_out)
+                    report.sensitivity = node_sensitivity(teacher, requantizer, selection, Path(workdir), progress)
+                    if accuracy_target is not None:
+                        report.kept_in_float = float_fallback(teacher, requantizer, tmp, accuracy_target, report.sensitivity, selection)
             else:
-                quantize_reconstructed(model_in, tmp, reader, reconstruction, **quantize_options)
-        return QuantizationReport(
-            output=str(output), calibration_samples=len(inputs), calibration_source=source_name,
-            synthesis_seconds=synthesis_seconds, quantization_seconds=time.perf_counter() - started, agreement=agreement,
-            options={key: str(value) for key, value in quantize_options.items()},
-        )
+                with quiet_root_logger():
+                    quantize_reconstructed(model_in, tmp, reader, reconstruction, **quantize_options)
+            report.quantization_seconds = time.perf_counter() - started
+            if evaluate:
+                report.fidelity = fidelity(teacher, loadable(tmp, teacher, output), num_samples=held_out_samples, seed=seed,
+                                           progress=progress, source_options=held_out,
+                                           model_output_transform=teacher.output_transform)
+        return report
+
+
+# -- float fallback: the nodes quantization hurts most stay in float ------------------------------
+
+FALLBACK_OPS = ("Conv", "MatMul", "Gemm")  # the nodes whose weights quantization rounds, and that fallback may keep in float
+
+
+@dataclass(frozen=True)
+class NodeSensitivity:
+    """How much quantizing one node alone costs: the agreement with the teacher of the model with only it quantized."""
+
+    node: str
+    op_type: str
+    agreement: float  # percent of the selection set
+
+
+@dataclass(frozen=True)
+class Requantizer:
+    """Writes the quantized graph again with other nodes quantized, from ranges calibrated once (ONNX Runtime's cache)."""
+
+    model_in: Path
+    ranges: Path
+    options: dict[str, Any]
+
+    def calibrate(self, path: Path, reader: Any) -> Path:
+        """Calibrate on ``reader`` (keeping the ranges for :meth:`write`) and quantize into ``path``."""
+        self._quantize(path, reader, self.options)
+        return path
+
+    def write(self, path: Path, *, only: Sequence[str] | None = None, in_float: Sequence[str] = ()) -> Path:
+        """Quantize ``only`` these nodes (default: all), keeping ``in_float`` in float, into ``path``."""
+        options = dict(self.options)
+        if only is not None:
+            options["nodes_to_quantize"] = list(only)
+        if in_float:
+            options["nodes_to_exclude"] = [*options.get("nodes_to_exclude", []), *in_float]
+        self._quantize(path, None, options)
+        return path
+
+    def _quantize(self, path: Path, reader: Any, options: dict[str, Any]) -> None:
+        with quiet_root_logger():
+            ort_quantization().quantize_static(str(self.model_in), str(path), reader, calibration_cache_path=str(self.ranges),
+                                               **options)
+        if options.get("nodes_to_exclude") and options.get("quant_format") != ort_quantization().QuantFormat.QOperator:
+            keep_in_float(path, set(options["nodes_to_exclude"]))
+
+
+def keep_in_float(path: Path, names: set[str]) -> None:
+    """Feed the nodes ``names`` their activations in float, past the QuantizeLinear→DequantizeLinear pair before them.
+
+    ``nodes_to_exclude`` alone leaves an excluded Conv between a DequantizeLinear and a
+    QuantizeLinear, and ONNX Runtime's graph optimizer then quantizes its float weights and
+    fuses it into a QLinearConv anyway (into an invalid graph at 4 bits). Without the
+    DequantizeLinear before it, nothing fuses, and the node runs in float.
+    """
+    onnx = onnx_package()
+    model = onnx.load(str(path))
+    producer = {output: node for node in model.graph.node for output in node.output}
+
+    def float_source(tensor: str) -> str:
+        dequantize = producer.get(tensor)
+        quantize = producer.get(dequantize.input[0]) if dequantize is not None and dequantize.op_type == "DequantizeLinear" else None
+        return quantize.input[0] if quantize is not None and quantize.op_type == "QuantizeLinear" else tensor
+
+    for node in model.graph.node:
+        if node.name in names:
+            node.input[:] = [float_source(tensor) for tensor in node.input]
+    onnx.save(model, str(path))
+
+
+def fallback_candidates(model_in: Path, options: dict[str, Any]) -> list[tuple[str, str]]:
+    """(name, op type) of the nodes quantization would round the weights of, in graph order."""
+    excluded = set(options.get("nodes_to_exclude", []))
+    wanted = set(options.get("op_types_to_quantize") or FALLBACK_OPS) & set(FALLBACK_OPS)
+    return [(node.name, node.op_type) for node in onnx_package().load(str(model_in)).graph.node
+            if node.op_type in wanted and node.name not in excluded]
+
+
+def node_sensitivity(teacher: Teacher, requantizer: Requantizer, held_out: SyntheticSet, workdir: Path,
+                     progress: bool = False) -> list[NodeSensitivity]:
+    """Every candidate node quantized alone, judged on ``held_out``: the most damaging first (as MCT and AIMET's
+    QuantAnalyzer rank layers on user data, here on synthetic data)."""
+    scores = []
+    for name, op_type in tqdm(fallback_candidates(requantizer.model_in, requantizer.options), desc="per-node sensitivity",
+                              unit="node", disable=not progress):
+        path = requantizer.write(workdir / "one-node.onnx", only=[name])
+        scores.append(NodeSensitivity(name, op_type, judged(teacher, path, held_out).agreement))
+    return sorted(scores, key=lambda score: score.agreement)
+
+
+def loadable(path: Path, teacher: Teacher, output: str | Path) -> OrtModel:
+    """The quantized graph as ONNX Runtime will run it; one that it cannot load is refused before it replaces ``output``."""
+    try:
+        return OrtModel(path, teacher)
+    except FastDFKDError as exc:
+        raise FastDFKDError(f"ONNX Runtime cannot run the graph it quantized with these settings ({reason(exc)}), so {output} "
+                            "was not written; with 4-bit activations use int4 weights (--weight-type int4), or 8-bit "
+                            "activations") from exc
+
+
+def judged(teacher: Teacher, path: Path, held_out: SyntheticSet) -> Fidelity:
+    """The quantized graph at ``path``, run by ONNX Runtime, judged against the teacher on ``held_out``."""
+    return fidelity(teacher, OrtModel(path, teacher), held_out=held_out, model_output_transform=teacher.output_transform)
+
+
+def float_fallback(teacher: Teacher, requantizer: Requantizer, output: Path, target: float, ranked: list[NodeSensitivity],
+                   selection: SyntheticSet) -> list[NodeSensitivity]:
+    """The fewest most-damaging nodes kept in float for the estimate on ``selection`` to reach ``target`` percent of the
+    teacher's accuracy (a binary search: the estimate rises as nodes return to float), written to ``output``."""
+    def reaches(count: int) -> bool:
+        path = requantizer.write(output, in_float=[score.node for score in ranked[:count]])
+        return judged(teacher, path, selection).estimated_relative_accuracy >= target
+
+    low, high = 0, len(ranked)  # reaches(high): everything in float is the teacher itself
+    while low < high:
+        middle = (low + high) // 2
+        if reaches(middle):
+            high = middle
+        else:
+            low = middle + 1
+    requantizer.write(output, in_float=[score.node for score in ranked[:low]])
+    return ranked[:low]
 
 
 # -- CLI commands ---------------------------------------------------------------------------------
@@ -412,7 +632,8 @@ def _extra_option(text: str) -> tuple[str, Any]:
     return key, {"true": True, "false": False}.get(value.lower(), value)
 
 
-def cmd_quantize_onnx(args: argparse.Namespace) -> None:
+def quantize_from_args(args: argparse.Namespace, output: str | Path, **settings: Any) -> QuantizationReport:
+    """:func:`quantize_datafree` as the quantize-onnx options describe it, into ``output``; ``settings`` add to them."""
     ort_quantization()  # before any work: without ONNX Runtime, one sentence naming the extra
     if args.calibration is None:
         require_normalisation(args)
@@ -431,26 +652,83 @@ def cmd_quantize_onnx(args: argparse.Namespace) -> None:
     tuning = {key: value for key, value in (("iterations", args.iterations), ("learning_rate", args.learning_rate)) if value is not None}
     if tuning and args.reconstruction is None:
         raise FastDFKDError("--iterations and --learning-rate tune a reconstruction; add --reconstruction adaround or adaquant")
-    report = quantize_datafree(
-        teacher, args.out, onnx_model=args.onnx, calibration=args.calibration, source=args.source,
+    return quantize_datafree(
+        teacher, output, onnx_model=args.onnx, calibration=args.calibration, source=args.source,
         num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, source_options=source_options(args),
         preprocess=not args.no_preprocess, progress=not args.quiet,
-        reconstruction=args.reconstruction, reconstruction_options=tuning, **options,
+        reconstruction=args.reconstruction, reconstruction_options=tuning, **settings, **options,
     )
-    print(f"calibrated on {report.calibration_samples} samples from {report.calibration_source} "
-          f"({report.synthesis_seconds:.1f} s), ONNX model agrees with the teacher on {report.agreement.top1_agreement:.1f} % of them")
+
+
+def cmd_quantize_onnx(args: argparse.Namespace) -> None:
+    report = quantize_from_args(args, args.out, evaluate=not args.no_evaluate, accuracy_target=args.accuracy_target)
+    print(f"ONNX model agrees with the teacher on {report.agreement.samples} random inputs ({report.agreement.summary()}); "
+          f"calibrated on {report.calibration_samples} samples from {report.calibration_source} ({report.synthesis_seconds:.1f} s)")
     print(f"quantized ({args.weight_type} weights, {args.activation_type} activations, {args.calibrate_method}, "
           f"{args.quant_format}{', per-channel' if args.per_channel else ''}"
           f"{', ' + args.reconstruction + ' (AMD Quark)' if args.reconstruction else ''}) in {report.quantization_seconds:.1f} s -> {report.output}")
+    if args.accuracy_target is not None:
+        kept = ", ".join(f"{score.node} ({score.op_type}, {score.agreement:.1f} % agreement quantized alone)" for score in report.kept_in_float)
+        candidates = len(report.sensitivity)
+        print(f"kept {len(report.kept_in_float)} of {candidates} Conv/MatMul/Gemm nodes in float to reach {args.accuracy_target:g} % "
+              f"of the teacher's accuracy (estimated on a selection set){': ' + kept if kept else ''}")
+    if report.fidelity is not None:
+        print_fidelity(report.fidelity, "try 8-bit activations (--activation-type uint8), Percentile calibration, or "
+                                        "keep the nodes it hurts most in float with --accuracy-target 97")
+
+
+
+
+def cmd_sensitivity(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="fastdfkd-sensitivity-") as workdir:
+        report = quantize_from_args(args, Path(workdir) / "quantized.onnx", evaluate=False, sensitivity=True)
+    width = max([len(score.node) for score in report.sensitivity] + [4])
+    print(f"what quantizing each node alone costs: agreement with the teacher on {HELD_OUT_SAMPLES} held-out synthetic "
+          "inputs, most damaging first")
+    print(f"{'node':{width}}  {'op':6}  agreement")
+    for score in report.sensitivity:
+        print(f"{score.node:{width}}  {score.op_type:6}  {score.agreement:6.1f} %")
+    if args.plot:
+        plot_sensitivity(report.sensitivity, args.plot)
+        print(f"wrote {args.plot}")
+
+
+def plot_sensitivity(scores: list[NodeSensitivity], path: str | Path) -> None:
+    """The per-node table as horizontal bars, most damaging on top, written atomically."""
+    plt = require_matplotlib()
+    figure, axis = plt.subplots(figsize=(7, 1.2 + 0.22 * len(scores)))
+    axis.barh([score.node for score in reversed(scores)], [score.agreement for score in reversed(scores)], color="#4c72b0")
+    axis.set(xlabel="agreement with the teacher, this node alone quantized (%)", xlim=(0, 100),
+             title="per-node sensitivity on held-out synthetic inputs")
+    axis.tick_params(axis="y", labelsize=7)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
+    plt.close(figure)
 
 
 @hookimpl
 def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     quant = subparsers.add_parser("quantize-onnx", help="ONNX Runtime static quantization calibrated on synthetic data")
+    add_quantization_arguments(quant)
+    quant.add_argument("--out", required=True, help="the quantized ONNX model")
+    quant.add_argument("--accuracy-target", type=positive_float,
+                       help="keep the fewest Conv/MatMul/Gemm nodes quantization hurts most in float until the estimate "
+                            "reaches this percent of the teacher's accuracy, e.g. 97 (judged on held-out synthetic inputs)")
+    add_evaluate_arguments(quant)
+    quant.set_defaults(run=cmd_quantize_onnx)
+    sensitivity = subparsers.add_parser("sensitivity", help="rank the Conv/MatMul/Gemm nodes by what quantizing each alone "
+                                                            "costs, on held-out synthetic inputs (quantize-onnx's options)")
+    add_quantization_arguments(sensitivity)
+    sensitivity.add_argument("--plot", help="also draw the table as bars (PNG)")
+    sensitivity.set_defaults(run=cmd_sensitivity)
+
+
+def add_quantization_arguments(quant: argparse.ArgumentParser) -> None:
+    """The teacher, calibration and ONNX Runtime options of quantize-onnx and sensitivity."""
     quant.add_argument("--onnx", help="the FP32 ONNX model; alone, it is the teacher too (default: export it from --model)")
     add_model_arguments(quant, required=False)
     add_calibration_arguments(quant, default_samples=512)
-    quant.add_argument("--out", required=True, help="the quantized ONNX model")
     quant.add_argument("--weight-type", default="int8", choices=sorted(QUANT_TYPES),
                        help="int4 weights go on the symmetric grid [-7, 7], not ONNX Runtime's [-8, 7] that clips each "
                             "channel's largest weight (--extra-option WeightSymmetric=false for asymmetric ones)")
@@ -468,4 +746,4 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
                             "AMD Quark (extra [quark]) instead of ONNX Runtime's calibrators")
     quant.add_argument("--iterations", type=positive, help="reconstruction steps per layer (Quark's default: 1000 adaround, 3000 adaquant)")
     quant.add_argument("--learning-rate", type=positive_float, help="reconstruction learning rate (Quark's default: 0.1 adaround, 1e-5 adaquant)")
-    quant.set_defaults(run=cmd_quantize_onnx)
+

@@ -152,7 +152,7 @@ def test_structured_teacher_through_every_command(kind, tmp_path, capsys):
                  "--student", f"{MODELS}:student", "--kd-steps", "4", "--kd-steps-per-batch", "2", "--kd-batch-size", "8",
                  "--eval-samples", "8", "--bank-size", "32", "--no-plot", "--out", str(tmp_path / "s.pt"), *CLI_FAST]) == 0
     out = capsys.readouterr().out
-    assert "4 KD steps on 1 process(es)" in out and "agrees with the teacher on 100.0 %" in out
+    assert "4 KD steps on 1 process(es)" in out and "(top-1 agreement 100.0 %)" in out
     with np.load(tmp_path / "set.npz") as data:
         assert data["inputs"].shape == (8, *SHAPE)
 

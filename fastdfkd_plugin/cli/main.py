@@ -45,10 +45,10 @@ from .options import (
     checkpoint_paths,
     kd_config,
     load_teacher,
-    save_generator_state,
-    source_from_args,
     report_fidelity,
     require_normalisation,
+    save_generator_state,
+    source_from_args,
     source_options,
 )
 

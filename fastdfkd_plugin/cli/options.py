@@ -20,7 +20,7 @@ import torch
 
 from ..errors import FastDFKDError
 from ..evaluation.compressed import CompressedModel
-from ..evaluation.fidelity import Fidelity, fidelity
+from ..evaluation.fidelity import Fidelity, fidelity, held_out_options
 from ..hooks.argtypes import floats, positive, positive_float, positive_floats, shape
 from ..sources.base import DataSource
 from ..sources.registry import get_source, list_sources, source_class
@@ -251,11 +251,15 @@ def report_fidelity(args: argparse.Namespace, teacher: Teacher, model: Compresse
     :func:`~fastdfkd_plugin.evaluation.fidelity.fidelity` takes it (the teacher's own for a compressed copy)."""
     if args.no_evaluate:
         return None
-    same_source = source_options(args) if args.source == "fastdfkd" else {}  # e.g. fewer warm-up tasks: the held-out set's too
-    result = fidelity(teacher, model, seed=args.seed, progress=not args.quiet, source_options=same_source,
-                      model_output_transform=model_output_transform)
+    result = fidelity(teacher, model, seed=args.seed, progress=not args.quiet, model_output_transform=model_output_transform,
+                      source_options=held_out_options(args.source, source_options(args)))
+    print_fidelity(result, fix)
+    return result
+
+
+def print_fidelity(result: Fidelity, fix: str) -> None:
+    """The estimate on stdout; below :data:`~fastdfkd_plugin.evaluation.fidelity.LOW_FIDELITY`, a warning naming ``fix`` on stderr."""
     print(result.summary())
     warning = result.warning(fix)
     if warning:
         print(f"fastdfkd: {warning}", file=sys.stderr)
-    return result

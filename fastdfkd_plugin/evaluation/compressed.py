@@ -27,25 +27,29 @@ CompressedModel = Callable[[torch.Tensor], Any]
 class OrtModel:
     """An ONNX Runtime session as a callable on torch batches, its outputs put back in the teacher's structure."""
 
-    def __init__(self, path: str | Path, reference: Any) -> None:
-        self.path, self.reference = path, reference
+    def __init__(self, path: str | Path, teacher: Teacher) -> None:
+        self.path, self.reference = path, probe(teacher)[1]
         self.session = session(path)
-        self.input_name = self.session.get_inputs()[0].name
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        self.fixed_batch = graph_input.shape[0] if isinstance(graph_input.shape[0], int) else None  # a plain export fixes 1
 
     def __call__(self, inputs: torch.Tensor) -> Any:
-        leaves = self.session.run(None, {self.input_name: inputs.detach().cpu().numpy().astype(np.float32)})
-        return unflatten_like(self.reference, [torch.from_numpy(leaf) for leaf in leaves])
+        array = inputs.detach().cpu().numpy().astype(np.float32)
+        size = self.fixed_batch or len(array)
+        padded = np.concatenate([array, np.repeat(array[-1:], -len(array) % size, axis=0)])  # whole fixed batches
+        runs = [self.session.run(None, {self.input_name: chunk}) for chunk in np.split(padded, len(padded) // size)]
+        leaves = [torch.from_numpy(np.concatenate(parts)[: len(array)]) for parts in zip(*runs)]
+        return unflatten_like(self.reference, leaves)
 
 
 def load_compressed(spec: str | Path, teacher: Teacher, weights: str | Path | None = None,
                     allow_pickle: bool = False) -> CompressedModel:
     """The compressed model ``spec`` names (``.onnx``, ``.pt2``, or a model SPEC with ``weights``), checked against ``teacher``."""
-    probe = torch.rand(2, *teacher.input_shape, device=teacher.device)
-    with teacher.frozen():
-        reference = teacher.model(teacher.space.normalize(probe))
+    inputs, reference = probe(teacher)
     suffix = Path(str(spec)).suffix
     if suffix == ".onnx":
-        model: CompressedModel = OrtModel(spec, reference)
+        model: CompressedModel = OrtModel(spec, teacher)
     elif suffix == ".pt2":
         require("torchao.quantization.pt2e.quantize_pt2e", "torchao", "torchao, which registers the quantized ops of a .pt2,")
         if not Path(spec).is_file():
@@ -54,8 +58,16 @@ def load_compressed(spec: str | Path, teacher: Teacher, weights: str | Path | No
     else:
         model = load_model(str(spec), weights, allow_pickle=allow_pickle, input_shape=teacher.input_shape).to(teacher.device)
         model.eval().requires_grad_(False)  # judged as deployed; a fresh copy, so nothing of the caller's changes
-    check_matches(model, teacher, teacher.space.normalize(probe), reference, str(spec))
+    check_matches(model, teacher, inputs, reference, str(spec))
     return model
+
+
+@torch.no_grad()
+def probe(teacher: Teacher) -> tuple[torch.Tensor, Any]:
+    """Two inputs in the teacher's space and its raw output on them: the structure compressed outputs are put back in."""
+    inputs = teacher.space.normalize(torch.rand(2, *teacher.input_shape, generator=torch.Generator().manual_seed(0)).to(teacher.device))
+    with teacher.frozen():
+        return inputs, teacher.model(inputs)
 
 
 @torch.no_grad()

@@ -30,6 +30,7 @@ from ..teacher.teacher import OutputTransform, Teacher, model_device, outputs_of
 from .metrics import eval_chunk
 
 HELD_OUT_SEED = 0x7E57  # a held-out set for seed s draws its batches from the stream HELD_OUT_SEED + s, never a calibration stream
+SELECTION_STREAM = 0x5E1EC7  # added to the held-out stream's seed for the sets searches choose on
 HELD_OUT_SAMPLES = 256
 # probit(relative accuracy) = SLOPE · probit(agreement) + OFFSET, fitted on held-out train_10k images of ResNet-20 over 28
 # compressed variants (docs/fidelity.md), and SPREAD, the residual standard deviation of those variants on the probit scale
@@ -73,13 +74,20 @@ class Fidelity:
         return {**asdict(self), "interval": list(self.interval)}
 
 
+def held_out_options(source: str, options: dict[str, Any] | None) -> dict[str, Any]:
+    """The held-out set's source options for a command that synthesised with ``source`` and ``options``: the same where
+    that source is ``fastdfkd`` (e.g. fewer warm-up tasks, so its warm generator is the cached one), else the defaults."""
+    return dict(options or {}) if source == "fastdfkd" else {}
+
+
 def held_out_set(teacher: Teacher, num_samples: int = HELD_OUT_SAMPLES, seed: int = 0, progress: bool = False,
-                 **source_options: Any) -> SyntheticSet:
+                 selection: bool = False, **source_options: Any) -> SyntheticSet:
     """The held-out synthetic set fidelity is measured on: the ``fastdfkd`` source (``source_options``, defaults
     otherwise) warmed for ``seed`` (so a command's warm generator is reused from the cache, not warmed again), drawing
-    its batches from a stream of their own, so no held-out input is ever a calibration input."""
+    its batches from a stream of their own, so no held-out input is ever a calibration input. ``selection=True`` gives
+    a second such set, for searches to choose on, so that a choice is never judged on the inputs that made it."""
     source = get_source("fastdfkd", teacher, seed=seed, progress=progress, **source_options)
-    source.reseed(HELD_OUT_SEED + seed)
+    source.reseed(HELD_OUT_SEED + seed + (SELECTION_STREAM if selection else 0))
     return source.synthetic_set(num_samples)
 
 

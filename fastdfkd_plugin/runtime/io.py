@@ -184,3 +184,15 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, di
         raise FastDFKDError(
             f"{path} is not a synthetic set written by fastdfkd (expected inputs and metadata): {exc}"
         ) from exc
+
+
+@contextlib.contextmanager
+def working_folder(folder: str | os.PathLike) -> Iterator[None]:
+    """Run a third-party call that writes into the working folder (ONNX Runtime's shape inference does) in ``folder``,
+    so nothing lands beside the user's files; the previous working folder is restored."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
