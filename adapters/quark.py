@@ -21,7 +21,6 @@ while it runs), the same numbers a 4-bit model computes, stored in 8 bits.
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -29,6 +28,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..errors import FastDFKDError
+from ..runtime.io import working_folder
 from ..runtime.optional import require
 
 RECONSTRUCTIONS = {"adaround": "AdaRoundConfig", "adaquant": "AdaQuantConfig"}
@@ -69,17 +69,6 @@ def narrowed_integer_ranges(weight_type: str, activation_type: str) -> Iterator[
         ranges.update(saved_ranges)
         symmetric.update(saved_symmetric)
         ONNXModelParser._dtype_to_qrange = original
-
-
-@contextlib.contextmanager
-def working_directory(path: str) -> Iterator[None]:
-    """Run in ``path``: Quark writes its report (``quantized_info.csv``) into the current directory."""
-    previous = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(previous)
 
 
 def reconstruction_config(
@@ -131,7 +120,7 @@ def quantize_reconstructed(model: str | Path, output: str | Path, reader: Any, m
     quark = quark_onnx()
     settings = reconstruction_config(method, **config)
     model, output = Path(model).resolve(), Path(output).resolve()
-    with tempfile.TemporaryDirectory(prefix="fastdfkd-quark-") as workdir, working_directory(workdir), \
+    with tempfile.TemporaryDirectory(prefix="fastdfkd-quark-") as workdir, working_folder(workdir), \
             narrowed_integer_ranges(config.get("weight_type", "int8"), config.get("activation_type", "uint8")):
         quark.ModelQuantizer(settings).quantize_model(str(model), str(output), reader)
     if not output.exists() or output.stat().st_size == 0:
