@@ -188,8 +188,8 @@ def load_npz(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None, di
 
 @contextlib.contextmanager
 def working_folder(folder: str | os.PathLike) -> Iterator[None]:
-    """Run a third-party call that writes into the working folder (ONNX Runtime's shape inference, AMD Quark's report) in ``folder``,
-    so nothing lands beside the user's files; the previous working folder is restored."""
+    """Run third-party calls that write into the working folder (ONNX Runtime's shape inference, AMD Quark's report)
+    in ``folder``, so nothing lands beside the user's files; the previous working folder is restored."""
     previous = os.getcwd()
     os.chdir(folder)
     try:
