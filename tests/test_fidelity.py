@@ -103,8 +103,10 @@ def test_evaluate_prints_one_json_object_for_an_onnx_model_and_writes_nothing_un
     assert json.loads((tmp_path / "report.json").read_text())["samples"] == 32
 
 
-@pytest.mark.parametrize("compressed, problem", [(f"{MODELS}:seven_classes", "returns outputs of shape (2, 7) but the teacher's are (2, 10)"),
-                                                 ("garbage.onnx", "ONNX Runtime cannot load")])
+@pytest.mark.parametrize("compressed, problem", [
+    (f"{MODELS}:seven_classes", "returns outputs of shape (2, 7) but the teacher's are (2, 10)"),
+    ("garbage.onnx", "ONNX Runtime cannot load"),
+])
 def test_evaluate_refuses_a_model_that_does_not_fit_the_teacher_in_one_sentence(capsys, tmp_path, compressed, problem):
     if compressed.endswith(".onnx"):
         (tmp_path / compressed).write_bytes(b"not a graph")

@@ -258,7 +258,8 @@ def report_fidelity(args: argparse.Namespace, teacher: Teacher, model: Compresse
 
 
 def print_fidelity(result: Fidelity, fix: str) -> None:
-    """The estimate on stdout; below :data:`~fastdfkd_plugin.evaluation.fidelity.LOW_FIDELITY`, a warning naming ``fix`` on stderr."""
+    """The estimate on stdout; below :data:`~fastdfkd_plugin.evaluation.fidelity.LOW_FIDELITY`, a warning naming ``fix``
+    on stderr."""
     print(result.summary())
     warning = result.warning(fix)
     if warning:

@@ -65,7 +65,8 @@ def load_compressed(spec: str | Path, teacher: Teacher, weights: str | Path | No
 @torch.no_grad()
 def probe(teacher: Teacher) -> tuple[torch.Tensor, Any]:
     """Two inputs in the teacher's space and its raw output on them: the structure compressed outputs are put back in."""
-    inputs = teacher.space.normalize(torch.rand(2, *teacher.input_shape, generator=torch.Generator().manual_seed(0)).to(teacher.device))
+    pixels = torch.rand(2, *teacher.input_shape, generator=torch.Generator().manual_seed(0))
+    inputs = teacher.space.normalize(pixels.to(teacher.device))
     with teacher.frozen():
         return inputs, teacher.model(inputs)
 

@@ -107,7 +107,8 @@ def fidelity(teacher: Teacher, model: nn.Module | Callable[[torch.Tensor], Any],
     held_out = held_out or held_out_set(teacher, num_samples, seed, progress, **(source_options or {}))
     device = model_device(model) if isinstance(model, nn.Module) else torch.device("cpu")
     with torch.no_grad():
-        shares = torch.cat([teacher.task.sample_agreement(batch.logits, outputs_of(model(batch.inputs.to(device)), model_output_transform))
+        shares = torch.cat([teacher.task.sample_agreement(batch.logits,
+                                                          outputs_of(model(batch.inputs.to(device)), model_output_transform))
                             for batch in held_out.batches(eval_chunk(teacher.input_shape))])
     estimate, interval = relative_accuracy(shares)
     return Fidelity(teacher.task.name, len(shares), 100 * float(shares.mean()), estimate, interval,
