@@ -194,6 +194,7 @@ class QuantizationReport:
     fidelity: Fidelity | None = None  # the accuracy kept, estimated on held-out synthetic inputs (None: not evaluated)
     kept_in_float: list[NodeSensitivity] = field(default_factory=list)  # what the float fallback kept, most damaging first
     sensitivity: list[NodeSensitivity] = field(default_factory=list)  # every candidate node, most damaging first
+    searched: list[tuple[str, float]] = field(default_factory=list)  # (settings, estimate on the selection set) per candidate
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -386,6 +387,7 @@ def quantize_datafree(
     evaluate: bool = True,
     accuracy_target: float | None = None,
     sensitivity: bool = False,
+    search: bool = False,
     held_out_samples: int = HELD_OUT_SAMPLES,
     **quantize_options: Any,
 ) -> QuantizationReport:
@@ -417,13 +419,15 @@ def quantize_datafree(
     ``accuracy_target`` (percent of the teacher's accuracy) then keeps the fewest most damaging
     of them in float until the estimate reaches it (``report.kept_in_float``); both judge on a
     second held-out set, so the reported estimate is never made on the inputs that chose.
+    ``search`` first tries MinMax and Percentile calibration with per-channel and per-tensor
+    weights and keeps the one estimated best on that set (``report.searched``).
     """
     ort_quantization()  # before any work: without ONNX Runtime, one sentence naming the extra
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if reconstruction is not None and (accuracy_target is not None or sensitivity):
-        raise FastDFKDError("the float fallback and per-node sensitivity work on ONNX Runtime's own quantization; "
-                            "drop --reconstruction or --accuracy-target")
+    if reconstruction is not None and (accuracy_target is not None or sensitivity or search):
+        raise FastDFKDError("the float fallback, the search and per-node sensitivity work on ONNX Runtime's own "
+                            "quantization; drop --reconstruction, or drop --accuracy-target and --search")
     if accuracy_target is not None and not 0 < accuracy_target <= 100:
         raise FastDFKDError(f"the accuracy target is a percent of the teacher's accuracy, above 0 and at most 100, got {accuracy_target:g}")
 
@@ -476,24 +480,47 @@ def quantize_datafree(
                                     options={key: str(value) for key, value in quantize_options.items()})
         held_out = held_out_options(source, source_options)
         with atomic_path(output) as tmp:
-            reader = calibration_reader(model_in, inputs, batch_size)
             if reconstruction is None:
-                requantizer = Requantizer(model_in, Path(workdir) / "ranges.json", with_symmetric_int4_weights(model_in, quantize_options))
-                requantizer.calibrate(tmp, reader)
+                selection = (held_out_set(teacher, held_out_samples, seed, progress, selection=True, **held_out)
+                             if sensitivity or search or accuracy_target is not None else None)
+                candidates = searched_options(quantize_options) if search else [quantize_options]
+                for options in candidates:
+                    ranges = Path(workdir) / f"ranges-{options.get('calibrate_method')}.json"  # per-channel or not: the same ranges
+                    requantizer = Requantizer(model_in, ranges, with_symmetric_int4_weights(model_in, options))
+                    requantizer.calibrate(tmp, calibration_reader(model_in, inputs, batch_size))
+                    if search:
+                        report.searched.append((describe_options(options), judged(teacher, tmp, selection).estimated_relative_accuracy))
+                if search:
+                    best = max(range(len(candidates)), key=lambda index: report.searched[index][1])
+                    report.options = {key: str(value) for key, value in candidates[best].items()}
+                    requantizer = Requantizer(model_in, Path(workdir) / f"ranges-{candidates[best].get('calibrate_method')}.json",
+                                              with_symmetric_int4_weights(model_in, candidates[best]))
+                    requantizer.write(tmp)
                 if sensitivity or accuracy_target is not None:
-                    selection = held_out_set(teacher, held_out_samples, seed, progress, selection=True, **held_out)
                     report.sensitivity = node_sensitivity(teacher, requantizer, selection, Path(workdir), progress)
                     if accuracy_target is not None:
                         report.kept_in_float = float_fallback(teacher, requantizer, tmp, accuracy_target, report.sensitivity, selection)
             else:
                 with quiet_root_logger():
-                    quantize_reconstructed(model_in, tmp, reader, reconstruction, **quantize_options)
+                    quantize_reconstructed(model_in, tmp, calibration_reader(model_in, inputs, batch_size), reconstruction,
+                                           **quantize_options)
             report.quantization_seconds = time.perf_counter() - started
             if evaluate:
                 report.fidelity = fidelity(teacher, loadable(tmp, teacher, output), num_samples=held_out_samples, seed=seed,
                                            progress=progress, source_options=held_out,
                                            model_output_transform=teacher.output_transform)
         return report
+
+
+def searched_options(options: dict[str, Any]) -> list[dict[str, Any]]:
+    """The candidates ``search`` tries: MinMax and Percentile calibration, per-channel and per-tensor weights."""
+    methods = [ort_value("calibrate_method", name) for name in ("minmax", "percentile")]
+    return [{**options, "calibrate_method": method, "per_channel": per_channel} for method in methods for per_channel in (True, False)]
+
+
+def describe_options(options: dict[str, Any]) -> str:
+    method = getattr(options["calibrate_method"], "name", options["calibrate_method"])
+    return f"{method}, {'per-channel' if options['per_channel'] else 'per-tensor'} weights"
 
 
 # -- float fallback: the nodes quantization hurts most stay in float ------------------------------
@@ -661,12 +688,18 @@ def quantize_from_args(args: argparse.Namespace, output: str | Path, **settings:
 
 
 def cmd_quantize_onnx(args: argparse.Namespace) -> None:
-    report = quantize_from_args(args, args.out, evaluate=not args.no_evaluate, accuracy_target=args.accuracy_target)
+    report = quantize_from_args(args, args.out, evaluate=not args.no_evaluate, accuracy_target=args.accuracy_target,
+                                search=args.search)
     print(f"ONNX model agrees with the teacher on {report.agreement.samples} random inputs ({report.agreement.summary()}); "
           f"calibrated on {report.calibration_samples} samples from {report.calibration_source} ({report.synthesis_seconds:.1f} s)")
     print(f"quantized ({args.weight_type} weights, {args.activation_type} activations, {args.calibrate_method}, "
           f"{args.quant_format}{', per-channel' if args.per_channel else ''}"
           f"{', ' + args.reconstruction + ' (AMD Quark)' if args.reconstruction else ''}) in {report.quantization_seconds:.1f} s -> {report.output}")
+    for settings, estimate in report.searched:
+        print(f"  searched {settings}: estimated to keep {estimate:.1f} % (selection set)")
+    if report.searched:
+        print(f"kept {max(report.searched, key=lambda searched: searched[1])[0]} (the search overrides the calibration "
+              "method and --per-channel above)")
     if args.accuracy_target is not None:
         kept = ", ".join(f"{score.node} ({score.op_type}, {score.agreement:.1f} % agreement quantized alone)" for score in report.kept_in_float)
         candidates = len(report.sensitivity)
@@ -715,6 +748,9 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     quant.add_argument("--accuracy-target", type=positive_float,
                        help="keep the fewest Conv/MatMul/Gemm nodes quantization hurts most in float until the estimate "
                             "reaches this percent of the teacher's accuracy, e.g. 97 (judged on held-out synthetic inputs)")
+    quant.add_argument("--search", action="store_true",
+                       help="try MinMax and Percentile calibration with per-channel and per-tensor weights and keep the one "
+                            "estimated best on held-out synthetic inputs (overrides --calibrate-method and --per-channel)")
     add_evaluate_arguments(quant)
     quant.set_defaults(run=cmd_quantize_onnx)
     sensitivity = subparsers.add_parser("sensitivity", help="rank the Conv/MatMul/Gemm nodes by what quantizing each alone "

@@ -14,7 +14,7 @@ from digits import DIGITS_SHAPE, trained_digits
 
 from fastdfkd_plugin import Teacher
 from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
-from fastdfkd_plugin.adapters.onnxruntime import quantize_datafree
+from fastdfkd_plugin.adapters.onnxruntime import describe_options, quantize_datafree
 
 DIGITS_SOURCE = dict(steps=5, warmup_tasks=5, latent_dim=32)  # as digits.synthetic_digits
 TINY = ["--model", f"{MODELS}:tiny", "--input-shape", "3,32,32", "--raw-pixels", "--device", "cpu", "--num-samples", "16",
@@ -86,3 +86,16 @@ def test_settings_whose_graph_onnx_runtime_cannot_load_write_nothing(capsys, tmp
                        "--activation-type", "uint4")  # fused into QLinearConv, which takes no 4-bit inputs
     assert code == 2 and "ONNX Runtime cannot run the graph it quantized" in err and "--weight-type int4" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_search_keeps_the_calibration_estimated_best_on_the_selection_set(digits_teacher, tmp_path):
+    teacher, digits = digits_teacher
+    report = quantize_datafree(teacher, tmp_path / "searched.onnx", num_samples=64, batch_size=32, source_options=DIGITS_SOURCE,
+                               held_out_samples=128, weight_type="int4", activation_type="uint4", search=True)
+    settings = [setting for setting, _ in report.searched]
+    assert sorted(settings) == sorted(["MinMax, per-channel weights", "MinMax, per-tensor weights",
+                                       "Percentile, per-channel weights", "Percentile, per-tensor weights"])
+    best = max(report.searched, key=lambda pair: pair[1])[0]
+    assert best == describe_options({"calibrate_method": report.options["calibrate_method"].split(".")[-1],
+                                     "per_channel": report.options["per_channel"] == "True"})
+    assert onnx_accuracy(tmp_path / "searched.onnx", digits.test_x.numpy(), digits.test_y.numpy()) > 50  # a working model
