@@ -484,17 +484,17 @@ def quantize_datafree(
                 selection = (held_out_set(teacher, held_out_samples, seed, progress, selection=True, **held_out)
                              if sensitivity or search or accuracy_target is not None else None)
                 candidates = searched_options(quantize_options) if search else [quantize_options]
-                for options in candidates:
-                    ranges = Path(workdir) / f"ranges-{options.get('calibrate_method')}.json"  # per-channel or not: the same ranges
-                    requantizer = Requantizer(model_in, ranges, with_symmetric_int4_weights(model_in, options))
+                requantizers = [Requantizer(model_in, Path(workdir) / f"ranges-{options.get('calibrate_method')}.json",
+                                            with_symmetric_int4_weights(model_in, options))  # per-channel or not: the same ranges
+                                for options in candidates]
+                for requantizer, options in zip(requantizers, candidates):
                     requantizer.calibrate(tmp, calibration_reader(model_in, inputs, batch_size))
                     if search:
                         report.searched.append((describe_options(options), judged(teacher, tmp, selection).estimated_relative_accuracy))
-                if search:
-                    best = max(range(len(candidates)), key=lambda index: report.searched[index][1])
-                    report.options = {key: str(value) for key, value in candidates[best].items()}
-                    requantizer = Requantizer(model_in, Path(workdir) / f"ranges-{candidates[best].get('calibrate_method')}.json",
-                                              with_symmetric_int4_weights(model_in, candidates[best]))
+                chosen = max(range(len(candidates)), key=lambda index: report.searched[index][1]) if search else 0
+                requantizer = requantizers[chosen]
+                if search:  # the last candidate was written last: write the chosen one again
+                    report.options = {key: str(value) for key, value in candidates[chosen].items()}
                     requantizer.write(tmp)
                 if sensitivity or accuracy_target is not None:
                     report.sensitivity = node_sensitivity(teacher, requantizer, selection, Path(workdir), progress)
