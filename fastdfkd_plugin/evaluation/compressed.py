@@ -27,8 +27,9 @@ CompressedModel = Callable[[torch.Tensor], Any]
 class OrtModel:
     """An ONNX Runtime session as a callable on torch batches, its outputs put back in the teacher's structure."""
 
-    def __init__(self, path: str | Path, teacher: Teacher) -> None:
-        self.path, self.reference = path, probe(teacher)[1]
+    def __init__(self, path: str | Path, teacher: Teacher, reference: Any = None) -> None:
+        """``reference``: the teacher's raw output on :func:`probe`'s inputs, when the caller has it already."""
+        self.path, self.reference = path, probe(teacher)[1] if reference is None else reference
         self.session = session(path)
         graph_input = self.session.get_inputs()[0]
         self.input_name = graph_input.name
@@ -49,7 +50,7 @@ def load_compressed(spec: str | Path, teacher: Teacher, weights: str | Path | No
     inputs, reference = probe(teacher)
     suffix = Path(str(spec)).suffix
     if suffix == ".onnx":
-        model: CompressedModel = OrtModel(spec, teacher)
+        model: CompressedModel = OrtModel(spec, teacher, reference)
     elif suffix == ".pt2":
         require("torchao.quantization.pt2e.quantize_pt2e", "torchao", "torchao, which registers the quantized ops of a .pt2,")
         if not Path(spec).is_file():
