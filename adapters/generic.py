@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.fx.experimental.symbolic_shapes import is_concrete_int
 
-from ..cli.options import CommandParser, add_source_arguments, source_from_args, source_options
+from ..cli.options import CommandParser, add_source_arguments, planned_batch, source_from_args, source_options
 from ..errors import FastDFKDError
 from ..runtime.io import atomic_path, load_npz
 from ..sources.base import DataSource, SyntheticSet
@@ -163,12 +163,14 @@ def add_calibration_arguments(parser: CommandParser, default_samples: int) -> No
 def calibration_from_args(args: argparse.Namespace, teacher: Teacher, activation_bits: int) -> tuple[CalibrationData, str]:
     """The calibration batches a command's ``--calibration FILE`` or source options describe (with the calibration
     defaults for ``activation_bits``-bit activations), and their origin's name."""
+    batch_size = args.batch_size
     if args.calibration:
         data, origin = torch.from_numpy(load_npz(args.calibration)[0]), args.calibration
     else:
         source = source_from_args(args, teacher, **calibration_source_options(args.source, activation_bits, teacher, source_options(args)))
-        data, origin = source.synthetic_set(args.num_samples, args.batch_size), args.source
-    return calibration_data(data, batch_size=args.batch_size), origin
+        batch_size = planned_batch(args, source, batch_size)
+        data, origin = source.synthetic_set(args.num_samples, batch_size), args.source
+    return calibration_data(data, batch_size=batch_size), origin
 
 
 def save_inputs_npz(path: str | Path, inputs: dict[str, np.ndarray]) -> None:

@@ -23,6 +23,7 @@ import logging
 import math
 import re
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,7 @@ from ..runtime.io import atomic_path, check_disk_space, working_folder
 from ..runtime.optional import require
 from ..sources.base import SyntheticSet
 from ..sources.calibration import calibration_source_options
+from ..sources.memory_plan import plan_memory
 from ..sources.registry import get_source
 from ..teacher.onnx.graph import OnnxModule, check_input_shape, model_opset, onnx_input, ort_runtime, static_input_shape
 from ..teacher.onnx.operators import onnx_package
@@ -389,6 +391,8 @@ def quantize_datafree(
     sensitivity: bool = False,
     search: bool = False,
     held_out_samples: int = HELD_OUT_SAMPLES,
+    memory_plan: bool = True,
+    memory_budget: int | None = None,
     **quantize_options: Any,
 ) -> QuantizationReport:
     """Export (if needed), check, pre-process and statically quantize ``teacher`` with data-free calibration.
@@ -421,6 +425,11 @@ def quantize_datafree(
     second held-out set, so the reported estimate is never made on the inputs that chose.
     ``search`` first tries MinMax and Percentile calibration with per-channel and per-tensor
     weights and keeps the one estimated best on that set (``report.searched``).
+
+    ``memory_plan`` first measures one synthesis step at small batches and sizes the synthesis
+    and calibration batches to ``memory_budget`` bytes (default: half of the memory there is;
+    :func:`~fastdfkd_plugin.sources.memory_plan.plan_memory`, ``report.memory_plan``): never
+    larger than ``batch_size``, so where that fits nothing changes.
     """
     ort_quantization()  # before any work: without ONNX Runtime, one sentence naming the extra
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -444,7 +453,14 @@ def quantize_datafree(
         fp32 = Path(workdir) / "model.onnx"
         agreement = checked_onnx_model(teacher, onnx_model, fp32, per_channel=bool(quantize_options.get("per_channel")),
                                        seed=seed, batch_size=batch_size, min_agreement=min_agreement, rtol=rtol)
+        fixed_batch = onnx_input(fp32).shape[0]
+        if calibration is None and isinstance(fixed_batch, int):  # refused now, not after the synthesis
+            whole_batches(range(num_samples), fixed_batch, f"ONNX model {onnx_model or 'exported from the teacher'}")
+        held_out = held_out_options(source, source_options)
+        candidates = searched_options(quantize_options) if search else [quantize_options]
+        calibration_keeps = "every batch" if any(_keeps_every_batch(options) for options in candidates) else "each batch"
         started = time.perf_counter()
+        data_source = None
         if calibration is None:
             # Reconstruction fits each layer's outputs on the set, so it keeps the source's own (faithful) images: W4A4
             # AdaRound from auto-calibration sets scored 13 points lower (docs/calibration_results.md#which-prior-for-calibration-sets).
@@ -452,7 +468,17 @@ def quantize_datafree(
                        calibration_source_options(source, activation_bits(quantize_options.get("activation_type")), teacher,
                                                   source_options))
             data_source = get_source(source, teacher, seed=seed, progress=progress, **options)
-            if num_samples * int(np.prod(input_shape)) * 4 > IN_MEMORY_LIMIT_BYTES:
+        on_disk = num_samples * int(np.prod(input_shape)) * 4 > IN_MEMORY_LIMIT_BYTES
+        plan, calibration_batch, most_batches = None, batch_size, None
+        if memory_plan:  # the calibration source, or the held-out sets' when the calibration set is given
+            planner = data_source or get_source("fastdfkd", teacher, seed=seed, **held_out)
+            resident = 0 if on_disk or data_source is None else planner.set_bytes(num_samples)  # the set, held throughout
+            plan = plan_memory(planner, batch_size, budget=memory_budget, calibration=calibration_keeps, num_samples=num_samples,
+                               resident=resident)
+            announce(plan.describe(), progress)
+            batch_size, calibration_batch, most_batches = plan.synthesis_batch, plan.calibration_batch, plan.calibration_chunk
+        if data_source is not None:
+            if on_disk:
                 calibration = synthesize_to_disk(data_source, num_samples, batch_size, Path(workdir) / "calibration.npy")
             else:
                 calibration = data_source.synthetic_set(num_samples, batch_size)
@@ -478,17 +504,17 @@ def quantize_datafree(
         report = QuantizationReport(output=str(output), calibration_samples=len(inputs), calibration_source=source_name,
                                     synthesis_seconds=synthesis_seconds, quantization_seconds=0.0, agreement=agreement,
                                     options={key: str(value) for key, value in quantize_options.items()})
-        held_out = held_out_options(source, source_options)
         with atomic_path(output) as tmp:
             if reconstruction is None:
-                selection = (held_out_set(teacher, held_out_samples, seed, progress, selection=True, **held_out)
+                selection = (held_out_set(teacher, held_out_samples, seed, progress, selection=True, batch_size=batch_size,
+                                          **held_out)
                              if sensitivity or search or accuracy_target is not None else None)
-                candidates = searched_options(quantize_options) if search else [quantize_options]
                 requantizers = [Requantizer(model_in, Path(workdir) / f"ranges-{options.get('calibrate_method')}.json",
                                             with_symmetric_int4_weights(model_in, options))  # per-channel or not: the same ranges
                                 for options in candidates]
                 for requantizer, options in zip(requantizers, candidates):
-                    requantizer.calibrate(tmp, calibration_reader(model_in, inputs, batch_size))
+                    reader = calibration_reader(model_in, inputs, calibration_batch)
+                    requantizer.calibrate(tmp, reader, strided(len(reader), most_batches))
                     if search:
                         report.searched.append((describe_options(options), judged(teacher, tmp, selection).estimated_relative_accuracy))
                 chosen = max(range(len(candidates)), key=lambda index: report.searched[index][1]) if search else 0
@@ -502,14 +528,35 @@ def quantize_datafree(
                         report.kept_in_float = float_fallback(teacher, requantizer, tmp, accuracy_target, report.sensitivity, selection)
             else:
                 with quiet_root_logger():
-                    quantize_reconstructed(model_in, tmp, calibration_reader(model_in, inputs, batch_size), reconstruction,
+                    quantize_reconstructed(model_in, tmp, calibration_reader(model_in, inputs, calibration_batch), reconstruction,
                                            **quantize_options)
             report.quantization_seconds = time.perf_counter() - started
             if evaluate:
                 report.fidelity = fidelity(teacher, loadable(tmp, teacher, output), num_samples=held_out_samples, seed=seed,
-                                           progress=progress, source_options=held_out,
+                                           progress=progress, source_options=held_out, batch_size=batch_size,
                                            model_output_transform=teacher.output_transform)
         return report
+
+
+def _keeps_every_batch(options: dict[str, Any]) -> bool:
+    """Whether ONNX Runtime's calibrator for ``options`` keeps every batch's intermediate tensors (its histogram methods)."""
+    method = options.get("calibrate_method") or "MinMax"  # quantize_static's default
+    return str(getattr(method, "name", method)).lower() != "minmax"
+
+
+def strided(batches: int, most: int | None) -> int | None:
+    """The stride for ``batches`` calibration batches held at most ``most`` at a time: ONNX Runtime wants a divisor."""
+    if most is None or most >= batches:
+        return None
+    return max(divisor for divisor in range(1, most + 1) if batches % divisor == 0)
+
+
+def announce(message: str, progress: bool) -> None:
+    """A line for the person watching (stderr, beside the progress bars) when there is one, else the log."""
+    if progress:
+        tqdm.write(message, file=sys.stderr)
+    else:
+        log.info(message)
 
 
 def searched_options(options: dict[str, Any]) -> list[dict[str, Any]]:
@@ -545,9 +592,16 @@ class Requantizer:
     ranges: Path
     options: dict[str, Any]
 
-    def calibrate(self, path: Path, reader: Any) -> Path:
-        """Calibrate on ``reader`` (keeping the ranges for :meth:`write`) and quantize into ``path``."""
-        self._quantize(path, reader, self.options)
+    def calibrate(self, path: Path, reader: Any, stride: int | None = None) -> Path:
+        """Calibrate on ``reader`` (keeping the ranges for :meth:`write`) and quantize into ``path``.
+
+        ``stride``: calibrate on that many batches at a time, for calibrators that otherwise keep every batch's
+        intermediate tensors until the end (ONNX Runtime's ``CalibStridedMinMax``, which works for all of them).
+        """
+        options = self.options
+        if stride is not None:
+            options = {**options, "extra_options": {**options.get("extra_options", {}), "CalibStridedMinMax": stride}}
+        self._quantize(path, reader, options)
         return path
 
     def write(self, path: Path, *, only: Sequence[str] | None = None, in_float: Sequence[str] = ()) -> Path:
@@ -682,7 +736,8 @@ def quantize_from_args(args: argparse.Namespace, output: str | Path, **settings:
     return quantize_datafree(
         teacher, output, onnx_model=args.onnx, calibration=args.calibration, source=args.source,
         num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, source_options=source_options(args),
-        preprocess=not args.no_preprocess, progress=not args.quiet,
+        preprocess=not args.no_preprocess, progress=not args.quiet, memory_plan=not args.no_memory_plan,
+        memory_budget=args.memory_budget,
         reconstruction=args.reconstruction, reconstruction_options=tuning, **settings, **options,
     )
 

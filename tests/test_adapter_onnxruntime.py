@@ -103,6 +103,26 @@ def test_quantize_datafree_spills_large_sets_to_disk(teacher, tmp_path, monkeypa
 
 # -- one call -------------------------------------------------------------------------------------
 
+def test_too_few_samples_for_a_fixed_batch_graph_are_refused_before_any_synthesis(teacher, tmp_path, monkeypatch):
+    fixed = tmp_path / "batch8.onnx"
+    torch.onnx.export(teacher, (torch.zeros(8, *SHAPE),), str(fixed), input_names=["x"], dynamo=False)
+    asked = []
+    monkeypatch.setattr(DataSource, "next_batch", lambda self, size: asked.append(size))
+    with pytest.raises(FastDFKDError, match="takes batches of exactly 8 inputs, but only 4 were given"):
+        quantize_datafree(teacher, tmp_path / "q.onnx", input_shape=SHAPE, onnx_model=fixed, num_samples=4, device="cpu",
+                          source_options={"steps": 1, "warmup_tasks": 1, "latent_dim": 32})
+    assert asked == [] and not (tmp_path / "q.onnx").exists()
+
+
+def test_the_memory_plan_sizes_synthesis_and_calibration_and_a_fitting_batch_changes_nothing(teacher, tmp_path):
+    """With room to spare the plan keeps the batch asked for, so the quantized graph is byte for byte the unplanned one."""
+    common = dict(input_shape=SHAPE, num_samples=16, batch_size=8, device="cpu", evaluate=False,
+                  source_options={"steps": 1, "warmup_tasks": 1, "latent_dim": 32})
+    quantize_datafree(teacher, tmp_path / "planned.onnx", memory_budget=8 * 2**30, **common)
+    quantize_datafree(teacher, tmp_path / "unplanned.onnx", memory_plan=False, **common)
+    assert (tmp_path / "planned.onnx").read_bytes() == (tmp_path / "unplanned.onnx").read_bytes()
+
+
 def test_quantize_datafree_end_to_end_keeps_outputs_close_and_the_teacher_intact(teacher, tmp_path):
     before = state_hash(teacher)
     report = quantize_datafree(teacher, tmp_path / "q.onnx", input_shape=SHAPE, num_samples=32, batch_size=8,

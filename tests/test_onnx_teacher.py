@@ -164,6 +164,16 @@ def test_a_forward_drops_each_value_after_its_last_reader(tmp_path):
     assert torch.equal(y, 4 * x.relu())
 
 
+def test_a_graph_without_weights_is_checked_and_runs(tmp_path):
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "relu",
+                                   [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["n", 3, 4, 4])],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)])
+    path = tmp_path / "relu.onnx"
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)]), str(path))
+    x = torch.randn(2, 3, 4, 4)
+    assert torch.equal(load_onnx_model(path, (3, 4, 4))(x), x.relu())  # the check against ONNX Runtime ran first
+
+
 # -- refusals --------------------------------------------------------------------------------------
 
 def test_an_unsupported_operator_is_named_with_its_node_and_nothing_is_written(tmp_path, capsys):

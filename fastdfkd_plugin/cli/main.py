@@ -21,14 +21,14 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 
 from ..errors import FastDFKDError
-from ..evaluation.fidelity import HELD_OUT_SAMPLES
+from ..evaluation.fidelity import HELD_OUT_BATCH, HELD_OUT_SAMPLES
 from ..hooks.argtypes import positive, positive_float
 from ..hooks.manager import call_each
 from ..runtime import distributed
 from ..runtime.io import atomic_path, check_disk_space, check_output_path
 from ..runtime.memory import keep_freed_memory_unless_opted_out
 from ..sources.calibration import calibration_source_options
-from ..sources.registry import list_sources
+from ..sources.registry import get_source, list_sources
 from ..synthesis.registry import prior_registry
 from ..teacher.inputspace import load_labelled
 from ..teacher.loading import load_model
@@ -40,11 +40,13 @@ from .options import (
     add_checkpoint_arguments,
     add_evaluate_arguments,
     add_kd_arguments,
+    add_memory_arguments,
     add_model_arguments,
     add_source_arguments,
     checkpoint_paths,
     kd_config,
     load_teacher,
+    planned_batch,
     report_fidelity,
     require_normalisation,
     save_generator_state,
@@ -99,7 +101,7 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
     source = source_from_args(args, teacher, **calibrating)
     check_disk_space(Path(args.out).parent, source.set_bytes(args.num_samples), f"{args.num_samples} samples",
                      "lower --num-samples or write --out to a larger disk")
-    synthetic = source.synthetic_set(args.num_samples, args.batch_size)
+    synthetic = source.synthetic_set(args.num_samples, planned_batch(args, source, args.batch_size))
     synthetic.save(args.out)
     save_generator_state(args, source)
     if args.preview:
@@ -120,8 +122,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     require_normalisation(args)
     teacher = load_teacher(args)
     model = load_compressed(args.compressed, teacher, args.compressed_weights, allow_pickle=args.allow_pickle)
+    batch_size = planned_batch(args, get_source("fastdfkd", teacher, seed=args.seed), HELD_OUT_BATCH)
     result = fidelity(teacher, model, num_samples=args.num_samples, seed=args.seed, progress=not args.quiet,
-                      model_output_transform=teacher.output_transform)
+                      model_output_transform=teacher.output_transform, batch_size=batch_size)
     report = result.as_dict()
     if args.teacher_accuracy is not None:
         report["estimated_accuracy"], report["estimated_accuracy_interval"] = result.estimated_accuracy(args.teacher_accuracy)
@@ -211,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--teacher-accuracy", type=positive_float, help="the teacher's accuracy in %%, for an absolute estimate")
     evaluate.add_argument("--json", action="store_true", help="print one JSON object instead of a sentence")
     evaluate.add_argument("--out", help="also write the JSON report to this file")
+    add_memory_arguments(evaluate)
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     evaluate.set_defaults(run=cmd_evaluate)
 

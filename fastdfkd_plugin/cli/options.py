@@ -21,8 +21,9 @@ import torch
 from ..errors import FastDFKDError
 from ..evaluation.compressed import CompressedModel
 from ..evaluation.fidelity import Fidelity, fidelity, held_out_options
-from ..hooks.argtypes import floats, positive, positive_float, positive_floats, shape
+from ..hooks.argtypes import floats, memory_size, positive, positive_float, positive_floats, shape
 from ..sources.base import DataSource
+from ..sources.memory_plan import plan_memory
 from ..sources.registry import get_source, list_sources, source_class
 from ..teacher.loading import load_model
 from ..teacher.teacher import OutputTransform, Teacher
@@ -154,10 +155,29 @@ def add_source_arguments(parser: CommandParser, default_samples: int | None = No
     parser.add_argument("--save-generator-state", help="save the fastdfkd generator state afterwards, for reuse with --generator-state")
     if with_samples:
         parser.add_argument("--num-samples", type=positive, required=default_samples is None, default=default_samples)
-    parser.add_argument("--batch-size", type=positive, default=64)
+    parser.add_argument("--batch-size", type=positive, default=64, help="synthesis batch (default 64; the memory plan "
+                                                                      "lowers it where it would not fit)")
+    add_memory_arguments(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the teacher and generator forwards (mainly for CUDA)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+
+
+def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--memory-budget SIZE`` and ``--no-memory-plan``: what :func:`planned_batch` reads."""
+    parser.add_argument("--memory-budget", type=memory_size, help="memory the whole command may use, e.g. 8G (default: half "
+                                                                  "of what there is); batches are sized to it before work starts")
+    parser.add_argument("--no-memory-plan", action="store_true", help="skip the memory plan: batches exactly as given")
+
+
+def planned_batch(args: argparse.Namespace, source: DataSource, batch_size: int) -> int:
+    """The synthesis batch the memory plan allows for ``source`` (at most ``batch_size``), its line printed on stderr."""
+    if args.no_memory_plan:
+        return batch_size
+    plan = plan_memory(source, batch_size, budget=args.memory_budget)
+    if not args.quiet:
+        print(f"fastdfkd: {plan.describe()}", file=sys.stderr)
+    return plan.synthesis_batch
 
 
 def source_options(args: argparse.Namespace) -> dict[str, Any]:

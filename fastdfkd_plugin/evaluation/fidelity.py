@@ -32,6 +32,7 @@ from .metrics import eval_chunk
 HELD_OUT_SEED = 0x7E57  # a held-out set for seed s draws its batches from the stream HELD_OUT_SEED + s, never a calibration stream
 SELECTION_STREAM = 0x5E1EC7  # added to the held-out stream's seed for the sets searches choose on
 HELD_OUT_SAMPLES = 256
+HELD_OUT_BATCH = 64  # its synthesis batch, unless a memory plan lowers it
 # probit(relative accuracy) = SLOPE · probit(agreement) + OFFSET, fitted on held-out train_10k images of ResNet-20 over 28
 # compressed variants (docs/fidelity.md), and SPREAD, the residual standard deviation of those variants on the probit scale
 PROBIT_SLOPE, PROBIT_OFFSET, PROBIT_SPREAD = 1.265, 0.822, 0.135
@@ -81,19 +82,21 @@ def held_out_options(source: str, options: dict[str, Any] | None) -> dict[str, A
 
 
 def held_out_set(teacher: Teacher, num_samples: int = HELD_OUT_SAMPLES, seed: int = 0, progress: bool = False,
-                 selection: bool = False, **source_options: Any) -> SyntheticSet:
+                 selection: bool = False, batch_size: int = HELD_OUT_BATCH, **source_options: Any) -> SyntheticSet:
     """The held-out synthetic set fidelity is measured on: the ``fastdfkd`` source (``source_options``, defaults
     otherwise) warmed for ``seed`` (so a command's warm generator is reused from the cache, not warmed again), drawing
     its batches from a stream of their own, so no held-out input is ever a calibration input. ``selection=True`` gives
-    a second such set, for searches to choose on, so that a choice is never judged on the inputs that made it."""
+    a second such set, for searches to choose on, so that a choice is never judged on the inputs that made it.
+    ``batch_size`` is the synthesis batch (a memory plan's, for large teachers)."""
     source = get_source("fastdfkd", teacher, seed=seed, progress=progress, **source_options)
+    source.limit_batch(batch_size)
     source.reseed(HELD_OUT_SEED + seed + (SELECTION_STREAM if selection else 0))
-    return source.synthetic_set(num_samples)
+    return source.synthetic_set(num_samples, batch_size)
 
 
 def fidelity(teacher: Teacher, model: nn.Module | Callable[[torch.Tensor], Any], *, held_out: SyntheticSet | None = None,
              num_samples: int = HELD_OUT_SAMPLES, seed: int = 0, model_output_transform: OutputTransform | None = None,
-             progress: bool = False, source_options: dict[str, Any] | None = None) -> Fidelity:
+             progress: bool = False, source_options: dict[str, Any] | None = None, batch_size: int = HELD_OUT_BATCH) -> Fidelity:
     """How much of ``teacher``'s accuracy ``model`` keeps, estimated on a held-out synthetic set (made unless given).
 
     ``model`` is a torch module in the mode it will run in (``eval()`` it first; exported programs
@@ -101,10 +104,10 @@ def fidelity(teacher: Teacher, model: nn.Module | Callable[[torch.Tensor], Any],
     (an ONNX Runtime session wrapped by :func:`~.compressed.load_compressed`).
     ``model_output_transform`` picks its outputs (for a compressed copy of a tuple-output teacher,
     pass ``teacher.output_transform``, as :func:`~.metrics.agreement` takes it);
-    ``source_options`` go to the held-out set's ``fastdfkd`` source (see :func:`held_out_set`).
+    ``source_options`` and ``batch_size`` go to the held-out set's ``fastdfkd`` source (see :func:`held_out_set`).
     """
     started = time.perf_counter()
-    held_out = held_out or held_out_set(teacher, num_samples, seed, progress, **(source_options or {}))
+    held_out = held_out or held_out_set(teacher, num_samples, seed, progress, batch_size=batch_size, **(source_options or {}))
     device = model_device(model) if isinstance(model, nn.Module) else torch.device("cpu")
     with torch.no_grad():
         shares = torch.cat([teacher.task.sample_agreement(batch.logits,

@@ -57,3 +57,19 @@ def positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+MEMORY_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def memory_size(text: str) -> int:
+    """A size in bytes such as 8G, 512M or 1.5GiB (powers of 1024), for ``--memory-budget``."""
+    number = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = number[-1:] if number[-1:] in MEMORY_UNITS else ""
+    try:
+        value = float(number.removesuffix(unit)) * MEMORY_UNITS[unit]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a size such as 8G or 512M, got {text!r}") from exc
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive size such as 8G or 512M, got {text!r}")
+    return int(value)

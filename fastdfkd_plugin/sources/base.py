@@ -174,6 +174,18 @@ class DataSource(ABC):
         """
         return {}
 
+    def probe_step(self, batch_size: int) -> None:
+        """Do what one synthesis step does at ``batch_size``, leaving the source as it was, so a memory plan can measure it.
+
+        The default is one forward of the teacher (what sources that only draw inputs cost).
+        """
+        inputs = self.space.normalize(torch.rand((batch_size, *self.input_shape), device=self.device))
+        with self.teacher.frozen():
+            self.teacher.predict(inputs)
+
+    def limit_batch(self, largest: int) -> None:
+        """Keep any batches the source makes of its own accord (a warm-up's) within ``largest``, which memory allows."""
+
     def reseed(self, seed: int) -> None:
         """Restart the source's random stream from ``seed`` (a process of a multi-process run takes its own)."""
         self.rng.manual_seed(seed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import time
@@ -113,6 +114,17 @@ class FastDFKDSource(InvertingSource):
         """Start every process from rank 0's meta-generator and average every later meta step and BN-momentum update."""
         distributed.share_meta_generator(self.synthesizer)
         return {"meta-generator": self.synthesizer.generator}
+
+    def probe_pixels(self, batch_size: int) -> torch.Tensor:
+        """A batch from a copy of the meta-generator (its BatchNorm statistics would move), as an inner step makes it."""
+        generator = copy.deepcopy(self.synthesizer.generator)
+        z = torch.randn(batch_size, generator.latent_dim, generator=self.rng, device=self.rng.device).to(self.device)
+        with self.objective.autocast(self.device):
+            return generator(z.requires_grad_()).float()
+
+    def limit_batch(self, largest: int) -> None:
+        """Warm-up tasks too stay within ``largest`` images (a smaller warm-up batch is another warm state in the cache)."""
+        self.warmup_batch_size = min(self.warmup_batch_size, largest)
 
     @property
     def warmed_up(self) -> bool:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import torch
+
 from ..errors import FastDFKDError
 from ..synthesis.augment import crop_flip, default_shift
 from ..synthesis.objective import InversionObjective, LossWeights
@@ -52,6 +54,20 @@ class InvertingSource(DataSource):
         augment = functools.partial(crop_flip, padding=self.shift, flip=flip)
         self.objective = InversionObjective(self.teacher, make_prior(prior, self.teacher, bn_momentum), self.rng,
                                             loss_weights, augment, self.autocast_dtype)
+
+    def probe_step(self, batch_size: int) -> None:
+        """One step of the inversion loss and its backward at ``batch_size``, on the source's random stream, then restored."""
+        stream = self.rng.get_state()
+        try:
+            with self.teacher.frozen(), self.objective.attached():
+                pixels = self.probe_pixels(batch_size)
+                self.objective(pixels, self.draw_targets(batch_size, 0), adversarial=False).backward()
+        finally:
+            self.rng.set_state(stream)
+
+    def probe_pixels(self, batch_size: int) -> torch.Tensor:
+        """Pixels that carry a gradient, as the source's optimisation makes them (here: the pixels themselves)."""
+        return torch.rand((batch_size, *self.input_shape), generator=self.rng, device=self.device).requires_grad_()
 
     def settings(self) -> dict[str, Any]:
         weights = self.objective.weights

@@ -317,7 +317,8 @@ def check_conversion(module: OnnxModule, path: str | Path, input_shape: Sequence
     runner = session(path)
     batch = module.fixed_batch or samples
     inputs = torch.randn((max(samples // batch, 1) * batch, *input_shape), generator=torch.Generator().manual_seed(seed))
-    device = next(itertools.chain(module.parameters(), module.buffers())).device
+    held = next(itertools.chain(module.parameters(), module.buffers()), None)  # a graph without weights holds no tensor
+    device = held.device if held is not None else torch.device("cpu")
     ours = [_first(module(chunk.to(device))).float().cpu() for chunk in inputs.split(batch)]
     theirs = [torch.from_numpy(runner.run(None, {module.input_name: chunk.numpy()})[0]).float() for chunk in inputs.split(batch)]
     ours_all, theirs_all = torch.cat(ours), torch.cat(theirs)

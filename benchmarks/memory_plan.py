@@ -1,0 +1,100 @@
+"""Peak memory of `fastdfkd quantize-onnx` on PaddleOCR's three graphs (and a CIFAR ResNet), with and without the memory plan.
+
+Each command runs in its own process, as a user runs it; its peak resident set is the
+kernel's (``ru_maxrss`` of the finished child) and its plan line is quoted from its stderr.
+The graphs come from the ``rapidocr-onnxruntime`` wheel (the ``test`` extra); without the
+plan, runs are stopped by a watchdog at ``--kill-at`` GiB rather than the kernel at the machine's size.
+
+    python -m benchmarks.memory_plan --models rec,det,cls --num-samples 256 --out docs/benchmarks/memory_plan
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common.cli import benchmark_parser, choice_list
+from benchmarks.common.report import environment, heading, publish
+
+# name: (file in rapidocr_onnxruntime/models, input shape); rapidocr normalises with mean = std = 0.5
+GRAPHS = {
+    "rec": ("ch_PP-OCRv4_rec_infer.onnx", "3,48,320"),
+    "det": ("ch_PP-OCRv4_det_infer.onnx", "3,320,320"),
+    "cls": ("ch_ppocr_mobile_v2.0_cls_infer.onnx", "3,48,192"),
+}
+GIB = 2**30
+
+
+def graph_path(name: str) -> Path:
+    import rapidocr_onnxruntime
+
+    return Path(rapidocr_onnxruntime.__file__).parent / "models" / GRAPHS[name][0]
+
+
+def run_measured(command: list[str], kill_at: float, env: dict[str, str]) -> dict[str, Any]:
+    """Run ``command``; poll its resident set twice a second, kill it above ``kill_at`` bytes; its peak and wall time."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    peak, killed = 0, False
+    while process.poll() is None:
+        try:
+            resident = int(Path(f"/proc/{process.pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            resident = 0
+        peak = max(peak, resident)
+        if resident > kill_at:
+            os.killpg(process.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.5)
+    out, err = process.communicate()
+    plan = re.search(r"memory plan: .*", err)
+    return {"seconds": round(time.perf_counter() - started, 1), "peak_gib": round(peak / GIB, 2), "returncode": process.returncode,
+            "killed_at_gib": round(kill_at / GIB, 1) if killed else None, "plan": plan.group(0) if plan else None,
+            "last_line": (out.strip().splitlines() or err.strip().splitlines() or [""])[-1][:300]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = benchmark_parser(__doc__)
+    parser.add_argument("--models", type=choice_list(GRAPHS), default=list(GRAPHS))
+    parser.add_argument("--num-samples", type=int, default=256)
+    parser.add_argument("--plans", type=choice_list(["plan", "no-plan"]), default=["plan", "no-plan"])
+    parser.add_argument("--kill-at", type=float, default=12.0, help="GiB at which a run is stopped (the issue's goal)")
+    parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "fastdfkd-benchmarks" / "memory_plan",
+                        help="warm-state cache shared by the runs (the first run of each graph pays the warm-up)")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/memory_plan"))
+    args = parser.parse_args(argv)
+    env = {**os.environ, "FASTDFKD_CACHE_DIR": str(args.cache_dir)}
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="memory-plan-") as workdir:
+        for name in args.models:
+            for plan in args.plans:
+                command = [sys.executable, "-m", "fastdfkd_plugin.cli", "quantize-onnx", "--onnx", str(graph_path(name)),
+                           "--input-shape", GRAPHS[name][1], "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5",
+                           "--num-samples", str(args.num_samples), "--weight-type", "int8", "--activation-type", "int8",
+                           "--per-channel", "--seed", str(args.seed), "--out", str(Path(workdir) / f"{name}.onnx"),
+                           *(["--no-memory-plan"] if plan == "no-plan" else [])]
+                result = run_measured(command, args.kill_at * GIB, env)
+                runs.append({"model": name, "memory_plan": plan == "plan", **result})
+                print(runs[-1], flush=True)
+    results = {"environment": environment(), "num_samples": args.num_samples, "kill_at_gib": args.kill_at, "runs": runs}
+    lines = heading("Peak memory of quantize-onnx on PaddleOCR's graphs, with and without the memory plan", results,
+                    "W8A8 per-channel, {num_samples} samples, batch 64 asked, torch {torch}, {threads} threads; runs above "
+                    "{kill_at_gib} GiB are stopped. Wall times are from a shared machine.")
+    lines += ["| graph | memory plan | peak resident GiB | wall s | outcome | plan line |", "| --- | --- | --- | --- | --- | --- |"]
+    for run in runs:
+        outcome = f"stopped at {run['killed_at_gib']} GiB" if run["killed_at_gib"] else ("done" if run["returncode"] == 0 else f"exit {run['returncode']}")
+        lines.append(f"| {run['model']} | {'on' if run['memory_plan'] else 'off'} | {run['peak_gib']} | {run['seconds']} | {outcome} | "
+                     f"{(run['plan'] or '').removeprefix('memory plan: ')} |")
+    publish(args.out, results, "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""The memory plan: probes that leave the source as it was, batches sized to a budget, refusals before work."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAST, SHAPE, run_cli
+
+from fastdfkd_plugin import get_source
+from fastdfkd_plugin.errors import FastDFKDError
+from fastdfkd_plugin.hooks.argtypes import memory_size
+from fastdfkd_plugin.runtime.memory_meter import AllocatedBytes, baseline, can_measure_peak
+from fastdfkd_plugin.sources.memory_plan import plan_memory
+
+CPU = torch.device("cpu")
+needs_meter = pytest.mark.skipif(not can_measure_peak(CPU), reason="the kernel's resident high-water mark (Linux)")
+GIB = 2**30
+
+
+def test_allocated_bytes_counts_each_new_tensor_and_no_view():
+    x = torch.zeros(4, 100)
+    with AllocatedBytes() as counter:
+        y = x * 2  # 1,600 bytes
+        y.view(400)  # a view: nothing new
+        torch.ones(10, dtype=torch.float64)  # 80 bytes
+    assert counter.total == 1600 + 80
+
+
+PEAK = """
+import torch
+from fastdfkd_plugin.runtime.memory_meter import peak_bytes
+def step():
+    big = torch.ones(64 * 2**20 // 4)  # 64 MiB, every page written
+    del big
+print(peak_bytes(step, torch.device("cpu")), peak_bytes(lambda: None, torch.device("cpu")))
+"""
+
+
+@needs_meter
+def test_the_peak_of_a_step_is_measured_from_where_memory_stood():
+    """In a fresh process: memory an earlier test freed and the allocator kept would be reused without showing."""
+    done = subprocess.run([sys.executable, "-c", PEAK], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    step, nothing = map(int, done.stdout.split())
+    assert 60 * 2**20 < step < 200 * 2**20 and nothing < 16 * 2**20
+
+
+@needs_meter
+def test_the_probe_leaves_the_source_as_it_was(teacher):
+    """Where the batch asked for fits, the seeded set is bit-identical to one made without a plan."""
+    planned = get_source("fastdfkd", teacher, SHAPE, **FAST)
+    plan = plan_memory(planned, 8, budget=baseline(CPU) + 4 * GIB, calibration="each batch", num_samples=16)
+    assert plan.synthesis_batch == 8 and plan.calibration_batch == 8
+    assert plan.synthesis_per_input > 0 and plan.intermediates_per_input > 0
+    unplanned = get_source("fastdfkd", teacher, SHAPE, **FAST)
+    assert torch.equal(planned.synthetic_set(16, plan.synthesis_batch).inputs, unplanned.synthetic_set(16, 8).inputs)
+
+
+@needs_meter
+def test_a_tight_budget_lowers_the_batch_and_the_warm_up_batch(teacher):
+    source = get_source("fastdfkd", teacher, SHAPE, **FAST)
+    measured = plan_memory(source, 64, budget=baseline(CPU) + 4 * GIB)
+    room = measured.synthesis_fixed + 5 * measured.synthesis_per_input + measured.synthesis_per_input // 2
+    plan = plan_memory(source, 64, budget=baseline(CPU) + room)
+    assert 1 <= plan.synthesis_batch < 64
+    assert plan.synthesis_bytes() <= room + measured.synthesis_per_input  # within a second probe's noise
+    assert source.warmup_batch_size == min(16, plan.synthesis_batch)  # what memory allows: the batch asked for is larger
+    assert "asked 64" in plan.describe()
+
+
+@needs_meter
+def test_work_that_cannot_fit_at_one_input_is_refused_with_the_estimate(teacher):
+    source = get_source("fastdfkd", teacher, SHAPE, **FAST)
+    with pytest.raises(FastDFKDError, match=r"needs about .* GiB even one input at a time.*--memory-budget"):
+        plan_memory(source, 64, budget=baseline(CPU) // 2)
+
+
+@needs_meter
+def test_calibrators_that_keep_every_batch_get_chunks(teacher):
+    source = get_source("uniform", teacher, SHAPE, device="cpu")
+    measured = plan_memory(source, 8, budget=baseline(CPU) + 4 * GIB, calibration="every batch", num_samples=64)
+    assert measured.calibration_chunk is None  # 8 batches of 8 fit
+    three_batches = 3 * measured.calibration_bytes(batch=8) + measured.calibration_bytes(batch=1) // 2
+    tight = plan_memory(source, 8, budget=baseline(CPU) + three_batches, calibration="every batch", num_samples=64)
+    assert tight.calibration_batch == 8 and tight.calibration_chunk == 3
+
+
+def test_ort_strides_divide_the_batch_count():
+    from fastdfkd_plugin.adapters.onnxruntime import strided
+
+    assert strided(8, None) is None and strided(8, 8) is None
+    assert strided(8, 3) == 2 and strided(9, 3) == 3 and strided(7, 3) == 1
+
+
+def test_strided_minmax_calibration_gives_the_same_ranges(onnx_file, synthetic, tmp_path):
+    """Calibrating a few batches at a time changes nothing for MinMax (the minimum of minima)."""
+    from fastdfkd_plugin.adapters.onnxruntime import Requantizer, calibration_reader, quantize_static_options
+
+    options = quantize_static_options(dict(weight_type="int8", activation_type="uint8", calibrate_method="minmax"))
+    ranges = []
+    for stride in (None, 2):
+        requantizer = Requantizer(onnx_file, tmp_path / f"ranges-{stride}.json", options)
+        requantizer.calibrate(tmp_path / f"q-{stride}.onnx", calibration_reader(onnx_file, synthetic, 8), stride)
+        ranges.append(json.loads(requantizer.ranges.read_text()))
+    assert ranges[0] == ranges[1]
+
+
+@pytest.mark.parametrize("text, expected", [("8G", 8 * GIB), ("512M", 512 * 2**20), ("1.5GiB", 3 * GIB // 2), ("2048", 2048)])
+def test_memory_sizes_read_as_people_write_them(text, expected):
+    assert memory_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["lots", "-1G", "0"])
+def test_a_bad_memory_size_is_one_sentence(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="such as 8G"):
+        memory_size(text)
+
+
+@needs_meter
+def test_the_command_prints_its_plan_and_refuses_an_impossible_budget(capsys, tmp_path):
+    common = ["synthesize", "--model", "tests/models.py:TinyNet", "--input-shape", "3,32,32", "--mean", "0.5,0.5,0.5",
+              "--std", "0.5,0.5,0.5", "--num-samples", "8", "--batch-size", "8", "--steps", "1", "--warmup-tasks", "1",
+              "--out", str(tmp_path / "set.npz")]
+    code, _, err = run_cli(capsys, *common)
+    assert code == 0 and "memory plan: budget" in err and "synthesis batch 8 ≈" in err
+    code, _, err = run_cli(capsys, *common[:-2], "--out", str(tmp_path / "none.npz"), "--memory-budget", "1M")
+    assert code == 2 and "even one input at a time" in err and not (tmp_path / "none.npz").exists()
+    assert np.load(tmp_path / "set.npz")["inputs"].shape == (8, *SHAPE)
