@@ -15,6 +15,7 @@ from conftest import FAST, SHAPE, run_cli
 from fastdfkd_plugin import get_source
 from fastdfkd_plugin.errors import FastDFKDError
 from fastdfkd_plugin.hooks.argtypes import memory_size
+from fastdfkd_plugin.runtime.memory import glibc_malloc
 from fastdfkd_plugin.runtime.memory_meter import AllocatedBytes, baseline, can_measure_peak
 from fastdfkd_plugin.sources.memory_plan import plan_memory
 
@@ -49,6 +50,31 @@ def test_the_peak_of_a_step_is_measured_from_where_memory_stood():
     assert done.returncode == 0, done.stderr[-2000:]
     step, nothing = map(int, done.stdout.split())
     assert 60 * 2**20 < step < 200 * 2**20 and nothing < 16 * 2**20
+
+
+KEPT = """
+import torch
+from fastdfkd_plugin.runtime.memory import keep_freed_memory, release_freed_memory
+from fastdfkd_plugin.runtime.memory_meter import peak_bytes
+assert keep_freed_memory()  # as the fastdfkd command sets it
+def step():
+    big = torch.ones(64 * 2**20 // 4)
+    del big
+freed = torch.ones(256 * 2**20 // 4)
+del freed  # kept by the allocator: a step reuses it without raising the resident set
+hidden = peak_bytes(step, torch.device("cpu"))
+release_freed_memory()
+print(hidden, peak_bytes(step, torch.device("cpu")))
+"""
+
+
+@needs_meter
+@pytest.mark.skipif(not glibc_malloc(), reason="glibc's malloc only")
+def test_memory_the_process_kept_is_handed_back_before_a_probe_so_the_probe_reads_true():
+    done = subprocess.run([sys.executable, "-c", KEPT], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    hidden, seen = map(int, done.stdout.split())
+    assert hidden < 16 * 2**20 < 60 * 2**20 < seen
 
 
 @needs_meter

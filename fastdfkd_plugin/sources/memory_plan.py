@@ -26,6 +26,7 @@ import torch
 
 from ..errors import FastDFKDError
 from ..runtime.devices import available_memory
+from ..runtime.memory import release_freed_memory
 from ..runtime.memory_meter import AllocatedBytes, baseline, can_measure_peak, peak_bytes
 from .base import DataSource
 
@@ -107,6 +108,7 @@ def plan_memory(source: DataSource, batch_size: int, *, budget: int | None = Non
     if not can_measure_peak(device):
         raise FastDFKDError("cannot measure memory on this platform, so no memory plan can be made; "
                             "pass --no-memory-plan and choose --batch-size yourself")
+    release_freed_memory()
     budget, origin = memory_budget(device, budget)
     start = baseline(device)
     small, large = PROBE_BATCHES
