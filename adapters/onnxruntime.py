@@ -684,11 +684,21 @@ def float_fallback(teacher: Teacher, requantizer: Requantizer, output: Path, tar
                    selection: SyntheticSet) -> list[NodeSensitivity]:
     """The fewest most-damaging nodes kept in float for the estimate on ``selection`` to reach ``target`` percent of the
     teacher's accuracy (a binary search: the estimate rises as nodes return to float), written to ``output``."""
-    def reaches(count: int) -> bool:
+    def estimate(count: int) -> float:
         path = requantizer.write(output, in_float=[score.node for score in ranked[:count]])
-        return judged(teacher, path, selection).estimated_relative_accuracy >= target
+        return judged(teacher, path, selection).estimated_relative_accuracy
 
-    low, high = 0, len(ranked)  # reaches(high): everything in float is the teacher itself
+    def reaches(count: int) -> bool:
+        return estimate(count) >= target
+
+    every = estimate(len(ranked))
+    if every < target:  # the damage is in the other quantized operators (PP-OCRv4's recognizer): floats would only cost
+        log.warning("keeping every Conv/MatMul/Gemm node in float is estimated to keep only %.0f %% of the teacher's "
+                    "accuracy, below the %g %% target, so none is kept in float; quantize fewer operator types (--op-types) "
+                    "or lower the target", every, target)
+        requantizer.write(output)
+        return []
+    low, high = 0, len(ranked)  # reaches(high), checked above
     while low < high:
         middle = (low + high) // 2
         if reaches(middle):
@@ -737,6 +747,7 @@ def quantize_from_args(args: argparse.Namespace, output: str | Path, **settings:
         teacher, output, onnx_model=args.onnx, calibration=args.calibration, source=args.source,
         num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, source_options=source_options(args),
         preprocess=not args.no_preprocess, progress=not args.quiet, memory_plan=not args.no_memory_plan,
+        held_out_samples=args.held_out_samples,
         memory_budget=args.memory_budget,
         reconstruction=args.reconstruction, reconstruction_options=tuning, **settings, **options,
     )
@@ -771,7 +782,7 @@ def cmd_sensitivity(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="fastdfkd-sensitivity-") as workdir:
         report = quantize_from_args(args, Path(workdir) / "quantized.onnx", evaluate=False, sensitivity=True)
     width = max([len(score.node) for score in report.sensitivity] + [4])
-    print(f"what quantizing each node alone costs: agreement with the teacher on {HELD_OUT_SAMPLES} held-out synthetic "
+    print(f"what quantizing each node alone costs: agreement with the teacher on {args.held_out_samples} held-out synthetic "
           "inputs, most damaging first")
     print(f"{'node':{width}}  {'op':6}  agreement")
     for score in report.sensitivity:
@@ -831,6 +842,9 @@ def add_quantization_arguments(quant: argparse.ArgumentParser) -> None:
     quant.add_argument("--op-types", help="quantize only these ONNX op types, e.g. MatMul,Gemm for a transformer "
                                           "(LayerNorm, Softmax and GELU stay in float; default: all the quantizer supports)")
     quant.add_argument("--extra-option", action="append", type=_extra_option, help="KEY=VALUE passed in extra_options (repeatable)")
+    quant.add_argument("--held-out-samples", type=positive, default=HELD_OUT_SAMPLES,
+                       help=f"held-out synthetic inputs the estimate, the search, the fallback and the sensitivity table "
+                            f"judge on (default {HELD_OUT_SAMPLES}); fewer are faster on a large model and noisier")
     quant.add_argument("--no-preprocess", action="store_true", help="skip quant_pre_process (shape inference + optimisation)")
     quant.add_argument("--reconstruction", choices=sorted(RECONSTRUCTIONS),
                        help="fit each layer's rounding (adaround) or weights (adaquant) to the calibration images with "

@@ -46,6 +46,7 @@ _EXPORTS = {
     "GenericOutputs": ".teacher.tasks",
     "PredictionTask": ".teacher.tasks",
     "Segmentation": ".teacher.tasks",
+    "Sequence": ".teacher.tasks",
     "kd_loader": ".training.finetune",
     "kd_loss": ".training.distillation",
     "keep_freed_memory": ".runtime.memory",
@@ -85,7 +86,7 @@ if TYPE_CHECKING:
     from .synthesis.registry import make_generator, make_prior
     from .teacher.loading import load_model, load_weights
     from .teacher.onnx.graph import load_onnx_model
-    from .teacher.tasks import Classification, GenericOutputs, PredictionTask, Segmentation
+    from .teacher.tasks import Classification, GenericOutputs, PredictionTask, Segmentation, Sequence
     from .teacher.teacher import Teacher
     from .training.distillation import DistillConfig, Distiller, distill, distill_datafree, kd_loss
     from .training.finetune import kd_loader

@@ -16,7 +16,7 @@ from .sources.fastdfkd import FastDFKDSource
 from .sources.noise import GaussianSource, UniformSource
 from .synthesis.generator import GeneratorFactory, compact_generator, compact_subpixel_generator, paper_generator
 from .synthesis.priors import BatchNormPrior, GenericPrior, Prior, TransformerPrior
-from .teacher.tasks import Classification, GenericOutputs, PredictionTask, Segmentation
+from .teacher.tasks import Classification, GenericOutputs, PredictionTask, Segmentation, Sequence
 
 
 @hookimpl
@@ -40,5 +40,5 @@ def fastdfkd_register_priors(register: Callable[[type[Prior]], None]) -> None:
 
 @hookimpl
 def fastdfkd_register_tasks(register: Callable[[type[PredictionTask]], None]) -> None:
-    for task in (Classification, Segmentation, GenericOutputs):
+    for task in (Classification, Segmentation, Sequence, GenericOutputs):
         register(task)

@@ -62,6 +62,17 @@ def test_the_float_fallback_keeps_the_most_damaging_nodes_until_the_estimate_rea
     assert onnx_accuracy(tmp_path / "fallback.onnx", x, y) > onnx_accuracy(tmp_path / "w4a4.onnx", x, y)  # real digits agree
 
 
+def test_a_target_that_floats_cannot_reach_keeps_nothing_in_float_and_says_why(digits_teacher, tmp_path, caplog):
+    """Other operators stay quantized, so keeping every Conv/Gemm in float need not reach the target (PP-OCRv4's
+    recognizer kept all 51 in float and read fewer words than fully quantized); then none is kept."""
+    teacher, _ = digits_teacher
+    report = quantize_datafree(teacher, tmp_path / "q.onnx", num_samples=32, batch_size=16, source_options=DIGITS_SOURCE,
+                               held_out_samples=64, weight_type="int4", activation_type="uint4", accuracy_target=100,
+                               evaluate=False)
+    assert report.kept_in_float == [] and len(report.sensitivity) >= 4
+    assert "none is kept in float" in caplog.text and "below the 100 % target" in caplog.text
+
+
 def test_sensitivity_prints_every_node_most_damaging_first_and_draws_it(capsys, tmp_path):
     code, out, err = run(capsys, "sensitivity", *TINY, "--weight-type", "int4", "--activation-type", "uint4",
                          "--plot", str(tmp_path / "nodes.png"))

@@ -315,4 +315,4 @@ def test_calibration_reader_and_forward_loop_take_a_segmenter(tmp_path):
 def test_cli_lists_the_tasks_in_the_order_auto_tries_them(capsys):
     code, out, _ = run_cli(capsys, "tasks")
     names = [line.split()[0] for line in out.splitlines()[1:]]
-    assert code == 0 and names == ["classification", "segmentation", "generic"]
+    assert code == 0 and names == ["classification", "segmentation", "sequence", "generic"]

@@ -57,7 +57,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, flag: str = "--model", 
     pick.add_argument("--output-key", help="the model returns a dict: use only the entry under this key")
     parser.add_argument("--task", default="auto",
                         help="what the outputs are: auto (default: recognised from one forward pass), classification "
-                             "(N×classes logits), segmentation (N×classes×H×W maps), generic (any tensors, compared "
+                             "(N×classes logits), segmentation (N×classes×H×W maps), sequence (N×positions×classes, e.g. a CTC "
+                             "text recognizer), generic (any tensors, compared "
                              "element-wise), or a plugin's (see `fastdfkd tasks`)")
 
 

@@ -6,10 +6,11 @@ synthesis target term and the adversarial divergence, the KD loss, the teacher's
 for a synthetic set, agreement with a compressed copy, evaluation scores, and what an
 exported graph is compared on. Nothing else in the package branches on output shapes.
 
-Three kinds are built in; a plugin adds others through ``fastdfkd_register_tasks``:
+Four kinds are built in; a plugin adds others through ``fastdfkd_register_tasks``:
 
 - ``classification``: logits ``N×C`` (``N×C×1×1`` when named);
 - ``segmentation``: class maps ``N×C×H×W``, a softmax over C at every pixel;
+- ``sequence``: class scores at every position ``N×T×C`` (CTC recognizers, token classifiers);
 - ``generic``: any tensor or tuple/dict of tensors (detection heads, depth, embeddings),
   compared element-wise with no class assumption (L1, as DFAD does for dense outputs).
 
@@ -32,6 +33,7 @@ from ..hooks.manager import registry
 Outputs = Any  # a tensor, or a tuple/list/dict of tensors
 DEFAULT_IGNORE_INDEX = 255
 MATCH_TOLERANCE = 0.05  # generic outputs agree on an input when their relative L1 error is at most this
+DISTRIBUTION_TOLERANCE = 0.01  # scores non-negative and summing to 1 within this over the classes are probabilities
 
 
 def map_outputs(function: Callable[[torch.Tensor], torch.Tensor], outputs: Outputs) -> Outputs:
@@ -286,6 +288,87 @@ class Segmentation(Classification):
         return torch.stack([pixels, maps], 1).flatten(0, 1)
 
 
+class Sequence(Classification):
+    """Class scores at every position N×T×C (CTC recognizers, token classifiers): per-position KL, exact sequences.
+
+    Scores may be logits or probabilities (PaddleOCR's exported recognizers end in a softmax);
+    probabilities are taken by their log, so KL and KD losses mean the same for both, and a
+    student may give either. Sequences are compared as greedy CTC decoding reads them: repeats
+    collapsed, then the blank (class ``blank``, 0 as PaddleOCR and ``torch.nn.CTCLoss`` put it)
+    dropped. A token classifier, whose positions are the tokens, compares them as they are: pass
+    a subclass with ``collapse_repeats = False`` and ``blank = None`` as ``task``.
+    """
+
+    name = "sequence"
+    rank = 5
+    default_target_weight = 0.0  # like segmentation: a sequence has no one class to aim a synthetic input at
+    blank: ClassVar[int | None] = 0  # the CTC blank, dropped after collapsing; None keeps every class
+    collapse_repeats: ClassVar[bool] = True  # CTC: a class repeated at neighbouring positions is read once
+
+    @classmethod
+    def recognises(cls, outputs: Outputs) -> bool:
+        """Probabilities over the last dimension only: N×T×D logits look like token embeddings, which stay generic
+        unless named (``task="sequence"``)."""
+        return (isinstance(outputs, torch.Tensor) and outputs.dim() == 3 and outputs.shape[2] >= 2
+                and _is_distribution(outputs))
+
+    def check(self, outputs: Outputs) -> None:
+        if not (isinstance(outputs, torch.Tensor) and outputs.dim() == 3 and outputs.shape[2] >= 2):
+            raise FastDFKDError(f"task 'sequence' needs N×positions×classes scores, but the teacher returns {describe(outputs)}; "
+                                "pick them with output_transform (--output-index/--output-key), put the batch first "
+                                "(a T×N×C CTC head), or choose another --task")
+        self._classes = int(outputs.shape[2])
+
+    def target_loss(self, outputs: Outputs, targets: torch.Tensor) -> torch.Tensor:
+        """Each sequence reads its target class somewhere: cross-entropy of the position-averaged class probabilities."""
+        presence = _log_probabilities(outputs).exp().mean(1)
+        return F.nll_loss(presence.clamp_min(1e-8).log(), targets)
+
+    def divergence(self, student: Outputs, teacher: Outputs) -> torch.Tensor:
+        """Per-position KL where both still pick the same class, averaged over positions."""
+        return _agreeing_kl(_log_probabilities(student), _log_probabilities(teacher), dim=-1).mean()
+
+    def kd_loss(self, student: Outputs, teacher: Outputs, temperature: float) -> torch.Tensor:
+        """Per-position ``KL(p_T^τ ‖ p_S^τ)·τ²``, averaged over positions."""
+        kl = _kl(_log_probabilities(student), _log_probabilities(teacher), temperature, dim=-1)
+        return kl.sum(-1).mean() * temperature**2
+
+    def importance_loss(self, model: Outputs, teacher: Outputs, reduction: str = "mean") -> torch.Tensor:
+        """Per-position cross-entropy to the teacher's classes."""
+        per_sample = F.nll_loss(_log_probabilities(model).transpose(1, 2), self.labels(teacher), reduction="none").mean(1)
+        return per_sample if reduction == "none" else per_sample.mean()
+
+    def labels(self, outputs: Outputs) -> torch.Tensor:
+        """The top-1 class at every position (N×T), before any decoding."""
+        return outputs.argmax(-1)
+
+    def decode(self, outputs: Outputs) -> torch.Tensor:
+        """Each input's class sequence as greedy CTC decoding reads it, left-aligned in N×T and padded with -1."""
+        labels = self.labels(outputs).cpu()
+        kept = torch.ones_like(labels, dtype=torch.bool)
+        if self.collapse_repeats:
+            kept[:, 1:] = labels[:, 1:] != labels[:, :-1]
+        if self.blank is not None:
+            kept &= labels != self.blank
+        return _packed(labels, kept)
+
+    def sample_agreement(self, teacher: Outputs, other: Outputs) -> torch.Tensor:
+        """1 for inputs whose decoded sequences are the same (exact-sequence agreement, word accuracy's analogue)."""
+        return _same_rows(self.decode(teacher), self.decode(other)).float()
+
+    def scores(self, pairs: Iterable[tuple[Outputs, torch.Tensor]], ignore_index: int = DEFAULT_IGNORE_INDEX) -> dict[str, float]:
+        """Exact-sequence accuracy against label sequences N×L padded with ``ignore_index`` (any L)."""
+        correct = total = 0
+        for outputs, labels in pairs:
+            labels = labels.cpu().long().reshape(len(labels), -1)
+            correct += int(_same_rows(self.decode(outputs), _packed(labels, labels != ignore_index)).sum())
+            total += len(labels)
+        return {"sequence_accuracy": 100.0 * correct / max(total, 1)}
+
+    def class_histogram(self, outputs: Outputs) -> list[int]:
+        return torch.bincount(self.labels(outputs).flatten().cpu(), minlength=self.num_classes).tolist()
+
+
 class GenericOutputs(PredictionTask):
     """Any tensor or tuple/dict of tensors (detection heads, depth, embeddings): element-wise L1, no classes."""
 
@@ -330,16 +413,41 @@ def palette(num_classes: int) -> torch.Tensor:
     return value[:, None] * (1 - 0.75 * (torch.minimum(k, 4 - k).clamp(0, 1)))
 
 
-def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """Element-wise ``KL(p_T ‖ p_S)`` terms over dim 1 (sum them over dim 1 for the divergence)."""
-    log_p_s = F.log_softmax(student / temperature, dim=1)
-    log_p_t = F.log_softmax(teacher / temperature, dim=1)
+def _kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 1.0, dim: int = 1) -> torch.Tensor:
+    """Element-wise ``KL(p_T ‖ p_S)`` terms over the class dimension ``dim`` (sum them over it for the divergence)."""
+    log_p_s = F.log_softmax(student / temperature, dim=dim)
+    log_p_t = F.log_softmax(teacher / temperature, dim=dim)
     return F.kl_div(log_p_s, log_p_t, reduction="none", log_target=True)
 
 
-def _agreeing_kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    agree = (teacher.argmax(1) == student.argmax(1)).float()
-    return agree * _kl(student, teacher).sum(1)
+def _agreeing_kl(student: torch.Tensor, teacher: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    agree = (teacher.argmax(dim) == student.argmax(dim)).float()
+    return agree * _kl(student, teacher, dim=dim).sum(dim)
+
+
+def _is_distribution(scores: torch.Tensor) -> bool:
+    """Whether ``scores`` are probabilities over their last dimension (a model ending in a softmax)."""
+    scores = scores.detach().float()
+    return bool(scores.min() >= 0) and bool(((scores.sum(-1) - 1).abs() <= DISTRIBUTION_TOLERANCE).all())
+
+
+def _log_probabilities(scores: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities over the last dimension, from logits or from probabilities."""
+    scores = scores.float()
+    return scores.clamp_min(1e-30).log() if _is_distribution(scores) else F.log_softmax(scores, dim=-1)
+
+
+def _packed(values: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """Each row's ``kept`` entries moved to its front in order, the rest -1: rows then compare as sequences."""
+    order = torch.argsort((~kept).to(torch.int8), dim=1, stable=True)
+    return torch.where(kept.gather(1, order), values.gather(1, order), -1)
+
+
+def _same_rows(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Per row, whether two -1-padded sequences are equal, whatever their padded widths."""
+    width = max(first.shape[1], second.shape[1])
+    first, second = (F.pad(rows, (0, width - rows.shape[1]), value=-1) for rows in (first, second))
+    return (first == second).all(1)
 
 
 def _l1(student: Outputs, teacher: Outputs) -> torch.Tensor:
@@ -359,15 +467,18 @@ def _task_entry(plugin: str, cls: type[PredictionTask]) -> tuple[str, type[Predi
 
 
 def task_registry() -> dict[str, type[PredictionTask]]:
-    """Every registered task by name (``classification``, ``segmentation``, ``generic`` and plugins')."""
+    """Every registered task by name (``classification``, ``segmentation``, ``sequence``, ``generic`` and plugins')."""
     return {name: cls for name, (cls, _) in registry("fastdfkd_register_tasks", "task", _task_entry).items()}
 
 
-def make_task(task: str | PredictionTask, example: Outputs) -> PredictionTask:
-    """The task for a teacher whose probe batch gave ``example``: named, given, or (``"auto"``) recognised."""
+def make_task(task: str | PredictionTask | type[PredictionTask], example: Outputs) -> PredictionTask:
+    """The task for a teacher whose probe batch gave ``example``: named, given (an instance, or a subclass to build from
+    ``example``, e.g. a :class:`Sequence` with other decoding settings), or (``"auto"``) recognised."""
     if isinstance(task, PredictionTask):
         task.check(example)
         return task
+    if isinstance(task, type) and issubclass(task, PredictionTask):
+        return task(example)
     tasks = task_registry()
     if task == "auto":
         for cls in sorted(tasks.values(), key=lambda cls: -cls.rank):
