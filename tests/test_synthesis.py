@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 
 import pytest
 import torch
-from conftest import SHAPE
+from conftest import FAST, SHAPE
 from torch import nn
 
-from fastdfkd_plugin import FastDFKDError
-from fastdfkd_plugin.synthesis.registry import make_generator, make_prior
-from fastdfkd_plugin.synthesis.augment import crop_flip
+from fastdfkd_plugin import FastDFKDError, get_source
+from fastdfkd_plugin.synthesis.augment import CropFlip, crop_flip
 from fastdfkd_plugin.synthesis.generator import (
     COMPACT_COST_SHARE,
     COMPACT_MIN_CHANNELS,
@@ -22,9 +22,10 @@ from fastdfkd_plugin.synthesis.generator import (
     Generator,
     compact_generator,
 )
-from fastdfkd_plugin.synthesis.meta import MetaSynthesizer
+from fastdfkd_plugin.synthesis.meta import BestStep, MetaSynthesizer, NonFiniteLoss
 from fastdfkd_plugin.synthesis.objective import InversionObjective, LossWeights
 from fastdfkd_plugin.synthesis.priors import BatchNormMatcher, ChannelStatistics
+from fastdfkd_plugin.synthesis.registry import make_generator, make_prior
 from fastdfkd_plugin.teacher.teacher import Teacher, forward_macs
 
 
@@ -116,7 +117,7 @@ def run_tasks(teacher, weights, labels, student=None, bn_momentum=0.9, tasks=2, 
     """Synthesise ``tasks`` batches with everything seeded; return the last batch's pixels."""
     rng = torch.Generator().manual_seed(0)
     built = Teacher(teacher, SHAPE, device="cpu")
-    objective = InversionObjective(built, make_prior("auto", built, bn_momentum), rng, weights, crop_flip)
+    objective = InversionObjective(built, make_prior("auto", built, bn_momentum), rng, weights, CropFlip())
     objective.student = student
     torch.manual_seed(0)
     synthesizer = MetaSynthesizer(Generator(SHAPE, [16, 16, 8], latent_dim=16), objective, rng, steps=2)
@@ -286,3 +287,92 @@ def test_channel_statistics_match_torch_and_their_gradient_is_exact():
         dims = [0, *range(2, other.dim())]
         torch.testing.assert_close(mean, other.mean(dims))
         torch.testing.assert_close(var, other.var(dims, unbiased=False))
+
+
+# -- the best batch and finiteness, kept on the device -----------------------------------------
+
+class RecordingObjective:
+    """The real objective, recording each step's loss, pixels and prior statistics as a host loop would see them."""
+
+    def __init__(self, inner: InversionObjective) -> None:
+        self.inner = inner
+        self.steps: list[tuple[float, torch.Tensor, list]] = []
+
+    def __call__(self, pixels, labels, adversarial=True):
+        loss = self.inner(pixels, labels, adversarial)
+        self.steps.append((loss.item(), pixels.detach().clone(), self.inner.batch_statistics()))
+        return loss
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_task_hands_out_the_first_lowest_loss_batch_and_its_statistics(teacher):
+    built = Teacher(teacher, SHAPE, device="cpu")
+    rng = torch.Generator().manual_seed(0)
+    objective = InversionObjective(built, make_prior("batchnorm", built, 0.9), rng, None, CropFlip())
+    recording = RecordingObjective(objective)
+    torch.manual_seed(0)
+    synthesizer = MetaSynthesizer(Generator(SHAPE, [16, 16, 8], latent_dim=16), recording, rng, steps=6, lr_g=3.0, lr_z=3.0)
+    statistics = []
+    objective.prior.update_momentum = statistics.append  # what the task folds into the momentum average
+    with objective.attached():
+        result = synthesizer.task(LABELS)
+    losses = [loss for loss, _, _ in recording.steps]
+    best = min(range(len(losses)), key=lambda i: (losses[i], i))  # the first of the lowest, as `value < best` kept it
+    assert 0 < best < len(losses) - 1  # neither the first nor the last step (the large steps overshoot): a real choice
+    loss, pixels, layers = recording.steps[best]
+    assert result.loss == loss and torch.equal(result.pixels, pixels)
+    assert len(statistics) == 1 and all(torch.equal(a, b) for got, want in zip(statistics[0], layers) for a, b in zip(got, want))
+
+
+def test_best_step_keeps_the_first_of_equal_losses_and_never_a_nan():
+    def step(loss, tag):
+        return BestStep.of(torch.tensor(loss), torch.full((2, 3), float(tag)), [(torch.full((4,), float(tag)), None), None])
+
+    best = step(3.0, 0)
+    for loss, tag in ((1.0, 1), (1.0, 2), (2.0, 3)):
+        best = best.keep_better(step(loss, tag))
+    loss, statistics = best.read()
+    assert loss == 1.0 and torch.equal(best.pixels, torch.full((2, 3), 1.0))
+    assert torch.equal(statistics[0][0], torch.full((4,), 1.0)) and statistics[0][1] is None and statistics[1] is None
+    with pytest.raises(NonFiniteLoss, match="inversion loss became nan"):
+        best.keep_better(step(float("nan"), 4)).keep_better(step(0.5, 5)).read()
+
+
+class FailingObjective(QuadraticObjective):
+    """The quadratic loss, infinite from the second step on."""
+
+    def __init__(self, target: float) -> None:
+        super().__init__(target)
+        self.calls = 0
+
+    def __call__(self, pixels, labels, adversarial=True):
+        self.calls += 1
+        loss = super().__call__(pixels, labels, adversarial)
+        return loss if self.calls < 2 else loss * float("inf")
+
+
+def test_a_non_finite_loss_raises_once_per_task_and_leaves_the_meta_generator_alone():
+    generator = ScalarGenerator(0.3)
+    synthesizer = MetaSynthesizer(generator, FailingObjective(1.7), torch.Generator().manual_seed(0), steps=4, lr_g=0.1, lr_z=0.1)
+    with pytest.raises(NonFiniteLoss, match="inversion loss became inf"):
+        synthesizer.task(torch.zeros(4, dtype=torch.long))
+    assert generator.theta.item() == 0.3 and synthesizer.tasks_done == 0
+
+
+def test_compiled_step_captures_the_priors_without_graph_breaks_and_makes_finite_batches(teacher, monkeypatch):
+    import torch._dynamo  # imported here: it takes seconds
+
+    if not torch._dynamo.is_dynamo_supported():
+        pytest.skip("torch.compile is not supported on this Python/platform")
+    # aot_eager: Dynamo's capture and AOTAutograd's backward as compile=True runs them, without inductor's minutes of C++.
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="aot_eager"))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    source = get_source("fastdfkd", teacher, SHAPE, **{**FAST, "compile": True})
+    batch = source.next_batch(8)
+    assert batch.inputs.shape == (8, *SHAPE) and torch.isfinite(batch.inputs).all()
+    assert 0 <= batch.inputs.min() and batch.inputs.max() <= 1
+    assert not torch._dynamo.utils.counters["graph_break"]
+    assert all(average is not None for average in source.objective.momentum_state())  # statistics came out of the graph

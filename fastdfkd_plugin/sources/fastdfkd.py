@@ -45,7 +45,10 @@ class FastDFKDSource(InvertingSource):
     (:mod:`fastdfkd_plugin.sources.cache`) and every later source for the same teacher and
     settings, in any command, starts warm, with bit-identical results. ``save_state``
     and ``state_path=`` move a warm state by hand. Call :meth:`set_student` to aim the
-    adversarial term at a student.
+    adversarial term at a student. ``compile`` (off by default) runs each inner step
+    as one ``torch.compile``d graph; on a CPU its minutes of compiling outweigh a set's
+    seconds, and it has not yet run on a GPU (docs/performance.md#a-compiled-inner-step).
+    Compiled sets are not bit-identical to eager ones, so a compiled warm-up is cached apart.
     """
 
     name = "fastdfkd"
@@ -61,6 +64,9 @@ class FastDFKDSource(InvertingSource):
         *InvertingSource.options,
         SourceOption(("--generator-state",), "state_path", "load a warm generator state saved for this teacher "
                                                            "(skips the warm-up)"),
+        SourceOption(("--compile",), "compile", "run each synthesis step as a torch.compile'd graph (off by default: "
+                                                "compiling takes minutes on a CPU and has not been measured on a GPU; it "
+                                                "pays off in long runs such as distillation)", const=True),
         SourceOption(("--no-cache",), "cache", "neither use nor fill the cache of warm generators ($FASTDFKD_CACHE_DIR, "
                                                "default ~/.cache/fastdfkd)", const=False),
     )
@@ -81,6 +87,7 @@ class FastDFKDSource(InvertingSource):
         warmup_steps: int | None = None,
         state_path: str | Path | None = None,
         cache: bool = True,
+        compile: bool = False,
         **common: Any,
     ) -> None:
         """``common``: the inversion options (``loss_weights``, ``flip``, ``prior``, ``shift``) and every source's."""
@@ -95,7 +102,9 @@ class FastDFKDSource(InvertingSource):
             torch.manual_seed(self.seed)
             network = make_generator(generator, self.input_shape, self.teacher.macs_per_image, latent_dim).to(self.device)
         self.generator_name = generator
-        self.synthesizer = MetaSynthesizer(network, self.objective, self.rng, steps, lr_g, lr_z, meta_update)
+        self.compile = compile
+        self.synthesizer = MetaSynthesizer(network, self.objective, self.rng, steps, lr_g, lr_z, meta_update,
+                                           compile=compile)
         self.warmup_seconds = 0.0
         if state_path is not None:
             self.load_state(state_path)
@@ -178,6 +187,7 @@ class FastDFKDSource(InvertingSource):
             "mean": self.space.mean_values, "std": self.space.std_values, "seed": self.seed,
             "warmup_batch_size": self.warmup_batch_size, "device": self.device.type,
             "autocast": str(self.autocast_dtype), **self.run_settings(),
+            **({"compile": True} if self.compile else {}),  # a compiled warm-up is not bit-identical to an eager one
         }
 
     def _say(self, message: str) -> None:

@@ -8,13 +8,12 @@ the same options for it, declared here once.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import torch
 
 from ..errors import FastDFKDError
-from ..synthesis.augment import crop_flip, default_shift
+from ..synthesis.augment import CropFlip, default_shift
 from ..synthesis.objective import InversionObjective, LossWeights
 from ..synthesis.registry import make_prior
 from ..teacher.teacher import Teacher
@@ -51,9 +50,8 @@ class InvertingSource(DataSource):
             raise FastDFKDError(f"shift must be 0 (no shifts) or more pixels, got {shift}")
         self.bn_momentum, self.flip = bn_momentum, flip
         self.shift = default_shift(self.input_shape[1]) if shift is None else shift
-        augment = functools.partial(crop_flip, padding=self.shift, flip=flip)
         self.objective = InversionObjective(self.teacher, make_prior(prior, self.teacher, bn_momentum), self.rng,
-                                            loss_weights, augment, self.autocast_dtype)
+                                            loss_weights, CropFlip(self.shift, flip), self.autocast_dtype)
 
     def probe_step(self, batch_size: int) -> None:
         """One step of the inversion loss and its backward at ``batch_size``, on the source's random stream, then restored."""

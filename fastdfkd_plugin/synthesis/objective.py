@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, replace
-from typing import Callable, Iterator
+from typing import Any, Iterator
 
 import torch
 from torch import nn
 
 from ..teacher.tasks import map_outputs
 from ..teacher.teacher import OutputTransform, Teacher, frozen, outputs_of
+from .augment import CropFlip
 from .priors import Prior, Statistics
 
 
@@ -48,7 +49,7 @@ class InversionObjective:
         prior: Prior,
         rng: torch.Generator,
         weights: LossWeights | None = None,
-        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        augment: CropFlip | None = None,
         autocast_dtype: torch.dtype | None = None,
     ) -> None:
         self.teacher = teacher
@@ -79,7 +80,15 @@ class InversionObjective:
 
     def __call__(self, pixels: torch.Tensor, targets: torch.Tensor, adversarial: bool = True) -> torch.Tensor:
         """The weighted loss of one pixel batch; ``adversarial`` False switches ``L_adv`` off (warm-up)."""
-        pixels = self.augment(pixels, self.rng) if self.augment else pixels
+        return self.loss(pixels, targets, adversarial, self.draw(len(pixels)))
+
+    def draw(self, count: int) -> Any:
+        """The augmentation's random draws for ``count`` images, from the objective's stream (eager, outside a compiled step)."""
+        return self.augment.draw(count, self.teacher.input_shape[1], self.rng) if self.augment else None
+
+    def loss(self, pixels: torch.Tensor, targets: torch.Tensor, adversarial: bool, draws: Any) -> torch.Tensor:
+        """:meth:`__call__` with the augmentation's ``draws`` given: all of it traceable by ``torch.compile``."""
+        pixels = self.augment.apply(pixels, draws) if self.augment else pixels
         inputs = self.teacher.space.normalize(pixels)
         task = self.teacher.task
         with self.autocast(inputs.device):
