@@ -446,6 +446,10 @@ def quantize_datafree(
     else:
         quantize_options = reconstruction_settings(quantize_options) | dict(reconstruction_options or {})
     teacher = Teacher.of(teacher, input_shape, mean=mean, std=std, device=device)
+    if accuracy_target is not None and not teacher.task.estimates_accuracy:
+        raise FastDFKDError(f"the accuracy target needs an estimate of the accuracy kept, which is calibrated for classifiers "
+                            f"only, and this teacher's outputs are '{teacher.task.name}'; drop --accuracy-target and keep "
+                            "nodes in float by name with --exclude-node (fastdfkd sensitivity ranks them)")
     input_shape = teacher.input_shape
     if onnx_model is None and isinstance(teacher.model, OnnxModule):
         onnx_model = teacher.model.source

@@ -126,7 +126,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     result = fidelity(teacher, model, num_samples=args.num_samples, seed=args.seed, progress=not args.quiet,
                       model_output_transform=teacher.output_transform, batch_size=batch_size)
     report = result.as_dict()
-    if args.teacher_accuracy is not None:
+    if args.teacher_accuracy is not None and result.calibrated:
         report["estimated_accuracy"], report["estimated_accuracy_interval"] = result.estimated_accuracy(args.teacher_accuracy)
     if args.out:
         with atomic_path(args.out) as tmp:

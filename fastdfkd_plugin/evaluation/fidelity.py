@@ -53,6 +53,7 @@ class Fidelity:
     estimated_relative_accuracy: float  # the compressed model's accuracy as a share of the teacher's, estimated
     interval: tuple[float, float]  # 95 % interval of that estimate
     seconds: float
+    calibrated: bool = True  # False: the task's agreement was never fitted to accuracy, so the estimate means nothing
 
     def estimated_accuracy(self, teacher_accuracy: float) -> tuple[float, tuple[float, float]]:
         """The absolute estimate (and interval) for a teacher of ``teacher_accuracy`` percent on its own data."""
@@ -60,6 +61,10 @@ class Fidelity:
         return self.estimated_relative_accuracy * scale, (self.interval[0] * scale, self.interval[1] * scale)
 
     def summary(self, teacher_accuracy: float | None = None) -> str:
+        if not self.calibrated:
+            return (f"agrees with the teacher on {self.agreement:.1f} % of {self.samples} held-out synthetic inputs "
+                    f"({self.seconds:.1f} s); no estimate of the accuracy kept: it is calibrated for classifiers only, and "
+                    f"this teacher's outputs are '{self.task}'")
         low, high = self.interval
         text = (f"estimated to keep {self.estimated_relative_accuracy:.0f} % ({low:.0f}–{high:.0f} %) of the teacher's accuracy "
                 f"(agreement {self.agreement:.1f} % on {self.samples} held-out synthetic inputs, {self.seconds:.1f} s)")
@@ -70,7 +75,7 @@ class Fidelity:
 
     def warning(self, fix: str) -> str | None:
         """One sentence when the estimate is low, naming ``fix`` (what to try for the command that made the model)."""
-        if self.estimated_relative_accuracy >= LOW_FIDELITY:
+        if not self.calibrated or self.estimated_relative_accuracy >= LOW_FIDELITY:
             return None
         return (f"warning: the compressed model is estimated to keep only {self.estimated_relative_accuracy:.0f} % of the "
                 f"teacher's accuracy; {fix}")
@@ -119,7 +124,7 @@ def fidelity(teacher: Teacher, model: nn.Module | Callable[[torch.Tensor], Any],
                             for batch in held_out.batches(eval_chunk(teacher.input_shape))])
     estimate, interval = relative_accuracy(shares)
     return Fidelity(teacher.task.name, len(shares), 100 * float(shares.mean()), estimate, interval,
-                    round(time.perf_counter() - started, 3))
+                    round(time.perf_counter() - started, 3), teacher.task.estimates_accuracy)
 
 
 def relative_accuracy(shares: torch.Tensor) -> tuple[float, tuple[float, float]]:
