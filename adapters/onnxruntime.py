@@ -23,7 +23,6 @@ import logging
 import math
 import re
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -45,7 +44,7 @@ from ..cli.options import (
 )
 from ..errors import FastDFKDError, reason
 from ..evaluation.compressed import OrtModel
-from ..evaluation.fidelity import HELD_OUT_SAMPLES, Fidelity, fidelity, held_out_options, held_out_set
+from ..evaluation.fidelity import HELD_OUT_BATCH, HELD_OUT_SAMPLES, Fidelity, fidelity, held_out_options, held_out_set
 from ..evaluation.metrics import require_matplotlib
 from ..hooks.argtypes import positive, positive_float
 from ..hooks.hookspecs import hookimpl
@@ -428,8 +427,8 @@ def quantize_datafree(
 
     ``memory_plan`` first measures one synthesis step at small batches and sizes the synthesis
     and calibration batches to ``memory_budget`` bytes (default: half of the memory there is;
-    :func:`~fastdfkd_plugin.sources.memory_plan.plan_memory`, ``report.memory_plan``): never
-    larger than ``batch_size``, so where that fits nothing changes.
+    :func:`~fastdfkd_plugin.sources.memory_plan.plan_memory`): never larger than ``batch_size``,
+    so where that fits nothing changes. Held-out sets keep their own batch unless memory allows less.
     """
     ort_quantization()  # before any work: without ONNX Runtime, one sentence naming the extra
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -473,14 +472,14 @@ def quantize_datafree(
                                                   source_options))
             data_source = get_source(source, teacher, seed=seed, progress=progress, **options)
         on_disk = num_samples * int(np.prod(input_shape)) * 4 > IN_MEMORY_LIMIT_BYTES
-        plan, calibration_batch, most_batches = None, batch_size, None
+        calibration_batch, most_batches, held_out_batch = batch_size, None, HELD_OUT_BATCH
         if memory_plan:  # the calibration source, or the held-out sets' when the calibration set is given
             planner = data_source or get_source("fastdfkd", teacher, seed=seed, **held_out)
             resident = 0 if on_disk or data_source is None else planner.set_bytes(num_samples)  # the set, held throughout
             plan = plan_memory(planner, batch_size, budget=memory_budget, calibration=calibration_keeps, num_samples=num_samples,
-                               resident=resident)
-            announce(plan.describe(), progress)
+                               resident=resident, progress=progress)
             batch_size, calibration_batch, most_batches = plan.synthesis_batch, plan.calibration_batch, plan.calibration_chunk
+            held_out_batch = min(HELD_OUT_BATCH, plan.largest_batch)
         if data_source is not None:
             if on_disk:
                 calibration = synthesize_to_disk(data_source, num_samples, batch_size, Path(workdir) / "calibration.npy")
@@ -510,7 +509,7 @@ def quantize_datafree(
                                     options={key: str(value) for key, value in quantize_options.items()})
         with atomic_path(output) as tmp:
             if reconstruction is None:
-                selection = (held_out_set(teacher, held_out_samples, seed, progress, selection=True, batch_size=batch_size,
+                selection = (held_out_set(teacher, held_out_samples, seed, progress, selection=True, batch_size=held_out_batch,
                                           **held_out)
                              if sensitivity or search or accuracy_target is not None else None)
                 requantizers = [Requantizer(model_in, Path(workdir) / f"ranges-{options.get('calibrate_method')}.json",
@@ -537,7 +536,7 @@ def quantize_datafree(
             report.quantization_seconds = time.perf_counter() - started
             if evaluate:
                 report.fidelity = fidelity(teacher, loadable(tmp, teacher, output), num_samples=held_out_samples, seed=seed,
-                                           progress=progress, source_options=held_out, batch_size=batch_size,
+                                           progress=progress, source_options=held_out, batch_size=held_out_batch,
                                            model_output_transform=teacher.output_transform)
         return report
 
@@ -553,14 +552,6 @@ def strided(batches: int, most: int | None) -> int | None:
     if most is None or most >= batches:
         return None
     return max(divisor for divisor in range(1, most + 1) if batches % divisor == 0)
-
-
-def announce(message: str, progress: bool) -> None:
-    """A line for the person watching (stderr, beside the progress bars) when there is one, else the log."""
-    if progress:
-        tqdm.write(message, file=sys.stderr)
-    else:
-        log.info(message)
 
 
 def searched_options(options: dict[str, Any]) -> list[dict[str, Any]]:

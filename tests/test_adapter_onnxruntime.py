@@ -123,6 +123,18 @@ def test_the_memory_plan_sizes_synthesis_and_calibration_and_a_fitting_batch_cha
     assert (tmp_path / "planned.onnx").read_bytes() == (tmp_path / "unplanned.onnx").read_bytes()
 
 
+def test_the_closing_estimate_is_made_on_the_default_held_out_set_whatever_the_synthesis_batch(teacher, tmp_path, monkeypatch):
+    """A small --batch-size (or a plan that lowers it) must not change which held-out set the estimate is made on."""
+    from fastdfkd_plugin.evaluation import fidelity as fidelity_module
+
+    made = []
+    real = fidelity_module.held_out_set
+    monkeypatch.setattr(fidelity_module, "held_out_set", lambda *a, **kw: made.append(kw["batch_size"]) or real(*a, **kw))
+    report = quantize_datafree(teacher, tmp_path / "q.onnx", input_shape=SHAPE, num_samples=16, batch_size=4, device="cpu",
+                               held_out_samples=16, source_options={"steps": 1, "warmup_tasks": 1, "latent_dim": 32})
+    assert made == [fidelity_module.HELD_OUT_BATCH] and report.fidelity.samples == 16
+
+
 def test_quantize_datafree_end_to_end_keeps_outputs_close_and_the_teacher_intact(teacher, tmp_path):
     before = state_hash(teacher)
     report = quantize_datafree(teacher, tmp_path / "q.onnx", input_shape=SHAPE, num_samples=32, batch_size=8,

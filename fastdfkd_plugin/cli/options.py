@@ -175,10 +175,7 @@ def planned_batch(args: argparse.Namespace, source: DataSource, batch_size: int)
     """The synthesis batch the memory plan allows for ``source`` (at most ``batch_size``), its line printed on stderr."""
     if args.no_memory_plan:
         return batch_size
-    plan = plan_memory(source, batch_size, budget=args.memory_budget)
-    if not args.quiet:
-        print(f"fastdfkd: {plan.describe()}", file=sys.stderr)
-    return plan.synthesis_batch
+    return plan_memory(source, batch_size, budget=args.memory_budget, progress=not args.quiet).synthesis_batch
 
 
 def source_options(args: argparse.Namespace) -> dict[str, Any]:

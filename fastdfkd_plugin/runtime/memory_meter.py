@@ -28,14 +28,6 @@ def _status_bytes(key: str) -> int:
     raise OSError(f"{STATUS} has no {key}")
 
 
-def resident_bytes() -> int | None:
-    """The process's resident set now, or ``None`` where the platform does not say (not Linux)."""
-    try:
-        return _status_bytes("VmRSS:")
-    except OSError:
-        return None
-
-
 def can_measure_peak(device: torch.device) -> bool:
     """Whether :func:`peak_bytes` works here: CUDA always, CPU where the kernel lets a process reset its high-water mark."""
     if device.type == "cuda":
@@ -43,7 +35,7 @@ def can_measure_peak(device: torch.device) -> bool:
     try:
         with open(CLEAR_REFS, "w") as clear:
             clear.write("5")
-        return resident_bytes() is not None
+        return _status_bytes("VmRSS:") > 0
     except OSError:
         return False
 

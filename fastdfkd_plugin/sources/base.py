@@ -18,6 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import sys
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -179,9 +180,8 @@ class DataSource(ABC):
 
         The default is one forward of the teacher (what sources that only draw inputs cost).
         """
-        inputs = self.space.normalize(torch.rand((batch_size, *self.input_shape), device=self.device))
         with self.teacher.frozen():
-            self.teacher.predict(inputs)
+            self.teacher.predict(self.space.normalize(probe_pixels(batch_size, self.input_shape, self.device)))
 
     def limit_batch(self, largest: int) -> None:
         """Keep any batches the source makes of its own accord (a warm-up's) within ``largest``, which memory allows."""
@@ -309,6 +309,18 @@ class SyntheticSet(Dataset):
         else:
             labels, outputs = None, {f"outputs_{i}": leaf.cpu().numpy() for i, leaf in enumerate(output_leaves(self.logits))}
         save_npz(path, self.inputs.cpu().numpy(), labels, self.metadata, targets=self.targets.cpu().numpy(), **outputs)
+
+
+def probe_pixels(batch_size: int, input_shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """Random pixels for measuring a step, from a stream of their own: neither the source's nor torch's global one moves."""
+    return torch.rand((batch_size, *input_shape), generator=torch.Generator(device).manual_seed(0), device=device)
+
+
+def announce(message: str, progress: bool) -> None:
+    """A line for the log and, when progress is shown, for the person watching (stderr, beside the progress bars)."""
+    log.info(message)
+    if progress:
+        tqdm.write(message, file=sys.stderr)
 
 
 def check_positive(name: str, value: int) -> None:

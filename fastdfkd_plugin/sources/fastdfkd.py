@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from ..synthesis.meta import MetaSynthesizer, MetaUpdate, NonFiniteLoss
 from ..synthesis.registry import make_generator
 from ..teacher.teacher import OutputTransform, Teacher
 from . import cache
-from .base import NonFiniteBatch, SourceOption
+from .base import NonFiniteBatch, SourceOption, announce
 from .inverting import InvertingSource
 
 log = logging.getLogger(__name__)
@@ -153,7 +152,8 @@ class FastDFKDSource(InvertingSource):
         cached = cache.load(description, self.teacher.info.fingerprint, self.device) if self.cache and fresh else None
         if cached is not None:
             self.synthesizer.load_state_dict(cached[0])
-            self._say(f"fastdfkd: warm generator from the cache ({self.warmup_tasks} tasks, {cached[1]}); no warm-up")
+            announce(f"fastdfkd: warm generator from the cache ({self.warmup_tasks} tasks, {cached[1]}); no warm-up",
+                     self.progress)
             return
         if not fresh:
             log.warning("the loaded generator state holds %d warm-up tasks; continuing the warm-up to %d (warmup_tasks)",
@@ -165,7 +165,8 @@ class FastDFKDSource(InvertingSource):
         if self.cache and fresh and distributed.rank() == 0:
             saved = cache.save(description, self.teacher.info.fingerprint, self.synthesizer.state_dict())
             if saved is not None:
-                self._say(f"fastdfkd: cached the warm generator ({saved}); later runs for this teacher skip the warm-up")
+                announce(f"fastdfkd: cached the warm generator ({saved}); later runs for this teacher skip the warm-up",
+                         self.progress)
 
     def _warm_up_tasks(self) -> None:
         """Warm-up task t draws from the stream seeded by (seed, t), never from the source's own stream."""
@@ -189,11 +190,6 @@ class FastDFKDSource(InvertingSource):
             "autocast": str(self.autocast_dtype), **self.run_settings(),
             **({"compile": True} if self.compile else {}),  # a compiled warm-up is not bit-identical to an eager one
         }
-
-    def _say(self, message: str) -> None:
-        log.info(message)
-        if self.progress:
-            tqdm.write(message, file=sys.stderr)
 
     def _task(self, labels: torch.Tensor, adversarial: bool, steps: int | None = None) -> torch.Tensor:
         try:

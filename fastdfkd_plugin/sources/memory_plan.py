@@ -19,7 +19,6 @@ that does not fit even at one input is refused before it starts, with the estima
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 
 import torch
@@ -28,9 +27,7 @@ from ..errors import FastDFKDError
 from ..runtime.devices import available_memory
 from ..runtime.memory import release_freed_memory
 from ..runtime.memory_meter import AllocatedBytes, baseline, can_measure_peak, peak_bytes
-from .base import DataSource
-
-log = logging.getLogger(__name__)
+from .base import DataSource, announce, probe_pixels
 
 DEFAULT_SHARE = 0.5  # of the memory there is, when no budget is given
 PROBE_BATCHES = (1, 3)
@@ -49,6 +46,7 @@ class MemoryPlan:
     held: int  # what the process held when planning (teacher, libraries)
     requested_batch: int
     synthesis_batch: int
+    largest_batch: int  # the largest synthesis batch the budget allows (a warm-up's or a held-out set's may use it)
     synthesis_fixed: int  # peak rise of one synthesis step: this plus synthesis_per_input per input
     synthesis_per_input: int
     intermediates_per_input: int  # bytes of all intermediate tensors of one teacher forward per input
@@ -58,8 +56,8 @@ class MemoryPlan:
     def synthesis_bytes(self, batch: int | None = None) -> int:
         return self.synthesis_fixed + self.synthesis_per_input * (batch or self.synthesis_batch)
 
-    def calibration_bytes(self, batch: int | None = None, chunk: int = 1) -> int:
-        return round(CALIBRATION_FACTOR * self.intermediates_per_input * (batch or self.calibration_batch or 0) * chunk)
+    def calibration_bytes(self, batch: int | None = None) -> int:
+        return round(CALIBRATION_FACTOR * self.intermediates_per_input * (batch or self.calibration_batch or 0))
 
     def describe(self) -> str:
         """The plan in one line, as commands print it."""
@@ -73,13 +71,13 @@ class MemoryPlan:
         return text
 
 
-def memory_budget(device: torch.device, budget: int | None = None) -> tuple[int, str]:
-    """(bytes, where that figure comes from): ``budget`` as given, else half of the memory there is on ``device``."""
+def memory_budget(device: torch.device, budget: int | None, held: int) -> tuple[int, str]:
+    """(bytes, where that figure comes from): ``budget`` as given, else half of the memory there is on ``device``
+    (what is free and the ``held`` bytes the process has already)."""
     if budget is not None:
         if budget <= 0:
             raise FastDFKDError(f"the memory budget must be positive, got {budget} bytes; give it like 8G or 512M")
         return budget, "as given"
-    held = baseline(device) if can_measure_peak(device) else 0
     free = available_memory(device)
     if free is None:
         raise FastDFKDError("cannot tell how much memory this machine has; give --memory-budget (for example 8G)")
@@ -88,7 +86,7 @@ def memory_budget(device: torch.device, budget: int | None = None) -> tuple[int,
 
 def intermediates_per_input(source: DataSource) -> int:
     """Bytes of every intermediate tensor one teacher forward makes per input (a batch of 2, halved)."""
-    inputs = source.space.normalize(torch.rand((2, *source.input_shape), device=source.device))
+    inputs = source.space.normalize(probe_pixels(2, source.input_shape, source.device))
     counter = AllocatedBytes()
     with source.teacher.frozen(), torch.no_grad(), counter:
         source.teacher.model(inputs)
@@ -96,39 +94,40 @@ def intermediates_per_input(source: DataSource) -> int:
 
 
 def plan_memory(source: DataSource, batch_size: int, *, budget: int | None = None, calibration: str | None = None,
-                num_samples: int | None = None, resident: int = 0) -> MemoryPlan:
+                num_samples: int | None = None, resident: int = 0, progress: bool = False) -> MemoryPlan:
     """Batch sizes for ``source``'s synthesis (at most ``batch_size``) and, if asked, a calibration that follows it.
 
     ``calibration`` is ``"each batch"`` for a calibration that holds one batch's intermediates at a time (ONNX
     Runtime's MinMax) or ``"every batch"`` for one that keeps them all until it is done (its histogram methods),
     which then gets chunks of ``calibration_chunk`` batches of the ``num_samples`` inputs. ``resident`` is what
     stays in memory throughout (the synthetic set). The source's own larger batches (a warm-up's) are limited too.
+    The plan's line goes to the log, and with ``progress`` to stderr.
     """
     device = source.device
     if not can_measure_peak(device):
         raise FastDFKDError("cannot measure memory on this platform, so no memory plan can be made; "
                             "pass --no-memory-plan and choose --batch-size yourself")
     release_freed_memory()
-    budget, origin = memory_budget(device, budget)
     start = baseline(device)
+    budget, origin = memory_budget(device, budget, start)
     small, large = PROBE_BATCHES
     peaks = [peak_bytes(lambda b=b: source.probe_step(b), device, since=start) for b in PROBE_BATCHES]
     per_input = max((peaks[1] - peaks[0]) // (large - small), peaks[1] // (2 * large), 1)
     fixed = max(peaks[0] - per_input * small, 0)
     intermediates = intermediates_per_input(source) if calibration else 0
-    room = budget - baseline(device) - resident
-    fits = (room - fixed) // per_input
+    held = baseline(device)  # what the probes left held counts against the budget too
+    room = budget - held - resident
+    fits = int((room - fixed) // per_input)
     if fits < 1:
         raise FastDFKDError(f"synthesis for this teacher at input shape {source.input_shape} needs about "
-                            f"{(baseline(device) + resident + fixed + per_input) / GIB:.1f} GiB even one input at a time, "
+                            f"{(held + resident + fixed + per_input) / GIB:.1f} GiB even one input at a time, "
                             f"more than the memory budget of {budget / GIB:.1f} GiB ({origin}); raise --memory-budget, "
                             "free memory, or lower --num-samples")
-    synthesis_batch = int(min(batch_size, fits))
-    source.limit_batch(int(fits))
-    plan = MemoryPlan(budget, origin, baseline(device), batch_size, synthesis_batch, fixed, per_input, intermediates)
+    source.limit_batch(fits)
+    plan = MemoryPlan(budget, origin, held, batch_size, min(batch_size, fits), fits, fixed, per_input, intermediates)
     if calibration is not None:
         plan = _with_calibration(plan, calibration, room, num_samples or batch_size)
-    log.info(plan.describe())
+    announce(f"fastdfkd: {plan.describe()}", progress)
     return plan
 
 
@@ -143,6 +142,6 @@ def _with_calibration(plan: MemoryPlan, calibration: str, room: int, num_samples
     chunk = None
     if calibration == "every batch":
         total = -(-num_samples // batch)
-        held = room // plan.calibration_bytes(batch=batch)
-        chunk = int(held) if held < total else None
+        batches_held = room // plan.calibration_bytes(batch=batch)
+        chunk = int(batches_held) if batches_held < total else None
     return replace(plan, calibration_batch=batch, calibration_chunk=chunk)
