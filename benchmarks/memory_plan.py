@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common.cli import benchmark_parser, choice_list
-from benchmarks.common.report import environment, heading, publish
+from .common.cli import benchmark_parser, choice_list
+from .common.processes import GIB, run_measured
+from .common.report import environment, heading, publish
 
 # name: (file in rapidocr_onnxruntime/models, input shape); rapidocr normalises with mean = std = 0.5
 GRAPHS = {
@@ -29,7 +27,6 @@ GRAPHS = {
     "det": ("ch_PP-OCRv4_det_infer.onnx", "3,320,320"),
     "cls": ("ch_ppocr_mobile_v2.0_cls_infer.onnx", "3,48,192"),
 }
-GIB = 2**30
 
 
 def graph_path(name: str) -> Path:
@@ -38,27 +35,13 @@ def graph_path(name: str) -> Path:
     return Path(rapidocr_onnxruntime.__file__).parent / "models" / GRAPHS[name][0]
 
 
-def run_measured(command: list[str], kill_at: float, env: dict[str, str]) -> dict[str, Any]:
-    """Run ``command``; poll its resident set twice a second, kill it above ``kill_at`` bytes; its peak and wall time."""
-    started = time.perf_counter()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
-    peak, killed = 0, False
-    while process.poll() is None:
-        try:
-            resident = int(Path(f"/proc/{process.pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-        except (FileNotFoundError, ProcessLookupError, IndexError):
-            resident = 0
-        peak = max(peak, resident)
-        if resident > kill_at:
-            os.killpg(process.pid, signal.SIGKILL)
-            killed = True
-            break
-        time.sleep(0.5)
-    out, err = process.communicate()
-    plan = re.search(r"memory plan: .*", err)
-    return {"seconds": round(time.perf_counter() - started, 1), "peak_gib": round(peak / GIB, 2), "returncode": process.returncode,
-            "killed_at_gib": round(kill_at / GIB, 1) if killed else None, "plan": plan.group(0) if plan else None,
-            "last_line": (out.strip().splitlines() or err.strip().splitlines() or [""])[-1][:300]}
+def measured(command: list[str], kill_at: float, env: dict[str, str]) -> dict[str, Any]:
+    """``command``'s wall time, peak resident memory and plan line, stopped above ``kill_at`` bytes."""
+    run = run_measured(command, kill_at, env, capture=True)
+    plan = re.search(r"memory plan: .*", run.stderr)
+    return {"seconds": round(run.seconds, 1), "peak_gib": round(run.peak_bytes / GIB, 2), "returncode": run.returncode,
+            "killed_at_gib": round(kill_at / GIB, 1) if run.killed else None, "plan": plan.group(0) if plan else None,
+            "last_line": (run.stdout.strip().splitlines() or run.stderr.strip().splitlines() or [""])[-1][:300]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -81,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
                            "--num-samples", str(args.num_samples), "--weight-type", "int8", "--activation-type", "int8",
                            "--per-channel", "--seed", str(args.seed), "--out", str(Path(workdir) / f"{name}.onnx"),
                            *(["--no-memory-plan"] if plan == "no-plan" else [])]
-                result = run_measured(command, args.kill_at * GIB, env)
+                result = measured(command, args.kill_at * GIB, env)
                 runs.append({"model": name, "memory_plan": plan == "plan", **result})
                 print(runs[-1], flush=True)
     results = {"environment": environment(), "num_samples": args.num_samples, "kill_at_gib": args.kill_at, "runs": runs}

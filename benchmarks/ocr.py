@@ -29,9 +29,7 @@ import json
 import math
 import os
 import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +44,7 @@ from PIL import Image, ImageDraw, ImageFont
 from fastdfkd_plugin import Sequence, Teacher, __version__, calibration_source_options
 
 from .common.cli import choice_list
+from .common.processes import run_measured
 from .common.report import environment, heading, publish
 
 MODELS = Path(rapidocr_onnxruntime.__file__).parent / "models"
@@ -132,31 +131,15 @@ class Runner:
             self.costs[name] = json.loads(record.read_text())
             return output
         print(f"[{name}] {shlex.join(command)}", flush=True)
-        started = time.perf_counter()
-        child = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
-        while True:
-            pid, status, usage = os.wait4(child.pid, os.WNOHANG)
-            if pid:
-                break
-            if resident_bytes(child.pid) > self.limit:
-                child.kill()
-                raise SystemExit(f"[{name}] killed above {self.limit / 2**30:g} GiB resident")
-            time.sleep(0.5)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"[{name}] failed ({os.waitstatus_to_exitcode(status)})")
-        cost = {"command": shlex.join(command), "seconds": round(time.perf_counter() - started, 1),
-                "peak_gib": round(usage.ru_maxrss / 2**20, 2)}
+        run = run_measured(command, self.limit, env={**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)})
+        if run.killed:
+            raise SystemExit(f"[{name}] killed above {self.limit / 2**30:g} GiB resident")
+        if run.returncode != 0:
+            raise SystemExit(f"[{name}] failed ({run.returncode})")
+        cost = {"command": shlex.join(command), "seconds": round(run.seconds, 1), "peak_gib": round(run.peak_bytes / 2**30, 2)}
         record.write_text(json.dumps(cost))
         self.costs[name] = cost
         return output
-
-
-def resident_bytes(pid: int) -> int:
-    """Resident memory of ``pid`` (its own; children of a quantizer run inside it)."""
-    try:
-        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (FileNotFoundError, ProcessLookupError):
-        return 0
 
 
 def quantize_on(graph: str, inputs_file: Path, out: Path) -> None:
