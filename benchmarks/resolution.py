@@ -1,11 +1,12 @@
 """What a fastdfkd batch costs at 32–224 px, against the teacher-bound floor (speed only).
 
-    python -m benchmarks.resolution [--teachers resnet20,resnet56,mobilenet_v1_025_96,mobilenet_v2_224,resnet18_224]
+    python -m benchmarks.resolution [--teachers resnet20,resnet56,mobilenet_v1_025_96,mobilenet_v2_224,resnet18_224,ppocr_rec]
                                     [--ks 2,5,10] [--generators compact,paper] [--steps eager,compiled] [--device cuda]
 
-Teachers: the real CIFAR-10 ResNets, and the architectures of :mod:`benchmarks.common.edge_models`
+Teachers: the real CIFAR-10 ResNets, the architectures of :mod:`benchmarks.common.edge_models`
 (random weights with BatchNorm statistics: cost does not depend on what the weights
-learned). For each teacher, k, generator and way of freeing memory, in a fresh process (so peak memory is
+learned), and ONNX files through fastdfkd's converter (``resnet20-onnx``, ``ppocr_det``,
+``ppocr_cls``, ``ppocr_rec``: :mod:`benchmarks.common.teachers`). For each teacher, k, generator and way of freeing memory, in a fresh process (so peak memory is
 that configuration's own): the floor (one teacher
 forward+backward per image), seconds per warm task of ``--batch-size`` images, × floor
 (the limit of a k-step synthesizer is k × floor; floor and task are timed in alternation,

@@ -123,6 +123,16 @@ def test_random_edge_teachers_come_at_their_own_shape_without_normalisation():
     assert teacher.space.mean_values == [0.0, 0.0, 0.0] and teacher.space.std_values == [1.0, 1.0, 1.0]
 
 
+def test_paddleocr_teachers_come_from_the_installed_wheel_at_their_shape_with_rapidocrs_normalisation():
+    pytest.importorskip("rapidocr_onnxruntime", reason="rapidocr-onnxruntime is not installed (the test extra installs it)")
+    from benchmarks.common.teachers import build_teacher
+
+    teacher = build_teacher("ppocr_cls", "cpu")
+    assert teacher.input_shape == (3, 48, 192)
+    assert teacher.space.mean_values == [0.5] * 3 and teacher.space.std_values == [0.5] * 3
+    assert teacher.task.name == "classification" and teacher.info.num_classes == 2
+
+
 def test_folding_batchnorm_keeps_the_function_and_leaves_no_batchnorm():
     from benchmarks.common.teachers import fold_batchnorm
     from examples.cifar_resnet import CifarResNet

@@ -1,10 +1,12 @@
 """Every teacher a benchmark can name, in one registry: :func:`load_teacher` is the one way to get one.
 
-Four kinds, each a table below: the shared pretrained CIFAR-10 ResNets (weights in
+Five kinds, each a table below: the shared pretrained CIFAR-10 ResNets (weights in
 ``data_dir/teachers``), the teachers the benchmarks train once themselves and cache
 (:mod:`.training`), the shared ResNet-20 with every BatchNorm folded into its convolution
-(what an exporter leaves), and edge architectures with random weights and BatchNorm
-statistics (speed benchmarks only: cost does not depend on what the weights learned).
+(what an exporter leaves), edge architectures with random weights and BatchNorm
+statistics (speed benchmarks only: cost does not depend on what the weights learned), and
+ONNX files run through fastdfkd's converter (a CIFAR ResNet's export, to set the converter
+beside eager torch, and PaddleOCR's three graphs from ``rapidocr-onnxruntime``).
 :func:`build_teacher` wraps any of them as a :class:`~fastdfkd_plugin.Teacher` with its
 own input shape and normalisation.
 """
@@ -12,6 +14,8 @@ own input shape and normalisation.
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +24,7 @@ from torch import nn
 
 from examples.cifar_resnet import CifarResNet
 from examples.cifar_vit import vit_tiny
-from fastdfkd_plugin import Teacher, load_weights
+from fastdfkd_plugin import Teacher, load_onnx_model, load_weights
 
 from .data import INPUT_SHAPE, MEAN, STD, default_data_dir
 from .edge_models import MobileNetV1, MobileNetV2, ResNet18, with_batchnorm_statistics
@@ -42,9 +46,36 @@ RANDOM: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
     "resnet18_224": (lambda: ResNet18(1000), (3, 224, 224)),
 }
 
+# name: (where the file comes from, input shape); the export keeps its BatchNorm nodes, so it is the same network as eager torch
+ONNX: dict[str, tuple[Callable[[Path], Path], tuple[int, int, int]]] = {
+    "resnet20-onnx": (lambda data_dir: exported_onnx("resnet20", data_dir), INPUT_SHAPE),
+    "ppocr_det": (lambda _: rapidocr_model("ch_PP-OCRv4_det_infer.onnx"), (3, 320, 320)),
+    "ppocr_cls": (lambda _: rapidocr_model("ch_ppocr_mobile_v2.0_cls_infer.onnx"), (3, 48, 192)),
+    "ppocr_rec": (lambda _: rapidocr_model("ch_PP-OCRv4_rec_infer.onnx"), (3, 48, 320)),
+}
+PADDLE_MEAN_STD = (0.5, 0.5, 0.5)  # rapidocr's normalisation for all three graphs
+
 
 def teacher_names() -> list[str]:
-    return [*PRETRAINED, *TRAINED, *FOLDED, *RANDOM]
+    return [*PRETRAINED, *TRAINED, *FOLDED, *RANDOM, *ONNX]
+
+
+def rapidocr_model(file: str) -> Path:
+    """One of the PaddleOCR graphs the ``rapidocr-onnxruntime`` wheel ships (read in place, never copied)."""
+    import rapidocr_onnxruntime
+
+    return Path(rapidocr_onnxruntime.__file__).parent / "models" / file
+
+
+def exported_onnx(name: str, data_dir: Path) -> Path:
+    """The named pretrained teacher exported to ONNX with its BatchNorm nodes kept, written once to a temporary folder."""
+    path = Path(tempfile.gettempdir()) / f"fastdfkd-benchmark-{name}.onnx"
+    if not path.exists():
+        staged = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.onnx.export(load_teacher(name, data_dir), torch.zeros(1, *INPUT_SHAPE), str(staged), input_names=["input"],
+                          opset_version=17, dynamo=False, dynamic_axes={"input": {0: "batch"}}, do_constant_folding=False)
+        os.replace(staged, path)
+    return path
 
 
 def load_teacher(name: str, data_dir: Path | None = None, *, epochs: int = 10) -> nn.Module:
@@ -65,6 +96,9 @@ def load_teacher(name: str, data_dir: Path | None = None, *, epochs: int = 10) -
         build, shape = RANDOM[name]
         torch.manual_seed(0)
         return with_batchnorm_statistics(build(), shape)
+    if name in ONNX:
+        file, shape = ONNX[name]
+        return load_onnx_model(file(data_dir), shape)
     raise ValueError(f"unknown teacher {name!r}; choose one of {', '.join(teacher_names())}")
 
 
@@ -72,12 +106,18 @@ def teacher_input_shape(name: str) -> tuple[int, int, int]:
     """The C×H×W input the named teacher takes: 32-px CIFAR images unless its table says otherwise."""
     if name in TRAINED:
         return (3, TRAINED[name].size, TRAINED[name].size)
-    return RANDOM[name][1] if name in RANDOM else INPUT_SHAPE
+    table = RANDOM if name in RANDOM else ONNX
+    return table[name][1] if name in table else INPUT_SHAPE
 
 
 def build_teacher(name: str, device: str | torch.device, data_dir: Path | None = None, *, epochs: int = 10) -> Teacher:
-    """The named teacher as a Teacher on ``device``: CIFAR normalisation, except for random weights (inputs as they are)."""
-    normalisation = {} if name in RANDOM else {"mean": MEAN, "std": STD}
+    """The named teacher as a Teacher on ``device``: CIFAR normalisation, PaddleOCR's for its graphs, none for random weights."""
+    if name in RANDOM:
+        normalisation = {}
+    elif name.startswith("ppocr_"):
+        normalisation = {"mean": PADDLE_MEAN_STD, "std": PADDLE_MEAN_STD}
+    else:
+        normalisation = {"mean": MEAN, "std": STD}
     return Teacher(load_teacher(name, data_dir, epochs=epochs), teacher_input_shape(name), device=device, **normalisation)
 
 
