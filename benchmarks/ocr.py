@@ -1,6 +1,7 @@
 """PaddleOCR's three graphs (rapidocr-onnxruntime) quantized W8A8 from the ``.onnx`` alone, beside rendered text and noise (issue 44).
 
-    python -m benchmarks.ocr [--parts rec,cls,det,pipeline] [--samples 64] [--held-out 32] [--words 300] [--work DIR]
+    python -m benchmarks.ocr [--parts rec,nodes,cls,det,pipeline] [--samples 64] [--held-out 32] [--words 300] [--pages 24]
+                             [--det-pages 32] [--work DIR]
 
 Nobody here trained these models and nobody has their data, so the text is rendered: words (English
 words, digits and mixes, all in the recognizer's dictionary) in DejaVu fonts (Debian's
@@ -13,8 +14,11 @@ per-channel weights (MinMax) three ways, only the calibration data changing:
 - ``rendered``: the same quantization (``quantize_datafree`` with ``calibration=``) on rendered crops or pages;
 - ``noise``: the same on N(0, 1) inputs.
 
-For the recognizer, the float fallback (``accuracy_target=97``, judged on ``--held-out`` held-out synthetic
-inputs) from the synthetic set. Scores against FP32: the recognizer's exact word accuracy (greedy CTC
+For the recognizer, where the loss is: the synthetic set's calibration applied to its Conv nodes alone and
+to its MatMul nodes alone, and (``--parts nodes``) every Conv/MatMul node quantized alone, scored on a
+validation word set of its own (never the scored words) beside label-free measures on held-out synthetic
+inputs. (The float fallback, ``--accuracy-target``, needs an accuracy estimate, which is fitted for
+classifiers only, so ``quantize-onnx`` refuses it for this sequence output.) Scores against FP32: the recognizer's exact word accuracy (greedy CTC
 with rapidocr's dictionary), the classifier's agreement on upright and upside-down crops, the detector's
 pixel F1 of its map thresholded at 0.3 (DB's threshold) against FP32's; then the whole ``RapidOCR``
 pipeline with the W8A8 ``fastdfkd`` graphs swapped in, on rendered pages (word accuracy). Every command
@@ -142,26 +146,51 @@ class Runner:
         return output
 
 
-def quantize_on(graph: str, inputs_file: Path, out: Path) -> None:
-    """A child process's work: ``graph`` quantized W8A8 per-channel by ``quantize_datafree`` calibrated on ``inputs_file``."""
+def quantize_on(graph: str, calibration: Path, out: Path, op_types: list[str] | None = None) -> None:
+    """A child process's work: ``graph`` quantized W8A8 per-channel by ``quantize_datafree`` calibrated on ``calibration``
+    (inputs in a ``.npy``, or a ``fastdfkd synthesize`` set), ``op_types`` alone where given."""
     from fastdfkd_plugin.adapters.onnxruntime import quantize_datafree
 
     file, shape = GRAPHS[graph]
-    quantize_datafree(MODELS / file, out, input_shape=shape, mean=[0.5] * 3, std=[0.5] * 3, calibration=np.load(inputs_file),
-                      weight_type="int8", activation_type="int8", per_channel=True, evaluate=False)
+    inputs = np.load(calibration) if calibration.suffix == ".npy" else str(calibration)
+    quantize_datafree(MODELS / file, out, input_shape=shape, mean=[0.5] * 3, std=[0.5] * 3, calibration=inputs,
+                      weight_type="int8", activation_type="int8", per_channel=True, evaluate=False,
+                      **({"op_types_to_quantize": op_types} if op_types else {}))
 
 
-def float_fallback(synthetic: Path, out: Path, held_out: int, target: float) -> None:
-    """A child process's work: the recognizer's float fallback, judged on the cached warm generator's held-out sets."""
-    from fastdfkd_plugin.adapters.onnxruntime import quantize_datafree
+def node_damage(synthetic: Path, held_out: np.ndarray, inputs: np.ndarray, texts: list[str], work: Path) -> list[dict[str, Any]]:
+    """Each Conv/MatMul node of the recognizer quantized alone (ranges from ``synthetic``, calibrated once): word accuracy
+    on ``inputs`` and, label-free, agreement with FP32 on ``held_out`` synthetic inputs (positions, mean KL). Also writes
+    ``rec.worst-node.onnx``: everything quantized but the node that cost the most words (the fallback real words would drive).
+    Reused from ``work`` where both are there."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process
 
-    file, shape = GRAPHS["rec"]
-    teacher = Teacher.of(MODELS / file, shape, mean=[0.5] * 3, std=[0.5] * 3, device="cpu")
-    report = quantize_datafree(teacher, out, calibration=str(synthetic), weight_type="int8", activation_type="int8",
-                               per_channel=True, accuracy_target=target, held_out_samples=held_out,
-                               source_options=calibration_source_options("fastdfkd", 8, teacher))
-    kept = [{"node": score.node, "op_type": score.op_type, "agreement": score.agreement} for score in report.kept_in_float]
-    Path(f"{out}.report.json").write_text(json.dumps({"kept_in_float": kept, "fidelity": report.fidelity.as_dict()}))
+    from fastdfkd_plugin.adapters.onnxruntime import Requantizer, calibration_reader, fallback_candidates
+
+    record, worst_node = work / "rec.nodes.json", work / "rec.worst-node.onnx"
+    if record.exists() and worst_node.exists():
+        return json.loads(record.read_text())
+    fp32 = MODELS / GRAPHS["rec"][0]
+    converted, model_in = work / "nodes.fp32.onnx", work / "nodes.pre.onnx"
+    onnx.save(onnx.version_converter.convert_version(onnx.load(str(fp32)), 13), str(converted))  # per-channel QDQ needs opset 13
+    quant_pre_process(str(converted), str(model_in), skip_symbolic_shape=True)
+    requantizer = Requantizer(model_in, work / "nodes.ranges.json", {
+        "quant_format": QuantFormat.QDQ, "per_channel": True, "weight_type": QuantType.QInt8, "activation_type": QuantType.QInt8,
+        "calibrate_method": CalibrationMethod.MinMax})
+    requantizer.calibrate(work / "nodes.all.onnx", calibration_reader(model_in, np.load(synthetic)["inputs"], 8))
+    characters, reference = dictionary(fp32), outputs(fp32, held_out)
+    rows = []
+    for name, op_type in fallback_candidates(model_in, requantizer.options):
+        path = requantizer.write(work / "nodes.one.onnx", only=[name])
+        other = outputs(path, held_out)
+        rows.append({"node": name, "op_type": op_type,
+                     "word_accuracy": 100 * float(np.mean([read.strip() == text for read, text in zip(read_words(path, inputs, characters), texts)])),
+                     "held_out_positions": 100 * float((reference.argmax(-1) == other.argmax(-1)).mean()),
+                     "held_out_kl": float(Sequence(torch.from_numpy(reference)).kd_loss(torch.from_numpy(other), torch.from_numpy(reference), 1.0))})
+        print(f"  {name} ({op_type}) alone: {rows[-1]['word_accuracy']:.1f} % words", flush=True)
+    requantizer.write(worst_node, in_float=[min(rows, key=lambda row: row["word_accuracy"])["node"]])
+    record.write_text(json.dumps(rows))
+    return rows
 
 
 def held_out_inputs(count: int, out: Path) -> None:
@@ -261,10 +290,10 @@ def variants(runner: Runner, graph: str, real: np.ndarray, args: argparse.Namesp
                                                     str(work / f"{graph}.{name}.npy"), str(work / f"{graph}.{name}.onnx")],
                                 work / f"{graph}.{name}.onnx")
     if graph == "rec":
-        made["fastdfkd + float fallback"] = runner.run(
-            "rec float fallback", [sys.executable, "-m", "benchmarks.ocr", "--fallback", str(synthetic),
-                                   str(work / "rec.fallback.onnx"), str(args.held_out), str(args.target)],
-            work / "rec.fallback.onnx")
+        for op_type in ("Conv", "MatMul"):
+            made[f"fastdfkd, {op_type} nodes only"] = runner.run(
+                f"rec {op_type} only", [sys.executable, "-m", "benchmarks.ocr", "--quantize", graph, str(synthetic),
+                                        str(work / f"rec.{op_type}.onnx"), "--op-types", op_type], work / f"rec.{op_type}.onnx")
     return made
 
 
@@ -278,34 +307,34 @@ def quantized_weight_share(path: Path) -> float:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--parts", type=choice_list(["rec", "cls", "det", "pipeline"]), default=["rec", "cls", "det", "pipeline"])
+    parser.add_argument("--parts", type=choice_list(["rec", "nodes", "cls", "det", "pipeline"]),
+                        default=["rec", "nodes", "cls", "det", "pipeline"], help="nodes: the recognizer's per-node damage (needs rec)")
     parser.add_argument("--samples", type=int, default=64, help="calibration inputs per source for rec and cls")
     parser.add_argument("--det-samples", type=int, default=32, help="calibration pages per source for det")
-    parser.add_argument("--held-out", type=int, default=32, help="held-out synthetic inputs the float fallback judges on")
-    parser.add_argument("--target", type=float, default=97.0, help="the float fallback's accuracy target (%%)")
+    parser.add_argument("--held-out", type=int, default=32, help="held-out synthetic inputs the label-free measures judge on")
     parser.add_argument("--words", type=int, default=300, help="rendered words scored")
-    parser.add_argument("--pages", type=int, default=8, help="rendered pages the pipeline reads")
+    parser.add_argument("--pages", type=int, default=24, help="rendered pages the pipeline reads")
+    parser.add_argument("--det-pages", type=int, default=32, help="rendered pages the detector's F1 is scored on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--memory-limit", type=float, default=10.0, help="GiB resident above which a command is killed")
     parser.add_argument("--work", type=Path, default=Path("ocr-work"), help="folder for sets and models (reused)")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/ocr"))
     parser.add_argument("--quantize", nargs=3, help=argparse.SUPPRESS)
-    parser.add_argument("--fallback", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--op-types", help=argparse.SUPPRESS)  # with --quantize
     parser.add_argument("--held-out-set", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.held_out_set:
         return held_out_inputs(int(args.held_out_set[0]), Path(args.held_out_set[1]))
     if args.quantize:
-        return quantize_on(args.quantize[0], Path(args.quantize[1]), Path(args.quantize[2]))
-    if args.fallback:
-        return float_fallback(Path(args.fallback[0]), Path(args.fallback[1]), int(args.fallback[2]), float(args.fallback[3]))
+        return quantize_on(args.quantize[0], Path(args.quantize[1]), Path(args.quantize[2]),
+                           args.op_types.split(",") if args.op_types else None)
 
     args.work.mkdir(parents=True, exist_ok=True)
     runner, rng = Runner(args.work, args.memory_limit), np.random.default_rng(args.seed)
     texts = words(args.words, rng)
     crops = [render_line(text, rng) for text in texts]
     results: dict[str, Any] = {"environment": environment(), "package_version": __version__, "words": args.words,
-                               "samples": args.samples, "det_samples": args.det_samples, "held_out": args.held_out, "graphs": {}}
+                               "samples": args.samples, "det_samples": args.det_samples, "det_pages": args.det_pages, "pages": args.pages, "held_out": args.held_out, "graphs": {}}
     calibration_words = [render_line(text, rng) for text in words(args.samples, rng)]  # never scored
     made: dict[str, dict[str, Path]] = {}
     if "rec" in args.parts:
@@ -314,16 +343,24 @@ def main(argv: list[str] | None = None) -> None:
         assert all(char in characters for text in texts for char in text), "a rendered word leaves the dictionary"
         inputs = np.stack([line_input(crop, shape) for crop in crops])
         made["rec"] = variants(runner, "rec", np.stack([line_input(crop, shape) for crop in calibration_words]), args)
+        held_out = np.load(runner.run("rec held-out set", [sys.executable, "-m", "benchmarks.ocr", "--held-out-set", str(args.held_out),
+                                                           str(args.work / "rec.held_out.npy")], args.work / "rec.held_out.npy"))
+        if "nodes" in args.parts:
+            validation = np.random.default_rng([args.seed, 2])  # words of its own: the nodes are never judged on the scored words
+            validation_texts = words(args.words, validation)
+            validation_inputs = np.stack([line_input(render_line(text, validation), shape) for text in validation_texts])
+            nodes = node_damage(args.work / "rec.synthetic.npz", held_out, validation_inputs, validation_texts, args.work)
+            made["rec"]["fastdfkd, its most damaging node (validation words) in float"] = args.work / "rec.worst-node.onnx"
         scores = {"FP32": 100 * np.mean([read.strip() == text for read, text in zip(read_words(fp32, inputs, characters), texts)])}
         for name, path in made["rec"].items():
             scores[name] = 100 * np.mean([read.strip() == text for read, text in zip(read_words(path, inputs, characters), texts)])
-        held_out = np.load(runner.run("rec held-out set", [sys.executable, "-m", "benchmarks.ocr", "--held-out-set", str(args.held_out),
-                                                           str(args.work / "rec.held_out.npy")], args.work / "rec.held_out.npy"))
         results["graphs"]["rec"] = {"word_accuracy": scores,
                                     "held_out_agreement": {name: held_out_agreement(fp32, path, held_out) for name, path in made["rec"].items()},
                                     "quantized_weights": {name: quantized_weight_share(path) for name, path in made["rec"].items()}}
-        report = made["rec"]["fastdfkd + float fallback"].with_name("rec.fallback.onnx.report.json")
-        results["graphs"]["rec"]["fallback"] = json.loads(report.read_text())
+        if "nodes" in args.parts:
+            results["graphs"]["rec"]["nodes"] = nodes
+            results["graphs"]["rec"]["validation_fp32"] = 100 * float(np.mean([
+                read.strip() == text for read, text in zip(read_words(fp32, validation_inputs, characters), validation_texts)]))
     if "cls" in args.parts:
         fp32, shape = MODELS / GRAPHS["cls"][0], GRAPHS["cls"][1]
         both = [*crops, *(crop[::-1, ::-1] for crop in crops)]  # upright and upside down
@@ -334,11 +371,12 @@ def main(argv: list[str] | None = None) -> None:
             name: 100 * float(np.mean(outputs(path, inputs).argmax(-1) == reference)) for name, path in made["cls"].items()}}
     if "det" in args.parts or "pipeline" in args.parts:
         size = GRAPHS["det"][1][1]
-        pages = [render_page(words(40, rng), size, rng)[0] for _ in range(args.pages + args.det_samples)]
+        calibration_pages = [render_page(words(40, rng), size, rng)[0] for _ in range(args.det_samples)]
     if "det" in args.parts:
         fp32 = MODELS / GRAPHS["det"][0]
-        inputs = np.stack([page_input(page) for page in pages[: args.pages]])
-        made["det"] = variants(runner, "det", np.stack([page_input(page) for page in pages[args.pages :]]), args)
+        scored = np.random.default_rng([args.seed, 1])  # a stream of its own: how many pages are scored changes no other set
+        inputs = np.stack([page_input(render_page(words(40, scored), size, scored)[0]) for _ in range(args.det_pages)])
+        made["det"] = variants(runner, "det", np.stack([page_input(page) for page in calibration_pages]), args)
         reference = outputs(fp32, inputs, batch=4)
         results["graphs"]["det"] = {"f1": {name: map_f1(reference, outputs(path, inputs, batch=4)) for name, path in made["det"].items()}}
     if "pipeline" in args.parts and all(graph in made for graph in ("rec", "cls", "det")):
@@ -355,11 +393,28 @@ def pipeline_scores(made: dict[str, dict[str, Path]], pages: list[np.ndarray], t
             "W8A8 fastdfkd (det, cls, rec)": pipeline_accuracy(made["det"]["fastdfkd"], made["cls"]["fastdfkd"], rec, pages, truths)}
 
 
+def node_lines(nodes: list[dict[str, Any]], fp32: float) -> list[str]:
+    """The recognizer's most damaging nodes, and how well each label-free measure ranks the nodes by their damage."""
+    def spearman(values: list[float]) -> float:
+        return float(np.corrcoef(*(np.argsort(np.argsort(column)) for column in ([n["word_accuracy"] for n in nodes], values)))[0, 1])
+
+    ranked = sorted(nodes, key=lambda node: node["word_accuracy"])
+    lines = [f"### Where the loss is: each of the {len(nodes)} Conv/MatMul nodes quantized alone", "",
+             (f"Validation words of their own (FP32 reads {fp32:.1f} %). Label-free measures on the held-out synthetic inputs rank "
+              f"the nodes by their word damage with Spearman {spearman([n['held_out_positions'] for n in nodes]):.2f} (positions "
+              f"agreeing) and {spearman([-n['held_out_kl'] for n in nodes]):.2f} (−KL). The ten most damaging:"), "",
+             "| node | op | words read, quantized alone | held-out positions agreeing | held-out KL |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {n['node']} | {n['op_type']} | {n['word_accuracy']:.1f} % | {n['held_out_positions']:.1f} % | {n['held_out_kl']:.3f} |"
+              for n in ranked[:10]]
+    return lines + [""]
+
+
 def markdown(results: dict[str, Any]) -> str:
     graphs = results["graphs"]
     lines = heading("PaddleOCR (rapidocr-onnxruntime) W8A8 from the .onnx alone", results,
-                    "{words} rendered words; calibration: {samples} inputs per source ({det_samples} pages for the detector); "
-                    "the float fallback judged on {held_out} held-out synthetic inputs; torch {torch}, {threads} threads. Synthesis "
+                    "{words} rendered words, {det_pages} pages for the detector's F1, {pages} for the pipeline; calibration: {samples} "
+                    "inputs per source ({det_samples} pages for the detector); "
+                    "label-free measures on {held_out} held-out synthetic inputs; torch {torch}, {threads} threads. Synthesis "
                     "starts from the warm generator in FASTDFKD_CACHE_DIR where there is one (a first run per graph adds "
                     "its warm-up); times are wall times on whatever else the machine runs.")
     if "rec" in graphs:
@@ -371,10 +426,9 @@ def markdown(results: dict[str, Any]) -> str:
             agreement = rec["held_out_agreement"].get(name, {"exact_sequence": 100.0, "positions": 100.0})
             lines.append(f"| {name} | {score:.1f} % | {rec['quantized_weights'].get(name, 0):.0f} % | "
                          f"{agreement['exact_sequence']:.1f} % | {agreement['positions']:.1f} % |")
-        kept = ", ".join(f"{node['node']} ({node['op_type']}, {node['agreement']:.0f} %)" for node in rec["fallback"]["kept_in_float"])
-        fidelity = rec["fallback"]["fidelity"]
-        lines += ["", (f"Kept in float by the fallback (agreement with FP32 when quantized alone): {kept or 'none'}; its estimate: "
-                       f"{fidelity['estimated_relative_accuracy']:.1f} % (agreement {fidelity['agreement']:.1f} %)."), ""]
+        lines.append("")
+        if "nodes" in rec:
+            lines += node_lines(rec["nodes"], rec["validation_fp32"])
     if "cls" in graphs:
         lines += ["## Classifier (ch_ppocr_mobile_v2.0_cls, 3×48×192): agreement with FP32, upright and upside-down crops", "",
                   "| calibration | agreement |", "| --- | --- |"]
