@@ -22,15 +22,22 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     return resolved
 
 
+def proc_bytes(path: str, key: str) -> int:
+    """The kB field ``key`` of a Linux ``/proc`` file (``MemAvailable:`` in /proc/meminfo, ``VmRSS:`` in /proc/self/status),
+    in bytes; ``OSError`` where the file or the field is missing."""
+    with open(path) as fields:
+        for line in fields:
+            if line.startswith(key):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"{path} has no {key}")
+
+
 def available_memory(device: torch.device) -> int | None:
     """Bytes free for new tensors on ``device`` (CPU: the kernel's MemAvailable), or ``None`` when unknown."""
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
     try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+        return proc_bytes("/proc/meminfo", "MemAvailable:")
     except OSError:
         pass
     try:

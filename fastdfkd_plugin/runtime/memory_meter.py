@@ -16,16 +16,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from .devices import proc_bytes
+
 STATUS = "/proc/self/status"
 CLEAR_REFS = "/proc/self/clear_refs"
-
-
-def _status_bytes(key: str) -> int:
-    with open(STATUS) as status:
-        for line in status:
-            if line.startswith(key):
-                return int(line.split()[1]) * 1024
-    raise OSError(f"{STATUS} has no {key}")
 
 
 def can_measure_peak(device: torch.device) -> bool:
@@ -35,7 +29,7 @@ def can_measure_peak(device: torch.device) -> bool:
     try:
         with open(CLEAR_REFS, "w") as clear:
             clear.write("5")
-        return _status_bytes("VmRSS:") > 0
+        return proc_bytes(STATUS, "VmRSS:") > 0
     except OSError:
         return False
 
@@ -54,16 +48,16 @@ def peak_bytes(function: Callable[[], Any], device: torch.device, since: int | N
         function()
         torch.cuda.synchronize(device)
         return max(torch.cuda.max_memory_allocated(device) - start, 0)
-    start = _status_bytes("VmRSS:") if since is None else since
+    start = proc_bytes(STATUS, "VmRSS:") if since is None else since
     with open(CLEAR_REFS, "w") as clear:
         clear.write("5")  # the high-water mark restarts from the resident set now (proc(5))
     function()
-    return max(_status_bytes("VmHWM:") - start, 0)
+    return max(proc_bytes(STATUS, "VmHWM:") - start, 0)
 
 
 def baseline(device: torch.device) -> int:
     """Where memory on ``device`` stands now, as :func:`peak_bytes` counts it."""
-    return torch.cuda.memory_allocated(device) if device.type == "cuda" else _status_bytes("VmRSS:")
+    return torch.cuda.memory_allocated(device) if device.type == "cuda" else proc_bytes(STATUS, "VmRSS:")
 
 
 class AllocatedBytes(TorchDispatchMode):
