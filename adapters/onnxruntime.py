@@ -431,8 +431,6 @@ def quantize_datafree(
     so where that fits nothing changes. Held-out sets keep their own batch unless memory allows less.
     """
     ort_quantization()  # before any work: without ONNX Runtime, one sentence naming the extra
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
     if reconstruction is not None and (accuracy_target is not None or sensitivity or search):
         raise FastDFKDError("the float fallback, the search and per-node sensitivity work on ONNX Runtime's own "
                             "quantization; drop --reconstruction, or drop --accuracy-target and --search")
@@ -494,15 +492,7 @@ def quantize_datafree(
         synthesis_seconds = time.perf_counter() - started
         if inputs.shape[1:] != input_shape:
             raise FastDFKDError(f"the calibration set holds inputs of shape {inputs.shape[1:]}, not {input_shape}; synthesise it for this model")
-        model_in = fp32
-        if preprocess:
-            model_in = Path(workdir) / "model.pre.onnx"
-            with quiet_root_logger(), working_folder(workdir):  # its shape inference drops a file in the working folder on failure
-                try:
-                    quant_pre_process(str(fp32), str(model_in))
-                except Exception as exc:  # ORT's symbolic shape inference asserts on graphs it cannot follow (PaddleOCR's)
-                    log.warning("ONNX Runtime's symbolic shape inference failed on the model (%s); pre-processing without it", reason(exc))
-                    quant_pre_process(str(fp32), str(model_in), skip_symbolic_shape=True)
+        model_in = preprocessed(fp32, Path(workdir)) if preprocess else fp32
         started = time.perf_counter()
         report = QuantizationReport(output=str(output), calibration_samples=len(inputs), calibration_source=source_name,
                                     synthesis_seconds=synthesis_seconds, quantization_seconds=0.0, agreement=agreement,
@@ -539,6 +529,21 @@ def quantize_datafree(
                                            progress=progress, source_options=held_out, batch_size=held_out_batch,
                                            model_output_transform=teacher.output_transform)
         return report
+
+
+def preprocessed(fp32: Path, workdir: Path) -> Path:
+    """``fp32`` through ONNX Runtime's ``quant_pre_process`` (shape inference, graph optimisation) into ``workdir``, as
+    quantization wants it; without symbolic shape inference where that fails (PaddleOCR's graphs)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model_in = workdir / "model.pre.onnx"
+    with quiet_root_logger(), working_folder(workdir):  # its shape inference drops a file in the working folder on failure
+        try:
+            quant_pre_process(str(fp32), str(model_in))
+        except Exception as exc:  # ORT's symbolic shape inference asserts on graphs it cannot follow (PaddleOCR's)
+            log.warning("ONNX Runtime's symbolic shape inference failed on the model (%s); pre-processing without it", reason(exc))
+            quant_pre_process(str(fp32), str(model_in), skip_symbolic_shape=True)
+    return model_in
 
 
 def _keeps_every_batch(options: dict[str, Any]) -> bool:
