@@ -18,21 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from .common.cli import benchmark_parser, choice_list
+from .common.paddleocr import GRAPHS, MEAN_STD, graph_path
 from .common.processes import GIB, run_measured
 from .common.report import environment, heading, publish
-
-# name: (file in rapidocr_onnxruntime/models, input shape); rapidocr normalises with mean = std = 0.5
-GRAPHS = {
-    "rec": ("ch_PP-OCRv4_rec_infer.onnx", "3,48,320"),
-    "det": ("ch_PP-OCRv4_det_infer.onnx", "3,320,320"),
-    "cls": ("ch_ppocr_mobile_v2.0_cls_infer.onnx", "3,48,192"),
-}
-
-
-def graph_path(name: str) -> Path:
-    import rapidocr_onnxruntime
-
-    return Path(rapidocr_onnxruntime.__file__).parent / "models" / GRAPHS[name][0]
 
 
 def measured(command: list[str], kill_at: float, env: dict[str, str]) -> dict[str, Any]:
@@ -55,12 +43,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks/memory_plan"))
     args = parser.parse_args(argv)
     env = {**os.environ, "FASTDFKD_CACHE_DIR": str(args.cache_dir)}
+    mean_std = ",".join(map(str, MEAN_STD))
     runs = []
     with tempfile.TemporaryDirectory(prefix="memory-plan-") as workdir:
         for name in args.models:
             for plan in args.plans:
                 command = [sys.executable, "-m", "fastdfkd_plugin.cli", "quantize-onnx", "--onnx", str(graph_path(name)),
-                           "--input-shape", GRAPHS[name][1], "--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5",
+                           "--input-shape", ",".join(map(str, GRAPHS[name][1])), "--mean", mean_std, "--std", mean_std,
                            "--num-samples", str(args.num_samples), "--weight-type", "int8", "--activation-type", "int8",
                            "--per-channel", "--seed", str(args.seed), "--out", str(Path(workdir) / f"{name}.onnx"),
                            *(["--no-memory-plan"] if plan == "no-plan" else [])]

@@ -33,6 +33,7 @@ import json
 import math
 import os
 import shlex
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -41,19 +42,17 @@ import cv2
 import numpy as np
 import onnx
 import onnxruntime as ort
-import rapidocr_onnxruntime
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from fastdfkd_plugin import Sequence, Teacher, __version__, calibration_source_options
+from fastdfkd_plugin import Sequence, __version__, calibration_source_options
 
 from .common.cli import choice_list
+from .common.paddleocr import GRAPHS, MEAN_STD, graph_path
 from .common.processes import run_measured
 from .common.report import environment, heading, publish
+from .common.teachers import build_teacher
 
-MODELS = Path(rapidocr_onnxruntime.__file__).parent / "models"
-GRAPHS = {"rec": ("ch_PP-OCRv4_rec_infer.onnx", (3, 48, 320)), "cls": ("ch_ppocr_mobile_v2.0_cls_infer.onnx", (3, 48, 192)),
-          "det": ("ch_PP-OCRv4_det_infer.onnx", (3, 320, 320))}
 FONTS = Path("/usr/share/fonts/truetype/dejavu")
 FONT_FILES = ["DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif-Italic.ttf",
               "DejaVuSansCondensed.ttf"]
@@ -63,7 +62,7 @@ VOCABULARY = ("invoice", "total", "amount", "date", "order", "number", "street",
               "castle", "rocket", "travel", "ticket", "budget", "report", "account", "balance", "receipt", "customer",
               "service", "delivery", "payment", "address", "phone", "email", "network", "server", "update", "system",
               "version", "license", "model", "table")
-MEAN_STD = ["--mean", "0.5,0.5,0.5", "--std", "0.5,0.5,0.5"]
+NORMALISATION = ["--mean", ",".join(map(str, MEAN_STD)), "--std", ",".join(map(str, MEAN_STD))]
 W8A8 = ["--weight-type", "int8", "--activation-type", "int8", "--per-channel"]
 DB_THRESHOLD = 0.3
 
@@ -151,42 +150,49 @@ def quantize_on(graph: str, calibration: Path, out: Path, op_types: list[str] | 
     (inputs in a ``.npy``, or a ``fastdfkd synthesize`` set), ``op_types`` alone where given."""
     from fastdfkd_plugin.adapters.onnxruntime import quantize_datafree
 
-    file, shape = GRAPHS[graph]
     inputs = np.load(calibration) if calibration.suffix == ".npy" else str(calibration)
-    quantize_datafree(MODELS / file, out, input_shape=shape, mean=[0.5] * 3, std=[0.5] * 3, calibration=inputs,
+    quantize_datafree(graph_path(graph), out, input_shape=GRAPHS[graph][1], mean=MEAN_STD, std=MEAN_STD, calibration=inputs,
                       weight_type="int8", activation_type="int8", per_channel=True, evaluate=False,
                       **({"op_types_to_quantize": op_types} if op_types else {}))
 
 
-def node_damage(synthetic: Path, held_out: np.ndarray, inputs: np.ndarray, texts: list[str], work: Path) -> list[dict[str, Any]]:
+def node_damage(synthetic: Path, held_out: np.ndarray, reference: np.ndarray, inputs: np.ndarray, texts: list[str],
+                work: Path) -> list[dict[str, Any]]:
     """Each Conv/MatMul node of the recognizer quantized alone (ranges from ``synthetic``, calibrated once): word accuracy
-    on ``inputs`` and, label-free, agreement with FP32 on ``held_out`` synthetic inputs (positions, mean KL). Also writes
+    on ``inputs`` and, label-free, agreement with FP32's outputs ``reference`` on ``held_out`` synthetic inputs (positions,
+    mean KL). Also writes
     ``rec.worst-node.onnx``: everything quantized but the node that cost the most words (the fallback real words would drive).
     Reused from ``work`` where both are there."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType
 
-    from fastdfkd_plugin.adapters.onnxruntime import Requantizer, calibration_reader, fallback_candidates
+    from fastdfkd_plugin.adapters.onnxruntime import (
+        Requantizer,
+        calibration_reader,
+        fallback_candidates,
+        preprocessed,
+        upgrade_opset,
+    )
 
     record, worst_node = work / "rec.nodes.json", work / "rec.worst-node.onnx"
     if record.exists() and worst_node.exists():
         return json.loads(record.read_text())
-    fp32 = MODELS / GRAPHS["rec"][0]
-    converted, model_in = work / "nodes.fp32.onnx", work / "nodes.pre.onnx"
-    onnx.save(onnx.version_converter.convert_version(onnx.load(str(fp32)), 13), str(converted))  # per-channel QDQ needs opset 13
-    quant_pre_process(str(converted), str(model_in), skip_symbolic_shape=True)
-    requantizer = Requantizer(model_in, work / "nodes.ranges.json", {
+    fp32, folder = graph_path("rec"), work / "nodes"
+    folder.mkdir(exist_ok=True)
+    converted = folder / "model.onnx"
+    shutil.copyfile(fp32, converted)
+    upgrade_opset(converted, fp32)  # per-channel QDQ needs opset 13, as quantize-onnx does it
+    model_in = preprocessed(converted, folder)
+    requantizer = Requantizer(model_in, folder / "ranges.json", {
         "quant_format": QuantFormat.QDQ, "per_channel": True, "weight_type": QuantType.QInt8, "activation_type": QuantType.QInt8,
         "calibrate_method": CalibrationMethod.MinMax})
-    requantizer.calibrate(work / "nodes.all.onnx", calibration_reader(model_in, np.load(synthetic)["inputs"], 8))
-    characters, reference = dictionary(fp32), outputs(fp32, held_out)
+    requantizer.calibrate(folder / "all.onnx", calibration_reader(model_in, np.load(synthetic)["inputs"], 8))
+    characters = dictionary(fp32)
     rows = []
     for name, op_type in fallback_candidates(model_in, requantizer.options):
-        path = requantizer.write(work / "nodes.one.onnx", only=[name])
-        other = outputs(path, held_out)
-        rows.append({"node": name, "op_type": op_type,
-                     "word_accuracy": 100 * float(np.mean([read.strip() == text for read, text in zip(read_words(path, inputs, characters), texts)])),
-                     "held_out_positions": 100 * float((reference.argmax(-1) == other.argmax(-1)).mean()),
-                     "held_out_kl": float(Sequence(torch.from_numpy(reference)).kd_loss(torch.from_numpy(other), torch.from_numpy(reference), 1.0))})
+        path = requantizer.write(folder / "one.onnx", only=[name])
+        agreement = held_out_agreement(reference, outputs(path, held_out))
+        rows.append({"node": name, "op_type": op_type, "word_accuracy": word_accuracy(path, inputs, texts, characters),
+                     "held_out_positions": agreement["positions"], "held_out_kl": agreement["kl"]})
         print(f"  {name} ({op_type}) alone: {rows[-1]['word_accuracy']:.1f} % words", flush=True)
     requantizer.write(worst_node, in_float=[min(rows, key=lambda row: row["word_accuracy"])["node"]])
     record.write_text(json.dumps(rows))
@@ -197,16 +203,18 @@ def held_out_inputs(count: int, out: Path) -> None:
     """A child process's work: the recognizer's held-out synthetic set (what ``fidelity`` judges on), saved as inputs."""
     from fastdfkd_plugin import held_out_set
 
-    file, shape = GRAPHS["rec"]
-    teacher = Teacher.of(MODELS / file, shape, mean=[0.5] * 3, std=[0.5] * 3, device="cpu")
+    teacher = build_teacher("ppocr_rec", "cpu")
     np.save(out, held_out_set(teacher, count, **calibration_source_options("fastdfkd", 8, teacher)).inputs.numpy())
 
 
-def held_out_agreement(fp32: Path, path: Path, inputs: np.ndarray) -> dict[str, float]:
-    """Label-free agreement (%) with FP32 on held-out synthetic inputs: the sequence task's exact sequences, and positions."""
-    reference, other = torch.from_numpy(outputs(fp32, inputs)), torch.from_numpy(outputs(path, inputs))
-    return {"exact_sequence": 100 * float(Sequence(reference).sample_agreement(reference, other).mean()),
-            "positions": 100 * float((reference.argmax(-1) == other.argmax(-1)).float().mean())}
+def held_out_agreement(reference: np.ndarray, other: np.ndarray) -> dict[str, float]:
+    """Label-free agreement with FP32's outputs ``reference`` on held-out synthetic inputs: the sequence task's exact
+    sequences (%), positions reading the same class (%), and the mean per-position KL."""
+    reference_scores, other_scores = torch.from_numpy(reference), torch.from_numpy(other)
+    task = Sequence(reference_scores)
+    return {"exact_sequence": 100 * float(task.sample_agreement(reference_scores, other_scores).mean()),
+            "positions": 100 * float((reference.argmax(-1) == other.argmax(-1)).mean()),
+            "kl": float(task.kd_loss(other_scores, reference_scores, 1.0))}
 
 
 def session(path: Path) -> ort.InferenceSession:
@@ -234,6 +242,11 @@ def read_words(path: Path, inputs: np.ndarray, characters: list[str]) -> list[st
         kept = np.r_[True, row[1:] != row[:-1]] & (row != 0)
         texts.append("".join(characters[i] for i in row[kept]))
     return texts
+
+
+def word_accuracy(path: Path, inputs: np.ndarray, texts: list[str], characters: list[str]) -> float:
+    """Share (%) of ``texts`` the recognizer at ``path`` reads exactly from ``inputs``."""
+    return 100 * float(np.mean([read.strip() == text for read, text in zip(read_words(path, inputs, characters), texts)]))
 
 
 def map_f1(reference: np.ndarray, other: np.ndarray) -> float:
@@ -272,15 +285,15 @@ def pipeline_accuracy(det: Path, cls: Path, rec: Path, pages: list[np.ndarray], 
 
 def variants(runner: Runner, graph: str, real: np.ndarray, args: argparse.Namespace) -> dict[str, Path]:
     """The graph's W8A8 models: calibrated on the product's synthetic set, on rendered inputs, on noise."""
-    file, shape = GRAPHS[graph]
+    shape = GRAPHS[graph][1]
     work, samples = args.work, (args.det_samples if graph == "det" else args.samples)
-    spec = ["--input-shape", ",".join(map(str, shape)), *MEAN_STD]
+    spec = ["--input-shape", ",".join(map(str, shape)), *NORMALISATION]
     synthetic = runner.run(f"{graph} synthesize", [sys.executable, "-m", "fastdfkd_plugin.cli", "synthesize", "--model",
-                                                    str(MODELS / file), *spec, "--num-samples", str(samples), "--batch-size", "8",
+                                                    str(graph_path(graph)), *spec, "--num-samples", str(samples), "--batch-size", "8",
                                                     "--activation-bits", "8", "-q", "--out", str(work / f"{graph}.synthetic.npz")],
                            work / f"{graph}.synthetic.npz")
     made = {"fastdfkd": runner.run(f"{graph} quantize-onnx", [sys.executable, "-m", "fastdfkd_plugin.cli", "quantize-onnx", "--onnx",
-                                                             str(MODELS / file), *spec, *W8A8, "--calibration", str(synthetic),
+                                                             str(graph_path(graph)), *spec, *W8A8, "--calibration", str(synthetic),
                                                              "--no-evaluate", "-q", "--out", str(work / f"{graph}.fastdfkd.onnx")],
                                    work / f"{graph}.fastdfkd.onnx")}
     noise = np.random.default_rng(args.seed).standard_normal((samples, *shape)).astype(np.float32)
@@ -338,31 +351,29 @@ def main(argv: list[str] | None = None) -> None:
     calibration_words = [render_line(text, rng) for text in words(args.samples, rng)]  # never scored
     made: dict[str, dict[str, Path]] = {}
     if "rec" in args.parts:
-        fp32, shape = MODELS / GRAPHS["rec"][0], GRAPHS["rec"][1]
+        fp32, shape = graph_path("rec"), GRAPHS["rec"][1]
         characters = dictionary(fp32)
         assert all(char in characters for text in texts for char in text), "a rendered word leaves the dictionary"
         inputs = np.stack([line_input(crop, shape) for crop in crops])
         made["rec"] = variants(runner, "rec", np.stack([line_input(crop, shape) for crop in calibration_words]), args)
         held_out = np.load(runner.run("rec held-out set", [sys.executable, "-m", "benchmarks.ocr", "--held-out-set", str(args.held_out),
                                                            str(args.work / "rec.held_out.npy")], args.work / "rec.held_out.npy"))
+        reference = outputs(fp32, held_out)
         if "nodes" in args.parts:
             validation = np.random.default_rng([args.seed, 2])  # words of its own: the nodes are never judged on the scored words
             validation_texts = words(args.words, validation)
             validation_inputs = np.stack([line_input(render_line(text, validation), shape) for text in validation_texts])
-            nodes = node_damage(args.work / "rec.synthetic.npz", held_out, validation_inputs, validation_texts, args.work)
+            nodes = node_damage(args.work / "rec.synthetic.npz", held_out, reference, validation_inputs, validation_texts, args.work)
             made["rec"]["fastdfkd, its most damaging node (validation words) in float"] = args.work / "rec.worst-node.onnx"
-        scores = {"FP32": 100 * np.mean([read.strip() == text for read, text in zip(read_words(fp32, inputs, characters), texts)])}
-        for name, path in made["rec"].items():
-            scores[name] = 100 * np.mean([read.strip() == text for read, text in zip(read_words(path, inputs, characters), texts)])
-        results["graphs"]["rec"] = {"word_accuracy": scores,
-                                    "held_out_agreement": {name: held_out_agreement(fp32, path, held_out) for name, path in made["rec"].items()},
-                                    "quantized_weights": {name: quantized_weight_share(path) for name, path in made["rec"].items()}}
+        results["graphs"]["rec"] = {
+            "word_accuracy": {name: word_accuracy(path, inputs, texts, characters) for name, path in {"FP32": fp32, **made["rec"]}.items()},
+            "held_out_agreement": {name: held_out_agreement(reference, outputs(path, held_out)) for name, path in made["rec"].items()},
+            "quantized_weights": {name: quantized_weight_share(path) for name, path in made["rec"].items()}}
         if "nodes" in args.parts:
-            results["graphs"]["rec"]["nodes"] = nodes
-            results["graphs"]["rec"]["validation_fp32"] = 100 * float(np.mean([
-                read.strip() == text for read, text in zip(read_words(fp32, validation_inputs, characters), validation_texts)]))
+            results["graphs"]["rec"] |= {"nodes": nodes,
+                                         "validation_fp32": word_accuracy(fp32, validation_inputs, validation_texts, characters)}
     if "cls" in args.parts:
-        fp32, shape = MODELS / GRAPHS["cls"][0], GRAPHS["cls"][1]
+        fp32, shape = graph_path("cls"), GRAPHS["cls"][1]
         both = [*crops, *(crop[::-1, ::-1] for crop in crops)]  # upright and upside down
         inputs = np.stack([line_input(crop, shape) for crop in both])
         made["cls"] = variants(runner, "cls", np.stack([line_input(crop, shape) for crop in calibration_words]), args)
@@ -373,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         size = GRAPHS["det"][1][1]
         calibration_pages = [render_page(words(40, rng), size, rng)[0] for _ in range(args.det_samples)]
     if "det" in args.parts:
-        fp32 = MODELS / GRAPHS["det"][0]
+        fp32 = graph_path("det")
         scored = np.random.default_rng([args.seed, 1])  # a stream of its own: how many pages are scored changes no other set
         inputs = np.stack([page_input(render_page(words(40, scored), size, scored)[0]) for _ in range(args.det_pages)])
         made["det"] = variants(runner, "det", np.stack([page_input(page) for page in calibration_pages]), args)
@@ -387,7 +398,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def pipeline_scores(made: dict[str, dict[str, Path]], pages: list[np.ndarray], truths: list[list[str]]) -> dict[str, float]:
-    fp32 = {graph: MODELS / file for graph, (file, _) in GRAPHS.items()}
+    fp32 = {graph: graph_path(graph) for graph in GRAPHS}
     rec = with_metadata(made["rec"]["fastdfkd"], fp32["rec"])
     return {"FP32": pipeline_accuracy(fp32["det"], fp32["cls"], fp32["rec"], pages, truths),
             "W8A8 fastdfkd (det, cls, rec)": pipeline_accuracy(made["det"]["fastdfkd"], made["cls"]["fastdfkd"], rec, pages, truths)}

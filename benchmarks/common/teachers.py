@@ -26,6 +26,7 @@ from examples.cifar_resnet import CifarResNet
 from examples.cifar_vit import vit_tiny
 from fastdfkd_plugin import Teacher, load_onnx_model, load_weights
 
+from . import paddleocr
 from .data import INPUT_SHAPE, MEAN, STD, default_data_dir
 from .edge_models import MobileNetV1, MobileNetV2, ResNet18, with_batchnorm_statistics
 from .training import Recipe, trained_model
@@ -49,22 +50,12 @@ RANDOM: dict[str, tuple[Callable[[], nn.Module], tuple[int, int, int]]] = {
 # name: (where the file comes from, input shape); the export keeps its BatchNorm nodes, so it is the same network as eager torch
 ONNX: dict[str, tuple[Callable[[Path], Path], tuple[int, int, int]]] = {
     "resnet20-onnx": (lambda data_dir: exported_onnx("resnet20", data_dir), INPUT_SHAPE),
-    "ppocr_det": (lambda _: rapidocr_model("ch_PP-OCRv4_det_infer.onnx"), (3, 320, 320)),
-    "ppocr_cls": (lambda _: rapidocr_model("ch_ppocr_mobile_v2.0_cls_infer.onnx"), (3, 48, 192)),
-    "ppocr_rec": (lambda _: rapidocr_model("ch_PP-OCRv4_rec_infer.onnx"), (3, 48, 320)),
+    **{f"ppocr_{graph}": (lambda _, graph=graph: paddleocr.graph_path(graph), shape) for graph, (_, shape) in paddleocr.GRAPHS.items()},
 }
-PADDLE_MEAN_STD = (0.5, 0.5, 0.5)  # rapidocr's normalisation for all three graphs
 
 
 def teacher_names() -> list[str]:
     return [*PRETRAINED, *TRAINED, *FOLDED, *RANDOM, *ONNX]
-
-
-def rapidocr_model(file: str) -> Path:
-    """One of the PaddleOCR graphs the ``rapidocr-onnxruntime`` wheel ships (read in place, never copied)."""
-    import rapidocr_onnxruntime
-
-    return Path(rapidocr_onnxruntime.__file__).parent / "models" / file
 
 
 def exported_onnx(name: str, data_dir: Path) -> Path:
@@ -115,7 +106,7 @@ def build_teacher(name: str, device: str | torch.device, data_dir: Path | None =
     if name in RANDOM:
         normalisation = {}
     elif name.startswith("ppocr_"):
-        normalisation = {"mean": PADDLE_MEAN_STD, "std": PADDLE_MEAN_STD}
+        normalisation = {"mean": paddleocr.MEAN_STD, "std": paddleocr.MEAN_STD}
     else:
         normalisation = {"mean": MEAN, "std": STD}
     return Teacher(load_teacher(name, data_dir, epochs=epochs), teacher_input_shape(name), device=device, **normalisation)
