@@ -431,16 +431,21 @@ def _agreeing_kl(student: torch.Tensor, teacher: torch.Tensor, dim: int = 1) -> 
     return agree * _kl(student, teacher, dim=dim).sum(dim)
 
 
-def _is_distribution(scores: torch.Tensor) -> bool:
-    """Whether ``scores`` are probabilities over their last dimension (a model ending in a softmax)."""
+def _distribution(scores: torch.Tensor) -> torch.Tensor:
+    """Whether ``scores`` are probabilities over their last dimension (a model ending in a softmax), as a 0-dim tensor."""
     scores = scores.detach().float()
-    return bool(scores.min() >= 0) and bool(((scores.sum(-1) - 1).abs() <= DISTRIBUTION_TOLERANCE).all())
+    return (scores.min() >= 0) & ((scores.sum(-1) - 1).abs() <= DISTRIBUTION_TOLERANCE).all()
+
+
+def _is_distribution(scores: torch.Tensor) -> bool:
+    return bool(_distribution(scores))
 
 
 def _log_probabilities(scores: torch.Tensor) -> torch.Tensor:
-    """Log-probabilities over the last dimension, from logits or from probabilities."""
+    """Log-probabilities over the last dimension, from logits or from probabilities; chosen on the device, since the
+    synthesis and distillation losses call it at every step and a host sync there would stall a GPU."""
     scores = scores.float()
-    return scores.clamp_min(1e-30).log() if _is_distribution(scores) else F.log_softmax(scores, dim=-1)
+    return torch.where(_distribution(scores), scores.clamp_min(1e-30).log(), F.log_softmax(scores, dim=-1))
 
 
 def _packed(values: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
