@@ -474,8 +474,9 @@ def quantize_datafree(
         if memory_plan:  # the calibration source, or the held-out sets' when the calibration set is given
             planner = data_source or get_source("fastdfkd", teacher, seed=seed, **held_out)
             resident = 0 if on_disk or data_source is None else planner.set_bytes(num_samples)  # the set, held throughout
+            synthesises = data_source is not None or evaluate or sensitivity or search or accuracy_target is not None
             plan = plan_memory(planner, batch_size, budget=memory_budget, calibration=calibration_keeps, num_samples=num_samples,
-                               resident=resident, progress=progress)
+                               resident=resident, synthesises=synthesises, progress=progress)
             batch_size, calibration_batch, most_batches = plan.synthesis_batch, plan.calibration_batch, plan.calibration_chunk
             held_out_batch = min(HELD_OUT_BATCH, plan.largest_batch)
         if data_source is not None:

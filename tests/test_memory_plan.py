@@ -117,6 +117,19 @@ def test_calibrators_that_keep_every_batch_get_chunks(teacher):
     assert tight.calibration_batch == 8 and tight.calibration_chunk == 3
 
 
+@needs_meter
+def test_a_command_that_synthesises_nothing_plans_its_calibration_without_probing_synthesis(teacher, monkeypatch):
+    source = get_source("fastdfkd", teacher, SHAPE, **FAST)
+
+    def probe_step(batch_size):
+        raise AssertionError("a synthesis step was probed for a command that synthesises nothing")
+
+    monkeypatch.setattr(source, "probe_step", probe_step)
+    plan = plan_memory(source, 8, budget=baseline(CPU) + 4 * GIB, calibration="each batch", synthesises=False)
+    assert plan.calibration_batch == 8 and plan.synthesis_fixed == plan.synthesis_per_input == 0
+    assert "synthesis batch" not in plan.describe() and "calibration batch 8" in plan.describe()
+
+
 def test_ort_strides_divide_the_batch_count():
     from fastdfkd_plugin.adapters.onnxruntime import strided
 

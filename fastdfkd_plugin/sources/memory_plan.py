@@ -52,6 +52,7 @@ class MemoryPlan:
     intermediates_per_input: int  # bytes of all intermediate tensors of one teacher forward per input
     calibration_batch: int | None = None  # inputs per calibration batch (None: no calibration planned)
     calibration_chunk: int | None = None  # at most this many calibration batches at once, for calibrators that keep them all
+    synthesises: bool = True  # False: the command synthesises nothing (its calibration set is given), so nothing was probed
 
     def synthesis_bytes(self, batch: int | None = None) -> int:
         return self.synthesis_fixed + self.synthesis_per_input * (batch or self.synthesis_batch)
@@ -62,12 +63,13 @@ class MemoryPlan:
     def describe(self) -> str:
         """The plan in one line, as commands print it."""
         changed = f" (asked {self.requested_batch})" if self.synthesis_batch != self.requested_batch else ""
-        text = (f"memory plan: budget {self.budget / GIB:.1f} GiB ({self.budget_origin}), {self.held / GIB:.1f} GiB held; "
-                f"synthesis batch {self.synthesis_batch}{changed} ≈ +{self.synthesis_bytes() / GIB:.2f} GiB")
+        parts = [f"synthesis batch {self.synthesis_batch}{changed} ≈ +{self.synthesis_bytes() / GIB:.2f} GiB"] if self.synthesises else []
         if self.calibration_batch is not None:
-            text += f"; calibration batch {self.calibration_batch} ≈ +{self.calibration_bytes() / GIB:.2f} GiB"
-            if self.calibration_chunk is not None:
-                text += f", {self.calibration_chunk} batches at a time"
+            parts.append(f"calibration batch {self.calibration_batch} ≈ +{self.calibration_bytes() / GIB:.2f} GiB")
+        text = (f"memory plan: budget {self.budget / GIB:.1f} GiB ({self.budget_origin}), {self.held / GIB:.1f} GiB held; "
+                + "; ".join(parts))
+        if self.calibration_chunk is not None:
+            text += f", {self.calibration_chunk} batches at a time"
         return text
 
 
@@ -94,13 +96,15 @@ def intermediates_per_input(source: DataSource) -> int:
 
 
 def plan_memory(source: DataSource, batch_size: int, *, budget: int | None = None, calibration: str | None = None,
-                num_samples: int | None = None, resident: int = 0, progress: bool = False) -> MemoryPlan:
+                num_samples: int | None = None, resident: int = 0, synthesises: bool = True, progress: bool = False) -> MemoryPlan:
     """Batch sizes for ``source``'s synthesis (at most ``batch_size``) and, if asked, a calibration that follows it.
 
     ``calibration`` is ``"each batch"`` for a calibration that holds one batch's intermediates at a time (ONNX
     Runtime's MinMax) or ``"every batch"`` for one that keeps them all until it is done (its histogram methods),
     which then gets chunks of ``calibration_chunk`` batches of the ``num_samples`` inputs. ``resident`` is what
     stays in memory throughout (the synthetic set). The source's own larger batches (a warm-up's) are limited too.
+    ``synthesises=False`` (a command that synthesises nothing: its calibration set is given) plans the calibration alone,
+    without probing a synthesis step it will never take.
     The plan's line goes to the log, and with ``progress`` to stderr.
     """
     device = source.device
@@ -110,25 +114,31 @@ def plan_memory(source: DataSource, batch_size: int, *, budget: int | None = Non
     release_freed_memory()
     start = baseline(device)
     budget, origin = memory_budget(device, budget, start)
-    small, large = PROBE_BATCHES
-    peaks = [peak_bytes(lambda b=b: source.probe_step(b), device, since=start) for b in PROBE_BATCHES]
-    per_input = max((peaks[1] - peaks[0]) // (large - small), peaks[1] // (2 * large), 1)
-    fixed = max(peaks[0] - per_input * small, 0)
+    fixed, per_input = synthesis_bytes(source, start) if synthesises else (0, 0)
     intermediates = intermediates_per_input(source) if calibration else 0
     held = baseline(device)  # what the probes left held counts against the budget too
     room = budget - held - resident
-    fits = int((room - fixed) // per_input)
+    fits = int((room - fixed) // per_input) if synthesises else batch_size
     if fits < 1:
         raise FastDFKDError(f"synthesis for this teacher at input shape {source.input_shape} needs about "
                             f"{(held + resident + fixed + per_input) / GIB:.1f} GiB even one input at a time, "
                             f"more than the memory budget of {budget / GIB:.1f} GiB ({origin}); raise --memory-budget, "
                             "free memory, or lower --num-samples")
     source.limit_batch(fits)
-    plan = MemoryPlan(budget, origin, held, batch_size, min(batch_size, fits), fits, fixed, per_input, intermediates)
+    plan = MemoryPlan(budget, origin, held, batch_size, min(batch_size, fits), fits, fixed, per_input, intermediates,
+                      synthesises=synthesises)
     if calibration is not None:
         plan = _with_calibration(plan, calibration, room, num_samples or batch_size)
     announce(f"fastdfkd: {plan.describe()}", progress)
     return plan
+
+
+def synthesis_bytes(source: DataSource, start: int) -> tuple[int, int]:
+    """(fixed, per input) bytes of one synthesis step of ``source``, from probe steps at 1 and 3 inputs counted from ``start``."""
+    small, large = PROBE_BATCHES
+    peaks = [peak_bytes(lambda b=b: source.probe_step(b), source.device, since=start) for b in PROBE_BATCHES]
+    per_input = max((peaks[1] - peaks[0]) // (large - small), peaks[1] // (2 * large), 1)
+    return max(peaks[0] - per_input * small, 0), per_input
 
 
 def _with_calibration(plan: MemoryPlan, calibration: str, room: int, num_samples: int) -> MemoryPlan:
