@@ -57,6 +57,7 @@ from ..sources.registry import get_source
 from ..teacher.onnx.graph import OnnxModule, check_input_shape, model_opset, onnx_input, ort_runtime, static_input_shape
 from ..teacher.onnx.operators import onnx_package
 from ..teacher.teacher import Teacher
+from .equalization import EqualizedPair, equalize_depthwise_inputs
 from .generic import (
     DEFAULT_BATCH_SIZE,
     CalibrationInput,
@@ -196,6 +197,7 @@ class QuantizationReport:
     kept_in_float: list[NodeSensitivity] = field(default_factory=list)  # what the float fallback kept, most damaging first
     sensitivity: list[NodeSensitivity] = field(default_factory=list)  # every candidate node, most damaging first
     searched: list[tuple[str, float]] = field(default_factory=list)  # (settings, estimate on the selection set) per candidate
+    equalized: list[EqualizedPair] = field(default_factory=list)  # the depthwise convolutions whose input channels were rescaled
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -392,6 +394,7 @@ def quantize_datafree(
     held_out_samples: int = HELD_OUT_SAMPLES,
     memory_plan: bool = True,
     memory_budget: int | None = None,
+    equalize: bool = True,
     **quantize_options: Any,
 ) -> QuantizationReport:
     """Export (if needed), check, pre-process and statically quantize ``teacher`` with data-free calibration.
@@ -409,7 +412,10 @@ def quantize_datafree(
     ONNX model is run against the teacher on a few random inputs (:func:`checked_onnx_model`): class
     scores must agree on the top-1 (``min_agreement`` %), other outputs match within ``rtol``
     of the largest one; disagreement (for example, other weights) stops there with a clear message.
-    Per-channel quantization moves a graph older than opset 13 to opset 13 first (:func:`upgrade_opset`).
+    Per-channel quantization moves a graph older than opset 13 to opset 13 first (:func:`upgrade_opset`), and
+    (``equalize``) rescales the channels each depthwise convolution reads from the convolution before it to one range,
+    measured on the calibration inputs, which the float model does not notice and per-tensor activations need
+    (:func:`~fastdfkd_plugin.adapters.equalization.equalize_depthwise_inputs`; ``report.equalized``).
 
     ``reconstruction`` (``"adaround"`` or ``"adaquant"``) quantizes with AMD Quark's
     reconstruction instead of ``quantize_static`` (:mod:`fastdfkd_plugin.adapters.quark`): then
@@ -498,6 +504,10 @@ def quantize_datafree(
         report = QuantizationReport(output=str(output), calibration_samples=len(inputs), calibration_source=source_name,
                                     synthesis_seconds=synthesis_seconds, quantization_seconds=0.0, agreement=agreement,
                                     options={key: str(value) for key, value in quantize_options.items()})
+        if equalize and reconstruction is None and quantize_options.get("per_channel"):
+            report.equalized = equalize_depthwise_inputs(model_in, Path(workdir) / "model.equalized.onnx", inputs,
+                                                         calibration_batch)
+            model_in = Path(workdir) / "model.equalized.onnx" if report.equalized else model_in
         with atomic_path(output) as tmp:
             if reconstruction is None:
                 selection = (held_out_set(teacher, held_out_samples, seed, progress, selection=True, batch_size=held_out_batch,
@@ -748,6 +758,7 @@ def quantize_from_args(args: argparse.Namespace, output: str | Path, **settings:
         teacher, output, onnx_model=args.onnx, calibration=args.calibration, source=args.source,
         num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, source_options=source_options(args),
         preprocess=not args.no_preprocess, progress=not args.quiet, memory_plan=not args.no_memory_plan,
+        equalize=not args.no_equalize,
         held_out_samples=args.held_out_samples,
         memory_budget=args.memory_budget,
         reconstruction=args.reconstruction, reconstruction_options=tuning, **settings, **options,
@@ -762,6 +773,10 @@ def cmd_quantize_onnx(args: argparse.Namespace) -> None:
     print(f"quantized ({args.weight_type} weights, {args.activation_type} activations, {args.calibrate_method}, "
           f"{args.quant_format}{', per-channel' if args.per_channel else ''}"
           f"{', ' + args.reconstruction + ' (AMD Quark)' if args.reconstruction else ''}) in {report.quantization_seconds:.1f} s -> {report.output}")
+    if report.equalized:
+        widest = max(report.equalized, key=lambda pair: pair.spread_before)
+        print(f"equalized the input channels of {len(report.equalized)} depthwise convolution(s) (widest over narrowest "
+              f"channel range up to {widest.spread_before:.0f}x before, {max(pair.spread_after for pair in report.equalized):.1f}x after)")
     for settings, estimate in report.searched:
         print(f"  searched {settings}: estimated to keep {estimate:.1f} % (selection set)")
     if report.searched:
@@ -847,6 +862,9 @@ def add_quantization_arguments(quant: argparse.ArgumentParser) -> None:
                        help=f"held-out synthetic inputs the estimate, the search, the fallback and the sensitivity table "
                             f"judge on (default {HELD_OUT_SAMPLES}); fewer are faster on a large model and noisier")
     quant.add_argument("--no-preprocess", action="store_true", help="skip quant_pre_process (shape inference + optimisation)")
+    quant.add_argument("--no-equalize", action="store_true",
+                       help="with --per-channel, leave the channels each depthwise convolution reads at their own ranges "
+                            "(default: rescale them to one range, which the float model does not notice)")
     quant.add_argument("--reconstruction", choices=sorted(RECONSTRUCTIONS),
                        help="fit each layer's rounding (adaround) or weights (adaquant) to the calibration images with "
                             "AMD Quark (extra [quark]) instead of ONNX Runtime's calibrators")

@@ -321,3 +321,28 @@ class ConvLogits(nn.Module):
 
 def conv_logits() -> nn.Module:
     return ConvLogits()
+
+
+class DepthwiseStem(nn.Module):
+    """conv → (ReLU) → depthwise conv, with output channels a thousand times apart in range (PaddleOCR's recognizer opens
+    like this), pooled, linear: the pattern whose shared activation scale rounds the narrow channels away."""
+
+    def __init__(self, relu: bool = True, width: int = 8, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 3, stride=2, padding=1)
+        self.act = nn.ReLU() if relu else nn.Identity()
+        self.depthwise = nn.Conv2d(width, width, 3, padding=1, groups=width)
+        self.head = nn.Linear(width, classes)
+        with torch.no_grad():
+            gains = torch.logspace(-2, 1, width)
+            self.stem.weight.mul_(gains.view(-1, 1, 1, 1))
+            self.stem.bias.mul_(gains)
+            self.depthwise.weight.div_(gains.view(-1, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.depthwise(self.act(self.stem(x))).mean((2, 3)))
+
+
+def depthwise_stem() -> nn.Module:
+    torch.manual_seed(0)
+    return DepthwiseStem().eval()
