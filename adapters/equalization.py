@@ -14,13 +14,14 @@ Quantization Through Weight Equalization and Bias Correction") where it is exact
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..teacher.onnx.graph import ort_runtime
+from ..teacher.onnx.graph import read_onnx, session
 from ..teacher.onnx.operators import onnx_package
 
 THROUGH = ("Relu",)  # relu(s·x) = s·relu(x) for s > 0
@@ -95,15 +96,18 @@ def depthwise_pairs(model: Any) -> list[_Pair]:
 
 def channel_ranges(model_path: Path, tensors: list[str], inputs: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
     """Each channel's largest magnitude in ``tensors`` (N×C×…) over ``inputs``, from ONNX Runtime on the float model."""
-    onnx, ort = onnx_package(), ort_runtime()
-    model = onnx.load(str(model_path))
+    onnx = onnx_package()
+    model = read_onnx(model_path)
     listed = {output.name for output in model.graph.output}
     model.graph.output.extend(onnx.helper.make_empty_tensor_value_info(name) for name in tensors if name not in listed)
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    feed = session.get_inputs()[0].name
+    with tempfile.TemporaryDirectory(prefix="fastdfkd-ranges-") as folder:  # nothing written beside the caller's file
+        probe = Path(folder) / "probe.onnx"
+        onnx.save(model, str(probe))
+        runner = session(probe)
+    feed = runner.get_inputs()[0].name
     largest = {name: np.zeros(0, dtype=np.float32) for name in tensors}
     for start in range(0, len(inputs), batch_size):
-        values = session.run(tensors, {feed: np.ascontiguousarray(inputs[start : start + batch_size], dtype=np.float32)})
+        values = runner.run(tensors, {feed: np.ascontiguousarray(inputs[start : start + batch_size], dtype=np.float32)})
         for name, value in zip(tensors, values):
             value = np.abs(value).max(axis=tuple(axis for axis in range(value.ndim) if axis != 1))
             largest[name] = value if not len(largest[name]) else np.maximum(largest[name], value)
@@ -115,16 +119,17 @@ def _spread(ranges: np.ndarray) -> float:
     return float(live.max() / live.min()) if len(live) else 1.0
 
 
-def equalize_depthwise_inputs(model_in: Path, output: Path, inputs: np.ndarray, batch_size: int = 16) -> list[EqualizedPair]:
-    """Write ``model_in`` to ``output`` with the channels between each :func:`depthwise_pairs` pair scaled to the widest
-    one's range on (up to :data:`RANGE_SAMPLES` of) the calibration ``inputs``; the float model computes the same.
-    Returns the pairs rescaled (none: ``output`` is not written)."""
+def equalize_depthwise_inputs(model_in: Path, workdir: Path, inputs: np.ndarray,
+                              batch_size: int = 16) -> tuple[Path, list[EqualizedPair]]:
+    """The graph to quantize, and the pairs rescaled: ``model_in`` with the channels between each
+    :func:`depthwise_pairs` pair scaled to the widest one's range on (up to :data:`RANGE_SAMPLES` of) the calibration
+    ``inputs``, written into ``workdir`` (the float model computes the same); ``model_in`` itself where there is none."""
     onnx = onnx_package()
     numpy_helper = onnx.numpy_helper
-    model = onnx.load(str(model_in))
+    model = read_onnx(model_in)
     pairs = depthwise_pairs(model)
     if not pairs:
-        return []
+        return model_in, []
     ranges = channel_ranges(model_in, [pair.tensor for pair in pairs], inputs[:RANGE_SAMPLES], batch_size)
     initializers = {tensor.name: tensor for tensor in model.graph.initializer}
 
@@ -144,5 +149,6 @@ def equalize_depthwise_inputs(model_in: Path, output: Path, inputs: np.ndarray, 
         rescale(pair.consumer.input[1], 1 / scale)  # the consumer reads channel c times s_c: its weights divided by s_c
         equalized.append(EqualizedPair(pair.producer.name, pair.consumer.name, pair.tensor, _spread(largest),
                                        _spread(largest * scale)))
+    output = workdir / "model.equalized.onnx"
     onnx.save(model, str(output))
-    return equalized
+    return output, equalized

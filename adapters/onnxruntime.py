@@ -505,9 +505,7 @@ def quantize_datafree(
                                     synthesis_seconds=synthesis_seconds, quantization_seconds=0.0, agreement=agreement,
                                     options={key: str(value) for key, value in quantize_options.items()})
         if equalize and reconstruction is None and quantize_options.get("per_channel"):
-            report.equalized = equalize_depthwise_inputs(model_in, Path(workdir) / "model.equalized.onnx", inputs,
-                                                         calibration_batch)
-            model_in = Path(workdir) / "model.equalized.onnx" if report.equalized else model_in
+            model_in, report.equalized = equalize_depthwise_inputs(model_in, Path(workdir), inputs, calibration_batch)
         with atomic_path(output) as tmp:
             if reconstruction is None:
                 selection = (held_out_set(teacher, held_out_samples, seed, progress, selection=True, batch_size=held_out_batch,

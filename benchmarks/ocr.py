@@ -182,9 +182,8 @@ def node_damage(synthetic: Path, held_out: np.ndarray, reference: np.ndarray, in
     converted = folder / "model.onnx"
     shutil.copyfile(fp32, converted)
     upgrade_opset(converted, fp32)  # per-channel QDQ needs opset 13, as quantize-onnx does it
-    model_in, calibration = preprocessed(converted, folder), np.load(synthetic)["inputs"]
-    if equalize_depthwise_inputs(model_in, folder / "model.equalized.onnx", calibration, 8):  # as quantize-onnx does
-        model_in = folder / "model.equalized.onnx"
+    calibration = np.load(synthetic)["inputs"]
+    model_in, _ = equalize_depthwise_inputs(preprocessed(converted, folder), folder, calibration, 8)  # as quantize-onnx does
     requantizer = Requantizer(model_in, folder / "ranges.json", {
         "quant_format": QuantFormat.QDQ, "per_channel": True, "weight_type": QuantType.QInt8, "activation_type": QuantType.QInt8,
         "calibrate_method": CalibrationMethod.MinMax})

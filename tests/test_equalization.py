@@ -30,13 +30,13 @@ def test_equalized_graph_computes_the_same_and_its_channels_share_one_range(tmp_
     torch.manual_seed(0)
     path = exported(DepthwiseStem(relu=relu).eval(), tmp_path / "model.onnx")
     (pair,) = depthwise_pairs(onnx.load(str(path)))
-    equalized = equalize_depthwise_inputs(path, tmp_path / "equalized.onnx", images())
+    equalized_path, equalized = equalize_depthwise_inputs(path, tmp_path, images())
     assert [(step.producer, step.consumer, step.tensor) for step in equalized] == [
         (pair.producer.name, pair.consumer.name, pair.tensor)]
     assert equalized[0].spread_before > 100 and equalized[0].spread_after == pytest.approx(1.0, abs=1e-3)
     inputs = images(8, seed=1)  # not the inputs the ranges were measured on
-    np.testing.assert_allclose(run_session(tmp_path / "equalized.onnx", inputs), run_session(path, inputs), rtol=1e-4, atol=1e-5)
-    ranges = channel_ranges(tmp_path / "equalized.onnx", [pair.tensor], images(), batch_size=8)[pair.tensor]
+    np.testing.assert_allclose(run_session(equalized_path, inputs), run_session(path, inputs), rtol=1e-4, atol=1e-5)
+    ranges = channel_ranges(equalized_path, [pair.tensor], images(), batch_size=8)[pair.tensor]
     assert ranges.max() / ranges.min() == pytest.approx(1.0, abs=1e-3)
 
 
