@@ -49,6 +49,7 @@ from ..evaluation.metrics import require_matplotlib
 from ..hooks.argtypes import positive, positive_float
 from ..hooks.hookspecs import hookimpl
 from ..runtime.io import atomic_path, check_disk_space, working_folder
+from ..runtime.memory import release_freed_memory
 from ..runtime.optional import require
 from ..sources.base import SyntheticSet
 from ..sources.calibration import calibration_source_options
@@ -490,6 +491,9 @@ def quantize_datafree(
                 calibration = synthesize_to_disk(data_source, num_samples, batch_size, Path(workdir) / "calibration.npy")
             else:
                 calibration = data_source.synthetic_set(num_samples, batch_size)
+            # Synthesis leaves the heap it kept for reuse (runtime/memory.py) in the process; ONNX Runtime's calibration
+            # would not reuse all of it and grows beside it (docs/memory.md#limits).
+            release_freed_memory()
             source_name = source
         elif isinstance(calibration, SyntheticSet):
             source_name = calibration.metadata["source"]
