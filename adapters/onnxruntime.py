@@ -46,7 +46,7 @@ from ..errors import FastDFKDError, reason
 from ..evaluation.compressed import OrtModel
 from ..evaluation.fidelity import HELD_OUT_BATCH, HELD_OUT_SAMPLES, Fidelity, fidelity, held_out_options, held_out_set
 from ..evaluation.metrics import require_matplotlib
-from ..hooks.argtypes import positive, positive_float
+from ..hooks.argtypes import non_negative, positive, positive_float
 from ..hooks.hookspecs import hookimpl
 from ..runtime.io import atomic_path, check_disk_space, working_folder
 from ..runtime.memory import release_freed_memory
@@ -69,6 +69,7 @@ from .generic import (
 )
 from .onnx_export import Verification, export_onnx, verify_onnx
 from .quark import RECONSTRUCTIONS, quantize_reconstructed
+from .range_groups import RANGE_GROUP, group_batch, write_grouped_minmax_ranges
 
 log = logging.getLogger(__name__)
 
@@ -396,6 +397,7 @@ def quantize_datafree(
     memory_plan: bool = True,
     memory_budget: int | None = None,
     equalize: bool = True,
+    range_group: int = RANGE_GROUP,
     **quantize_options: Any,
 ) -> QuantizationReport:
     """Export (if needed), check, pre-process and statically quantize ``teacher`` with data-free calibration.
@@ -417,6 +419,9 @@ def quantize_datafree(
     (``equalize``) rescales the channels each depthwise convolution reads from the convolution before it to one range,
     measured on the calibration inputs, which the float model does not notice and per-tensor activations need
     (:func:`~fastdfkd_plugin.adapters.equalization.equalize_depthwise_inputs`; ``report.equalized``).
+    MinMax ranges are the mean over groups of ``range_group`` calibration inputs of each group's extremes, which
+    do not grow with the set as the whole set's do (:mod:`~fastdfkd_plugin.adapters.range_groups`); ``range_group=0``
+    (or ONNX Runtime's own ``CalibMovingAverage`` in ``extra_options``) takes ONNX Runtime's MinMax as it is.
 
     ``reconstruction`` (``"adaround"`` or ``"adaquant"``) quantizes with AMD Quark's
     reconstruction instead of ``quantize_static`` (:mod:`fastdfkd_plugin.adapters.quark`): then
@@ -441,6 +446,8 @@ def quantize_datafree(
     if reconstruction is not None and (accuracy_target is not None or sensitivity or search):
         raise FastDFKDError("the float fallback, the search and per-node sensitivity work on ONNX Runtime's own "
                             "quantization; drop --reconstruction, or drop --accuracy-target and --search")
+    if range_group < 0:
+        raise FastDFKDError(f"range_group is a number of calibration inputs, 0 or more (0: the whole set's extremes), got {range_group}")
     if accuracy_target is not None and not 0 < accuracy_target <= 100:
         raise FastDFKDError(f"the accuracy target is a percent of the teacher's accuracy, above 0 and at most 100, got {accuracy_target:g}")
 
@@ -519,8 +526,11 @@ def quantize_datafree(
                                             with_symmetric_int4_weights(model_in, options))  # per-channel or not: the same ranges
                                 for options in candidates]
                 for requantizer, options in zip(requantizers, candidates):
-                    reader = calibration_reader(model_in, inputs, calibration_batch)
-                    requantizer.calibrate(tmp, reader, strided(len(reader), most_batches))
+                    grouped = (range_group > 0 and _calibrator(options) == "minmax"
+                               and "CalibMovingAverage" not in (options.get("extra_options") or {}))
+                    batch = group_batch(calibration_batch, range_group) if grouped else calibration_batch
+                    reader = calibration_reader(model_in, inputs, batch)
+                    requantizer.calibrate(tmp, reader, strided(len(reader), most_batches), group=range_group // batch if grouped else None)
                     if search:
                         report.searched.append((describe_options(options), judged(teacher, tmp, selection).estimated_relative_accuracy))
                 chosen = max(range(len(candidates)), key=lambda index: report.searched[index][1]) if search else 0
@@ -559,10 +569,15 @@ def preprocessed(fp32: Path, workdir: Path) -> Path:
     return model_in
 
 
+def _calibrator(options: dict[str, Any]) -> str:
+    """The lower-case name of ONNX Runtime's calibration method in ``options`` (``"minmax"``, ``"percentile"``, ...)."""
+    method = options.get("calibrate_method") or "MinMax"  # quantize_static's default
+    return str(getattr(method, "name", method)).lower()
+
+
 def _keeps_every_batch(options: dict[str, Any]) -> bool:
     """Whether ONNX Runtime's calibrator for ``options`` keeps every batch's intermediate tensors (its histogram methods)."""
-    method = options.get("calibrate_method") or "MinMax"  # quantize_static's default
-    return str(getattr(method, "name", method)).lower() != "minmax"
+    return _calibrator(options) != "minmax"
 
 
 def strided(batches: int, most: int | None) -> int | None:
@@ -605,12 +620,17 @@ class Requantizer:
     ranges: Path
     options: dict[str, Any]
 
-    def calibrate(self, path: Path, reader: Any, stride: int | None = None) -> Path:
+    def calibrate(self, path: Path, reader: Any, stride: int | None = None, group: int | None = None) -> Path:
         """Calibrate on ``reader`` (keeping the ranges for :meth:`write`) and quantize into ``path``.
 
         ``stride``: calibrate on that many batches at a time, for calibrators that otherwise keep every batch's
         intermediate tensors until the end (ONNX Runtime's ``CalibStridedMinMax``, which works for all of them).
+        ``group`` (MinMax only): the ranges are the mean over groups of that many batches of each group's extremes
+        (:mod:`.range_groups`), not the whole set's.
         """
+        if group is not None:
+            write_grouped_minmax_ranges(self.model_in, reader, group, self.options, self.ranges)
+            return self.write(path)
         options = self.options
         if stride is not None:
             options = {**options, "extra_options": {**options.get("extra_options", {}), "CalibStridedMinMax": stride}}
@@ -761,6 +781,7 @@ def quantize_from_args(args: argparse.Namespace, output: str | Path, **settings:
         num_samples=args.num_samples, batch_size=args.batch_size, seed=args.seed, source_options=source_options(args),
         preprocess=not args.no_preprocess, progress=not args.quiet, memory_plan=not args.no_memory_plan,
         equalize=not args.no_equalize,
+        range_group=args.range_group,
         held_out_samples=args.held_out_samples,
         memory_budget=args.memory_budget,
         reconstruction=args.reconstruction, reconstruction_options=tuning, **settings, **options,
@@ -867,6 +888,9 @@ def add_quantization_arguments(quant: argparse.ArgumentParser) -> None:
     quant.add_argument("--no-equalize", action="store_true",
                        help="with --per-channel, leave the channels each depthwise convolution reads at their own ranges "
                             "(default: rescale them to one range, which the float model does not notice)")
+    quant.add_argument("--range-group", type=non_negative, default=RANGE_GROUP,
+                       help=f"MinMax ranges: the mean over groups of this many calibration inputs of each group's extremes, "
+                            f"which do not grow with the set (default {RANGE_GROUP}; 0: the whole set's extremes)")
     quant.add_argument("--reconstruction", choices=sorted(RECONSTRUCTIONS),
                        help="fit each layer's rounding (adaround) or weights (adaquant) to the calibration images with "
                             "AMD Quark (extra [quark]) instead of ONNX Runtime's calibrators")

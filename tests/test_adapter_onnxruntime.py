@@ -6,6 +6,7 @@ Everything runs the real onnx / onnxruntime packages on the CPU execution provid
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from conftest import (
@@ -179,6 +180,33 @@ def test_options_pass_through_to_quantize_static(teacher, synthetic, tmp_path, m
     assert seen["quant_format"] == QuantFormat.QOperator and seen["calibrate_method"] == CalibrationMethod.Percentile
     assert seen["nodes_to_exclude"] == ["/head/Gemm"] and seen["extra_options"] == {"CalibPercentile": 99.9}
     assert (tmp_path / "q.onnx").exists()
+
+
+def test_minmax_ranges_are_the_mean_of_each_groups_extremes_whatever_the_batch(onnx_file, tmp_path):
+    """A synthetic set's extremes grow with its size, the mean of fixed-size groups' extremes does not (docs/onnxruntime.md)."""
+    inputs = np.random.default_rng(0).normal(size=(32, *SHAPE)).astype(np.float32)
+    inputs[3] *= 10  # one outlier, in the first of four groups of 8
+    groups = inputs.reshape(4, -1)
+    name = onnx_input(onnx_file).name
+
+    def input_scale(path):
+        model = onnx.load(str(path))
+        initializers = {tensor.name: onnx.numpy_helper.to_array(tensor) for tensor in model.graph.initializer}
+        node = next(node for node in model.graph.node if node.op_type == "QuantizeLinear" and node.input[0] == name)
+        return float(initializers[node.input[1]])
+
+    options = dict(input_shape=SHAPE, calibration=inputs, preprocess=False, evaluate=False, range_group=8)
+    for batch_size in (8, 4, 6):  # 6 does not divide the group: it is calibrated in batches of 4
+        quantize_datafree(onnx_file, tmp_path / f"grouped-{batch_size}.onnx", batch_size=batch_size, **options)
+        assert input_scale(tmp_path / f"grouped-{batch_size}.onnx") == pytest.approx(
+            (groups.max(1).mean() - groups.min(1).mean()) / 255, rel=1e-5)
+    whole_set = (inputs.max() - inputs.min()) / 255
+    quantize_datafree(onnx_file, tmp_path / "whole.onnx", batch_size=8, **{**options, "range_group": 0})
+    assert input_scale(tmp_path / "whole.onnx") == pytest.approx(whole_set, rel=1e-5)
+    quantize_datafree(onnx_file, tmp_path / "ort.onnx", batch_size=8, extra_options={"CalibMovingAverage": False}, **options)
+    assert input_scale(tmp_path / "ort.onnx") == pytest.approx(whole_set, rel=1e-5)  # ONNX Runtime's own option wins
+    with pytest.raises(FastDFKDError, match="range_group"):
+        quantize_datafree(onnx_file, tmp_path / "bad.onnx", batch_size=8, **{**options, "range_group": -1})
 
 
 def test_int4_weights_use_the_symmetric_grid_not_onnx_runtimes_clipping_one(onnx_file, synthetic, tmp_path):
