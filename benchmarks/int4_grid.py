@@ -21,15 +21,13 @@ from typing import Any
 import numpy as np
 from onnxruntime.quantization import CalibrationMethod, QuantType
 
-from fastdfkd_plugin import calibration_source_options
 from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
-from fastdfkd_plugin.adapters.onnxruntime import with_symmetric_int4_weights
 
 from .common.cli import benchmark_parser, int_list
-from .common.ort import quantized_model, teacher_under_test
+from .common.ort import grid_options, quantized_model, teacher_under_test
 from .common.plots import pyplot
-from .common.report import environment, heading, mean_spread, publish, teacher_heading
-from .common.sources import cold_source, timed_set
+from .common.report import environment, heading, paired_table, publish, teacher_heading
+from .common.sources import calibration_sets
 
 SOURCES = ("real", "gaussian", "fastdfkd")
 # column: (activation type, calibrator); weights are int4 per-channel throughout
@@ -38,32 +36,10 @@ COLUMNS = {"W4A8 MinMax": (QuantType.QUInt8, "MinMax"), "W4A4 MinMax": (QuantTyp
 GRIDS = ("ORT [-8, 7]", "[-7, 7]")
 
 
-def calibration_sets(source: str, teacher, seed: int, samples: int, real: np.ndarray) -> tuple[dict[int, np.ndarray], dict[int, float]]:
-    """Activation bits → (the set a column of that width calibrates on), and the seconds each took to make."""
-    if source == "real":
-        return {4: real, 8: real}, {}
-    if source == "gaussian":
-        noise = cold_source("gaussian", teacher, seed=seed, clip=False).synthetic_set(samples).inputs.numpy()
-        return {4: noise, 8: noise}, {}
-    sets, seconds = {}, {}
-    for bits in (4, 8):
-        options = calibration_source_options("fastdfkd", bits, teacher)
-        made, seconds[bits] = timed_set(cold_source("fastdfkd", teacher, seed=seed, **options), samples)
-        sets[bits] = made.inputs.numpy()
-    return sets, {bits: round(value, 1) for bits, value in seconds.items()}
-
-
-def grid_options(pre: Path, grid: str) -> dict[str, Any]:
-    """The ``quantize_static`` options of a grid: none for ONNX Runtime's own, ``quantize-onnx``'s overrides for [-7, 7]."""
-    if grid == GRIDS[0]:
-        return {}
-    return {"extra_options": with_symmetric_int4_weights(pre, {"weight_type": QuantType.QInt4, "per_channel": True})["extra_options"]}
-
-
 def run_teacher(name: str, args) -> dict[str, Any]:
     rows = []
     with teacher_under_test(name, args.samples, args.seeds, args.data_dir, args.seed) as under_test:
-        options = {grid: grid_options(under_test.pre, grid) for grid in GRIDS}
+        options = {grid: grid_options(under_test.pre, symmetric=grid == GRIDS[1]) for grid in GRIDS}
         for seed in args.seeds:
             for source in SOURCES:
                 sets, seconds = calibration_sets(source, under_test.teacher, seed, args.samples, under_test.real[seed])
@@ -89,15 +65,7 @@ def markdown(results: dict) -> str:
         lines += [teacher_heading(teacher)]
         for split in ("test_a", "heldout"):
             lines += ["", f"Accuracy (%) on {split}, each column on both grids, and the gain of [-7, 7] (mean over seeds of the per-seed difference):", "",
-                      "| source | " + " | ".join(f"{c}, {g}" for c in COLUMNS for g in (*GRIDS, "gain")) + " |",
-                      "| --- |" + " --- |" * (3 * len(COLUMNS))]
-            for source in SOURCES:
-                rows = [row["accuracy"][split] for row in teacher["rows"] if row["source"] == source]
-                cells = []
-                for column in COLUMNS:
-                    ort, ours = ([row[f"{column}, {grid}"] for row in rows] for grid in GRIDS)
-                    cells += [mean_spread(ort), mean_spread(ours), f"{np.mean(np.subtract(ours, ort)):+.2f}"]
-                lines.append(f"| {source} | " + " | ".join(cells) + " |")
+                      *paired_table(teacher["rows"], SOURCES, split, list(COLUMNS), GRIDS)]
         lines.append("")
     return "\n".join(lines)
 

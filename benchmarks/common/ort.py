@@ -21,7 +21,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from fastdfkd_plugin import Teacher
 from fastdfkd_plugin.adapters.onnx_export import export_onnx, onnx_accuracy
-from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quiet_root_logger
+from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quiet_root_logger, with_symmetric_int4_weights
 
 from .data import INPUT_SHAPE, teacher_splits
 from .teachers import build_teacher
@@ -118,3 +118,11 @@ def split_scores(pre: Path, inputs: np.ndarray, splits: dict[str, tuple[np.ndarr
         for split, (x, y) in splits.items():
             row[split][column] = round(onnx_accuracy(model, x, y), 2)
     return row
+
+
+def grid_options(pre: Path, *, symmetric: bool) -> dict[str, Any]:
+    """``quantize_static`` options for int4 weights: none for ONNX Runtime's own grid [-8, 7], ``quantize-onnx``'s
+    overrides for the symmetric [-7, 7] (``symmetric``)."""
+    if not symmetric:
+        return {}
+    return {"extra_options": with_symmetric_int4_weights(pre, {"weight_type": QuantType.QInt4, "per_channel": True})["extra_options"]}

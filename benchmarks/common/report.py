@@ -13,7 +13,7 @@ import platform
 import shlex
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -65,6 +65,23 @@ def teacher_heading(teacher: dict[str, Any]) -> str:
 def mean_spread(values: list[float]) -> str:
     """A table cell: the mean, with the standard deviation over seeds when there is more than one value."""
     return f"{np.mean(values):.2f}" if len(values) == 1 else f"{np.mean(values):.2f} ± {np.std(values):.2f}"
+
+
+def paired_table(rows: list[dict[str, Any]], sources: Sequence[str], split: str, columns: Sequence[str],
+                 pair: tuple[str, str]) -> list[str]:
+    """Markdown table lines: per source (a row) and column, two variants (mean ± std over the seeds' ``rows``) and the
+    gain of the second over the first (the mean of the per-seed differences). A row's accuracy on ``split`` is keyed
+    ``"{column}, {variant}"``."""
+    lines = ["| source | " + " | ".join(f"{column}, {variant}" for column in columns for variant in (*pair, "gain")) + " |",
+             "| --- |" + " --- |" * (3 * len(columns))]
+    for source in sources:
+        scored = [row["accuracy"][split] for row in rows if row["source"] == source]
+        cells = []
+        for column in columns:
+            first, second = ([row[f"{column}, {variant}"] for row in scored] for variant in pair)
+            cells += [mean_spread(first), mean_spread(second), f"{np.mean(np.subtract(second, first)):+.2f}"]
+        lines.append(f"| {source} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def scored_rows(sets: dict[str, tuple[Any, float]], score: Callable[[Any], dict[str, float]], digits: int = 2) -> list[dict[str, Any]]:

@@ -10,9 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 from torch import nn
 
-from fastdfkd_plugin import DataSource, SyntheticSet, Teacher, get_source
+from fastdfkd_plugin import DataSource, SyntheticSet, Teacher, calibration_source_options, get_source
 
 from .data import INPUT_SHAPE, MEAN, STD
 
@@ -49,3 +50,23 @@ def deepinversion_seconds_per_step(teacher: Teacher | nn.Module, batch_size: int
     probe.next_batch(batch_size)
     return (time.perf_counter() - started) / 5
 
+
+
+def calibration_sets(source: str, teacher: Teacher, seed: int, samples: int, real: np.ndarray,
+                     ) -> tuple[dict[int, np.ndarray], dict[int, float]]:
+    """Activation bits (4, 8) → the set a column of that width calibrates on, and the seconds each took to make.
+
+    ``source``: ``real`` (the seed's own ``real`` images), ``gaussian`` (N(0, 1) noise) or ``fastdfkd``
+    (the set ``quantize-onnx`` synthesises for the width, from cold: ``calibration_source_options``).
+    """
+    if source == "real":
+        return {4: real, 8: real}, {}
+    if source == "gaussian":
+        noise = cold_source("gaussian", teacher, seed=seed, clip=False).synthetic_set(samples).inputs.numpy()
+        return {4: noise, 8: noise}, {}
+    sets, seconds = {}, {}
+    for bits in (4, 8):
+        options = calibration_source_options("fastdfkd", bits, teacher)
+        made, seconds[bits] = timed_set(cold_source("fastdfkd", teacher, seed=seed, **options), samples)
+        sets[bits] = made.inputs.numpy()
+    return sets, {bits: round(value, 1) for bits, value in seconds.items()}
