@@ -3,8 +3,8 @@
 MinMax takes each tensor's range from the single most extreme calibration input, so a larger
 set gives wider ranges and coarser rounding. Synthetic sets have heavy tails: PaddleOCR's
 recognizer read 96.3 % of validation words calibrated on 64 of 512 synthetic images and
-92.8 % on all 512. Averaging the extremes of groups of :data:`RANGE_GROUP` inputs keeps a
-64-input set's ranges whatever the set's size, and does not depend on the batches memory allows
+92.8 % on all 512. Averaging the extremes of groups of :data:`RANGE_GROUP` inputs does not grow
+with the set, and does not depend on the batches memory allows
 (ONNX Runtime's own ``CalibMovingAverage`` averages per batch, so a smaller batch narrows it).
 ONNX Runtime calibrates each group (its MinMax calibrator, so its choice of tensors); the mean
 goes to its calibration cache, from which ``quantize_static`` quantizes.

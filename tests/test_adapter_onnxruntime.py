@@ -30,6 +30,7 @@ from fastdfkd_plugin.adapters import onnxruntime as ort_adapter
 from fastdfkd_plugin.adapters.generic import calibration_data
 from fastdfkd_plugin.adapters.onnx_export import export_onnx, load_onnx_test_data
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quantize_datafree, synthesize_to_disk
+from fastdfkd_plugin.adapters.range_groups import group_batch, group_bounds
 from fastdfkd_plugin.cli.main import main
 from fastdfkd_plugin.sources.base import DataSource
 from fastdfkd_plugin.teacher.onnx.graph import onnx_input
@@ -207,6 +208,12 @@ def test_minmax_ranges_are_the_mean_of_each_groups_extremes_whatever_the_batch(o
     assert input_scale(tmp_path / "ort.onnx") == pytest.approx(whole_set, rel=1e-5)  # ONNX Runtime's own option wins
     with pytest.raises(FastDFKDError, match="range_group"):
         quantize_datafree(onnx_file, tmp_path / "bad.onnx", batch_size=8, **{**options, "range_group": -1})
+
+
+def test_range_groups_are_whole_batches_and_a_short_last_group_joins_the_one_before():
+    assert [group_batch(batch, 64) for batch in (64, 45, 19, 1)] == [64, 32, 16, 1]
+    assert group_bounds(10, 4) == [(0, 4), (4, 10)] and group_bounds(12, 4) == [(0, 4), (4, 8), (8, 12)]
+    assert group_bounds(3, 4) == [(0, 3)]
 
 
 def test_int4_weights_use_the_symmetric_grid_not_onnx_runtimes_clipping_one(onnx_file, synthetic, tmp_path):
