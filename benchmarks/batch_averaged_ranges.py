@@ -20,14 +20,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from onnxruntime.quantization import CalibrationMethod, QuantType
 
 from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 
 from .common.cli import benchmark_parser, choice_list, int_list
 from .common.ort import grid_options, quantized_model, teacher_under_test
-from .common.plots import pyplot
+from .common.plots import seed_bars
 from .common.report import environment, heading, paired_table, publish, teacher_heading
 from .common.sources import calibration_sets
 
@@ -72,23 +71,10 @@ def markdown(results: dict) -> str:
 
 
 def plot(results: dict, path: Path) -> None:
-    """test_a accuracy per source and configuration, whole-set against batch-averaged (mean over seeds, std as error bar)."""
-    plt = pyplot()
-    figure, axes = plt.subplots(1, len(results["teachers"]), figsize=(6 * len(results["teachers"]), 4.5), squeeze=False)
-    bars = [(config, ranges) for config in CONFIGS for ranges in RANGES]
-    width = 0.8 / len(bars)
-    for axis, teacher in zip(axes[0], results["teachers"]):
-        for index, (config, ranges) in enumerate(bars):
-            values = np.array([[row["accuracy"]["test_a"][f"{config}, {ranges}"] for row in teacher["rows"] if row["source"] == source]
-                               for source in results["sources"]])
-            axis.bar(np.arange(len(results["sources"])) + index * width, values.mean(1), width, yerr=values.std(1),
-                     label=f"{config}, {ranges}", hatch="//" if ranges == "batch-averaged" else "")
-        axis.axhline(teacher["fp32"]["test_a"], color="grey", linestyle="--", label="FP32")
-        axis.set_xticks(np.arange(len(results["sources"])) + 0.4 - width / 2, results["sources"])
-        axis.set(title=teacher["teacher"], ylabel="test_a accuracy (%)")
-        axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    """test_a accuracy per source, a bar per configuration and ranges (mean over seeds, standard deviation as the error bar)."""
+    seed_bars(results, path, results["sources"], [(config, ranges) for config in CONFIGS for ranges in RANGES],
+              lambda teacher, source, bar: [row["accuracy"]["test_a"][", ".join(bar)] for row in teacher["rows"]
+                                            if row["source"] == source], hatched="batch-averaged")
 
 
 def main(argv: list[str] | None = None) -> None:

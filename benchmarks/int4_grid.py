@@ -18,14 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from onnxruntime.quantization import CalibrationMethod, QuantType
 
 from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 
 from .common.cli import benchmark_parser, int_list
 from .common.ort import grid_options, quantized_model, teacher_under_test
-from .common.plots import pyplot
+from .common.plots import seed_bars
 from .common.report import environment, heading, paired_table, publish, teacher_heading
 from .common.sources import calibration_sets
 
@@ -72,22 +71,9 @@ def markdown(results: dict) -> str:
 
 def plot(results: dict, path: Path) -> None:
     """test_a accuracy per column, a bar per source and grid (mean over seeds, standard deviation as the error bar)."""
-    plt = pyplot()
-    figure, axes = plt.subplots(1, len(results["teachers"]), figsize=(6 * len(results["teachers"]), 5), squeeze=False)
-    bars = [(source, grid) for source in SOURCES for grid in GRIDS]
-    width = 0.8 / len(bars)
-    for axis, teacher in zip(axes[0], results["teachers"]):
-        for index, (source, grid) in enumerate(bars):
-            values = np.array([[row["accuracy"]["test_a"][f"{c}, {grid}"] for c in COLUMNS]
-                               for row in teacher["rows"] if row["source"] == source])
-            axis.bar(np.arange(len(COLUMNS)) + index * width, values.mean(0), width, yerr=values.std(0),
-                     label=f"{source}, {grid}", hatch="" if grid == GRIDS[1] else "//")
-        axis.axhline(teacher["fp32"]["test_a"], color="grey", linestyle="--", label="FP32")
-        axis.set_xticks(np.arange(len(COLUMNS)) + 0.4 - width / 2, list(COLUMNS))
-        axis.set(title=teacher["teacher"], ylabel="test_a accuracy (%)")
-        axis.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1))
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    seed_bars(results, path, list(COLUMNS), [(source, grid) for source in SOURCES for grid in GRIDS],
+              lambda teacher, column, bar: [row["accuracy"]["test_a"][f"{column}, {bar[1]}"] for row in teacher["rows"]
+                                            if row["source"] == bar[0]], hatched=GRIDS[0])
 
 
 def main(argv: list[str] | None = None) -> None:
