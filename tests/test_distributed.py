@@ -57,3 +57,18 @@ def test_the_distill_command_runs_under_torchrun(tmp_path):
     assert "12 KD steps on 2 process(es)" in result.stdout
     lines = [json.loads(line) for line in Path(f"{out}.metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [0, 4, 8, 12]
+
+
+def test_a_gpu_process_without_a_gpu_of_its_own_is_told_so(monkeypatch):
+    """The CUDA branch of setup() runs here without a GPU: two processes on a machine that shows one."""
+    import torch
+
+    from fastdfkd_plugin.errors import FastDFKDError
+    from fastdfkd_plugin.runtime import distributed
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(distributed, "resolve_device", lambda device: torch.device("cuda"))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(FastDFKDError, match="process 1 has no GPU of its own \\(1 visible\\)"):
+        distributed.setup("cuda")

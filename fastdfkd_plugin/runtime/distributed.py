@@ -9,6 +9,7 @@ across processes before it is applied. NCCL on GPUs, gloo on CPU.
 from __future__ import annotations
 
 import atexit
+import importlib
 import os
 from dataclasses import dataclass
 
@@ -48,7 +49,7 @@ def setup(device: str = "auto") -> Context:
         wanted = torch.device("cuda", local_rank)
         torch.cuda.set_device(wanted)
     if not dist.is_initialized():
-        import torch._dynamo  # noqa: F401  before the group exists, or the group outlives teardown()
+        importlib.import_module("torch._dynamo")  # before the group exists, or the group outlives teardown()
         dist.init_process_group(backend="nccl" if wanted.type == "cuda" else "gloo")
         atexit.register(teardown)
     return Context(dist.get_rank(), dist.get_world_size(), wanted)
