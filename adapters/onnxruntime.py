@@ -181,6 +181,7 @@ def synthesize_to_disk(source: Any, num_samples: int, batch_size: int, path: str
             array[start : start + len(batch.labels)] = batch.inputs.cpu().numpy()
         array.flush()
         del array
+    release_freed_memory()  # as SyntheticSet's synthesis does: what runs next must not grow beside the kept heap
     return np.load(path, mmap_mode="r")
 
 
@@ -498,9 +499,6 @@ def quantize_datafree(
                 calibration = synthesize_to_disk(data_source, num_samples, batch_size, Path(workdir) / "calibration.npy")
             else:
                 calibration = data_source.synthetic_set(num_samples, batch_size)
-            # Synthesis leaves the heap it kept for reuse (runtime/memory.py) in the process; ONNX Runtime's calibration
-            # would not reuse all of it and grows beside it (docs/memory.md#limits).
-            release_freed_memory()
             source_name = source
         elif isinstance(calibration, SyntheticSet):
             source_name = calibration.metadata["source"]

@@ -39,6 +39,7 @@ from ..hooks import argtypes
 from ..hooks.hookspecs import hookimpl
 from ..runtime.checkpoint import Checkpoint
 from ..runtime.io import atomic_path
+from ..runtime.memory import release_freed_memory
 from ..runtime.optional import require
 from ..sources.base import DataSource
 from ..teacher.attention import head_channels, head_count, projections, prunable_attention, set_head_count, value_channels
@@ -47,6 +48,7 @@ from ..teacher.onnx.graph import OnnxModule
 from ..teacher.tasks import output_leaves
 from ..teacher.teacher import OutputTransform, Teacher, frozen, outputs_of
 from ..training.distillation import DistillConfig, Distiller, distill_settings, resumed_checkpoint, teacher_for
+from ..training.memory_plan import plan_distillation
 from ..training.reestimate import reestimate_batchnorm
 
 log = logging.getLogger(__name__)
@@ -379,16 +381,17 @@ def _recover(
     teacher: Teacher, student: nn.Module, batches: DataSource | Iterator[torch.Tensor], config: DistillConfig, bn_samples: int,
     evaluate: Callable[[nn.Module], dict[str, float]] | None = None, eval_every_seconds: float = 0.0,
     checkpoint: str | Path | None = None, checkpoint_every: int = 0, saved: Checkpoint | None = None,
-    progress: bool = False, run_settings: dict[str, Any] | None = None,
+    progress: bool = False, run_settings: dict[str, Any] | None = None, bn_batch: int | None = None,
 ) -> Distiller:
-    """:func:`recover` for a Teacher, continuing from the checkpoint ``saved`` when given."""
+    """:func:`recover` for a Teacher, continuing from the checkpoint ``saved`` when given; BatchNorm re-estimation
+    passes all ``bn_samples`` images at once (exact statistics), or ``bn_batch`` at a time where a memory plan says so."""
     distiller = Distiller(teacher, student, batches, config, teacher.output_transform, run_settings)
     if saved is not None:
         distiller.restore(saved)
     elif bn_samples:
         started = time.perf_counter()
         images = _first_images(batches, bn_samples, config.synthesis_batch_size or config.batch_size)
-        reestimate_batchnorm(student, [images])
+        reestimate_batchnorm(student, images.split(bn_batch or len(images)))
         distiller.data.bank.add(images)
         distiller.log.synthesis_seconds += time.perf_counter() - started
     if not distiller.finished:
@@ -450,6 +453,8 @@ def prune_datafree(
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 100,
     resume: str | Path | bool | None = None,
+    memory_budget: int | None = None,
+    memory_plan: bool = True,
     progress: bool = False,
 ) -> tuple[nn.Module, PruneReport]:
     """Prune a copy of the teacher to ``speed_up``× fewer MACs and recover it from ``source``; the teacher is untouched.
@@ -464,6 +469,8 @@ def prune_datafree(
     Recovery is BN re-estimation, then ``recovery.steps`` KD steps (0: BN only).
     With ``checkpoint``, the final recovery checkpoints there; ``resume`` continues it (``True``:
     from ``checkpoint``, or a path), refused before any work if the teacher or a setting differs.
+    ``memory_plan`` sizes the synthesis batches (``batch_size`` too) and the recovery's bank to ``memory_budget``
+    bytes (default: half of the memory there is) from probes on a copy of the unpruned model, a bound for the pruned one.
     """
     teacher, _ = teacher_for(teacher, source)
     if teacher.device != source.device:
@@ -481,6 +488,12 @@ def prune_datafree(
     run_settings = {"speed_up": speed_up, "importance": importance_name, "rounds": rounds, "bn_samples": bn_samples,
                     "pruner_options": {key: repr(value) for key, value in sorted(pruner_options.items())}}
     checkpoint, saved = resumed_checkpoint(resume, checkpoint, teacher)
+    student, bn_batch = trainable_copy(model), None
+    if memory_plan:
+        plan = plan_distillation(source, student, recovery, budget=memory_budget, held_out=eval_samples + bn_samples,
+                                 saved_settings=saved and saved.settings, student_output_transform=teacher.output_transform,
+                                 progress=progress)
+        recovery, batch_size, bn_batch = plan.config, min(batch_size, plan.synthesis_batch), plan.largest_forward()
     if saved is not None:
         saved.check_settings(distill_settings(recovery, source, run_settings))  # before any work, not after
         source.load_state_dict(saved.state["source"])  # already warm: no second warm-up before the resume below
@@ -492,7 +505,6 @@ def prune_datafree(
     heads = [name for name, module in prunable_attention(model).items() if projections(module)[0] not in ignored + unsafe]
     macs_before, params_before = count_macs(model, example)
     ratio = ratio_for_speed_up(model, example, speed_up, ignored + unsafe, pruner_options, heads)
-    student = trainable_copy(model)
     report = PruneReport(macs_before, 0.0, params_before, 0.0, ratio, importance_name, [names[m] for m in unsafe])
     if saved is not None:
         fit_layers_to_state_dict(student, saved.state["student"])
@@ -506,13 +518,15 @@ def prune_datafree(
             pruner.step()
             student.zero_grad(set_to_none=True)
             if round_ < rounds - 1:
-                _recover(teacher, student, source, dataclasses.replace(recovery, steps=recovery.steps // rounds), bn_samples)
+                _recover(teacher, student, source, dataclasses.replace(recovery, steps=recovery.steps // rounds), bn_samples,
+                         bn_batch=bn_batch)
         report.agreement["pruned"] = agreement(teacher, student, held_out, model_output_transform=teacher.output_transform)
     report.macs_after, report.params_after = count_macs(student, example)
     report.seconds["prune"] = round(time.perf_counter() - started, 2)
+    release_freed_memory()  # what the pruning stage kept for reuse, so the recovery's plan holds (docs/memory.md)
     started = time.perf_counter()
     _recover(teacher, student, source, recovery, bn_samples, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
-             saved=saved, progress=progress, run_settings=run_settings)
+             saved=saved, progress=progress, run_settings=run_settings, bn_batch=bn_batch)
     report.seconds["recovery"] = round(time.perf_counter() - started, 2)
     report.agreement["recovered"] = agreement(teacher, student, held_out, model_output_transform=teacher.output_transform)
     return student.eval(), report
@@ -547,6 +561,7 @@ def cmd_prune(args: argparse.Namespace) -> None:
             teacher, source, args.speed_up, args.importance, recovery=recovery, bn_samples=args.bn_samples,
             batch_size=args.batch_size, pruner_options={k: v for k, v in pruner_options.items() if v},
             checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, resume=resume, progress=not args.quiet,
+            memory_budget=args.memory_budget, memory_plan=not args.no_memory_plan,
         )
     except KeyboardInterrupt:
         if Path(checkpoint).exists():

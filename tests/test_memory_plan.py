@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -10,14 +11,16 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, SHAPE, run_cli
+from conftest import FAST, MODELS, SHAPE, TinyNet, run_cli
 
-from fastdfkd_plugin import get_source
+from fastdfkd_plugin import Teacher, get_source
 from fastdfkd_plugin.errors import FastDFKDError
 from fastdfkd_plugin.hooks.argtypes import memory_size
 from fastdfkd_plugin.runtime.memory import glibc_malloc
 from fastdfkd_plugin.runtime.memory_meter import AllocatedBytes, baseline, can_measure_peak
 from fastdfkd_plugin.sources.memory_plan import plan_memory
+from fastdfkd_plugin.training.distillation import DistillConfig, distill_datafree
+from fastdfkd_plugin.training.memory_plan import DistillationPlan, plan_distillation
 
 CPU = torch.device("cpu")
 needs_meter = pytest.mark.skipif(not can_measure_peak(CPU), reason="the kernel's resident high-water mark (Linux)")
@@ -171,3 +174,102 @@ def test_the_command_prints_its_plan_and_refuses_an_impossible_budget(capsys, tm
     code, _, err = run_cli(capsys, *common[:-2], "--out", str(tmp_path / "none.npz"), "--memory-budget", "1M")
     assert code == 2 and "even one input at a time" in err and not (tmp_path / "none.npz").exists()
     assert np.load(tmp_path / "set.npz")["inputs"].shape == (8, *SHAPE)
+
+
+# -- distillation and pruning: synthesis batch, KD step and image bank in one budget ------------------------------
+
+def distillation_run(teacher, budget, *, bank_size=1000, kd_batch=8, checkpoint=None, resume=None, memory_plan=True):
+    """(student, distiller) after three KD steps from the tiny teacher, from one seed."""
+    torch.manual_seed(1)
+    student = TinyNet(width=4)
+    config = DistillConfig(steps=3, batch_size=kd_batch, synthesis_batch_size=8, steps_per_batch=2, bank_size=bank_size)
+    distiller = distill_datafree(teacher, student, get_source("fastdfkd", teacher, SHAPE, **FAST), config, eval_samples=8,
+                                 eval_every=0, checkpoint=checkpoint, resume=resume, memory_budget=budget, memory_plan=memory_plan)
+    return student, distiller
+
+
+@needs_meter
+def test_a_distillation_that_fits_is_bit_identical_to_one_without_a_plan(teacher):
+    planned, distiller = distillation_run(teacher, baseline(CPU) + 4 * GIB)
+    unplanned, _ = distillation_run(teacher, None, memory_plan=False)
+    assert distiller.config.bank_size == 1000 and distiller.config.synthesis_batch_size == 8
+    assert all(torch.equal(a, b) for a, b in zip(planned.state_dict().values(), unplanned.state_dict().values()))
+
+
+@needs_meter
+def test_a_tight_budget_caps_the_bank_and_refuses_a_kd_batch_that_cannot_fit(teacher):
+    source, student = get_source("fastdfkd", teacher, SHAPE, **FAST), TinyNet(width=4)
+    config = DistillConfig(batch_size=8, synthesis_batch_size=8, bank_size=10**7)  # 10 million images: 115 GiB
+    plan = plan_distillation(source, student, config, budget=baseline(CPU) + 4 * GIB)
+    assert plan.config.synthesis_batch_size == 8 and plan.config.batch_size == 8
+    assert 1000 < plan.config.bank_size < 10**7 and "bank" in plan.describe() and "asked 10000000" in plan.describe()
+    room = plan.budget - plan.held - plan.resident
+    assert max(plan.synthesis_bytes(), plan.kd_bytes()) + plan.bank_bytes() <= room
+    assert 2 * plan.bank_bytes() + 8 * plan.image_bytes <= room  # the bank is held twice while it grows by concatenation
+
+    huge_kd = dataclasses.replace(config, batch_size=10**7, bank_size=1000)
+    with pytest.raises(FastDFKDError, match=r"a KD step at batch 10000000, with a bank of 1000 images, needs about .* GiB"
+                                            r".*lower --kd-batch-size to \d+ or less"):
+        plan_distillation(source, student, huge_kd, budget=baseline(CPU) + 1 * GIB)
+    with pytest.raises(FastDFKDError, match=r"synthesis .* even one input at a time, with a bank of 10000000 images.*--bank-size"):
+        plan_distillation(source, student, dataclasses.replace(config, batch_size=10**7), budget=baseline(CPU) + 1 * GIB)
+
+
+@needs_meter
+def test_the_plan_leaves_the_student_its_batchnorm_averages_and_random_streams_as_they_were(teacher):
+    student = TinyNet(width=4).eval()
+    before = {name: tensor.clone() for name, tensor in student.state_dict().items()}
+    stream = torch.get_rng_state()
+    plan_distillation(get_source("fastdfkd", teacher, SHAPE, **FAST), student, DistillConfig(batch_size=8),
+                      budget=baseline(CPU) + 4 * GIB)
+    assert all(torch.equal(before[name], tensor) for name, tensor in student.state_dict().items())
+    assert not student.training and all(param.grad is None for param in student.parameters())
+    assert torch.equal(torch.get_rng_state(), stream)
+
+
+@needs_meter
+def test_a_resumed_distillation_keeps_the_bank_its_checkpoint_was_planned_with(teacher, tmp_path):
+    checkpoint = tmp_path / "run.ckpt"
+    tight = baseline(CPU) + 256 * 2**20
+    _, first = distillation_run(teacher, tight, bank_size=10**7, checkpoint=checkpoint)
+    assert first.config.bank_size < 10**7
+    _, resumed = distillation_run(teacher, baseline(CPU) + 4 * GIB, bank_size=10**7, checkpoint=checkpoint, resume=True)
+    assert resumed.config.bank_size == first.config.bank_size and resumed.step == 3  # accepted, not refused as other settings
+
+
+@needs_meter
+def test_distill_and_prune_print_their_plan_and_refuse_an_impossible_budget(capsys, tmp_path):
+    common = ["--input-shape", "3,32,32", "--raw-pixels", "--steps", "1", "--warmup-tasks", "1", "--batch-size", "8",
+              "--kd-batch-size", "8", "--bank-size", "16", "--device", "cpu"]
+    commands = {"student.pt": ["distill", "--teacher", f"{MODELS}:tiny", "--student", f"{MODELS}:student", *common,
+                               "--kd-steps", "2", "--eval-samples", "8", "--no-plot"],
+                "pruned.pt": ["prune", "--model", f"{MODELS}:tiny", "--speed-up", "1.2", "--recovery-steps", "2",
+                              "--bn-samples", "8", *common]}
+    for out, command in commands.items():
+        code, _, err = run_cli(capsys, *command, "--out", str(tmp_path / "none.pt"), "--memory-budget", "1M")
+        assert code == 2 and "more than the memory budget of 0.0 GiB" in err and not (tmp_path / "none.pt").exists(), err
+        code, _, err = run_cli(capsys, *command, "--out", str(tmp_path / out))
+        assert code == 0 and (tmp_path / out).exists(), err
+        assert "memory plan: budget" in err and "KD batch 8 ≈" in err and "bank 16 images ≈" in err
+
+
+@needs_meter
+def test_a_pruning_that_fits_is_bit_identical_to_one_without_a_plan_and_a_tight_one_batches_its_batchnorm_pass(
+        teacher, monkeypatch):
+    from fastdfkd_plugin.adapters import torch_pruning
+
+    recovery = DistillConfig(steps=2, batch_size=8, synthesis_batch_size=8, steps_per_batch=1, bank_size=64)
+
+    def pruned(**plan):
+        source = get_source("fastdfkd", Teacher(teacher, SHAPE, device="cpu"), **FAST)
+        student, _ = torch_pruning.prune_datafree(teacher, source, 1.3, recovery=recovery, bn_samples=32, batch_size=8, eval_samples=8, **plan)
+        return student.state_dict()
+
+    planned, unplanned = pruned(memory_budget=baseline(CPU) + 4 * GIB), pruned(memory_plan=False)
+    assert all(torch.equal(planned[key], unplanned[key]) for key in planned)
+
+    passes = []
+    monkeypatch.setattr(torch_pruning, "reestimate_batchnorm", lambda model, batches: passes.append([len(b) for b in batches]))
+    monkeypatch.setattr(DistillationPlan, "largest_forward", lambda plan: 10)
+    pruned(memory_budget=baseline(CPU) + 4 * GIB)
+    assert passes == [[10, 10, 10, 2]]  # 32 images, at most 10 a forward

@@ -155,6 +155,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
             teacher, student, source, config, eval_data=eval_data, ignore_index=args.ignore_index,
             eval_samples=args.eval_samples, eval_every=args.eval_every,
             checkpoint=checkpoint, checkpoint_every=args.checkpoint_every, resume=resume, progress=not args.quiet,
+            memory_budget=args.memory_budget, memory_plan=not args.no_memory_plan,
         )
     except KeyboardInterrupt:
         if context.main:

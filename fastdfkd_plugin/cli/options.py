@@ -20,7 +20,7 @@ import torch
 
 from ..errors import FastDFKDError
 from ..evaluation.compressed import CompressedModel
-from ..evaluation.fidelity import Fidelity, fidelity, held_out_options
+from ..evaluation.fidelity import HELD_OUT_BATCH, Fidelity, fidelity, held_out_options
 from ..hooks.argtypes import floats, memory_size, positive, positive_float, positive_floats, shape
 from ..sources.base import DataSource
 from ..sources.memory_plan import plan_memory
@@ -269,8 +269,10 @@ def report_fidelity(args: argparse.Namespace, teacher: Teacher, model: Compresse
     :func:`~fastdfkd_plugin.evaluation.fidelity.fidelity` takes it (the teacher's own for a compressed copy)."""
     if args.no_evaluate:
         return None
+    options = held_out_options(args.source, source_options(args))
+    batch_size = planned_batch(args, get_source("fastdfkd", teacher, seed=args.seed, **options), HELD_OUT_BATCH)  # as evaluate's
     result = fidelity(teacher, model, seed=args.seed, progress=not args.quiet, model_output_transform=model_output_transform,
-                      source_options=held_out_options(args.source, source_options(args)))
+                      source_options=options, batch_size=batch_size)
     print_fidelity(result, fix)
     return result
 

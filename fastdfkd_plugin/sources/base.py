@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from ..errors import FastDFKDError
 from ..runtime.devices import check_fits
 from ..runtime.io import save_npz
+from ..runtime.memory import release_freed_memory
 from ..teacher.inputspace import InputSpace
 from ..teacher.tasks import Outputs, cat_outputs, output_leaves, slice_outputs
 from ..teacher.teacher import OutputTransform, Teacher
@@ -254,8 +255,13 @@ class DataSource(ABC):
             "seconds": round(seconds, 3),
             "images_per_second": round(num_samples / seconds, 3) if seconds > 0 else None,
         }
-        return SyntheticSet(torch.cat(inputs), torch.cat(targets), cat_outputs(logits), batch_size, metadata,
-                            self.teacher.task.labels)
+        synthetic = SyntheticSet(torch.cat(inputs), torch.cat(targets), cat_outputs(logits), batch_size, metadata,
+                                 self.teacher.task.labels)
+        del inputs, targets, logits
+        # The heap synthesis kept for reuse (runtime/memory.py) goes back to the kernel, so that what runs next does
+        # not grow beside it: PP-OCRv4's detector's closing estimate reached 11.9 GiB against an 11.4 GiB budget that way.
+        release_freed_memory()
+        return synthetic
 
     def set_bytes(self, num_samples: int) -> int:
         """Memory (or disk) a set of ``num_samples`` takes: float32 inputs, int64 targets, the task's outputs and labels."""

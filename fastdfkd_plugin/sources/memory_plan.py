@@ -20,6 +20,7 @@ that does not fit even at one input is refused before it starts, with the estima
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 
@@ -73,9 +74,9 @@ class MemoryPlan:
         return text
 
 
-def memory_budget(device: torch.device, budget: int | None, held: int) -> tuple[int, str]:
-    """(bytes, where that figure comes from): ``budget`` as given, else half of the memory there is on ``device``
-    (what is free and the ``held`` bytes the process has already)."""
+def memory_budget(device: torch.device, budget: int | None, held: int, share: float = DEFAULT_SHARE) -> tuple[int, str]:
+    """(bytes, where that figure comes from): ``budget`` as given, else ``share`` (half) of the memory there is on
+    ``device`` (what is free and the ``held`` bytes the process has already)."""
     if budget is not None:
         if budget <= 0:
             raise FastDFKDError(f"the memory budget must be positive, got {budget} bytes; give it like 8G or 512M")
@@ -83,7 +84,8 @@ def memory_budget(device: torch.device, budget: int | None, held: int) -> tuple[
     free = available_memory(device)
     if free is None:
         raise FastDFKDError("cannot tell how much memory this machine has; give --memory-budget (for example 8G)")
-    return int(DEFAULT_SHARE * (free + held)), f"half of the {(free + held) / GIB:.1f} GiB there is"
+    part = "half" if share == DEFAULT_SHARE else f"{share:.0%}"
+    return int(share * (free + held)), f"{part} of the {(free + held) / GIB:.1f} GiB there is"
 
 
 def intermediates_per_input(source: DataSource) -> int:
@@ -135,8 +137,14 @@ def plan_memory(source: DataSource, batch_size: int, *, budget: int | None = Non
 
 def synthesis_bytes(source: DataSource, start: int) -> tuple[int, int]:
     """(fixed, per input) bytes of one synthesis step of ``source``, from probe steps at 1 and 3 inputs counted from ``start``."""
+    return probed_bytes(source.probe_step, source.device, start)
+
+
+def probed_bytes(step: Callable[[int], None], device: torch.device, start: int) -> tuple[int, int]:
+    """(fixed, per input) bytes of ``step(batch)``, from its peaks at 1 and 3 inputs counted from ``start``; the part
+    per input is at least half the larger peak's share, so that a probe that reused freed memory is not believed."""
     small, large = PROBE_BATCHES
-    peaks = [peak_bytes(lambda b=b: source.probe_step(b), source.device, since=start) for b in PROBE_BATCHES]
+    peaks = [peak_bytes(lambda b=b: step(b), device, since=start) for b in PROBE_BATCHES]
     per_input = max((peaks[1] - peaks[0]) // (large - small), peaks[1] // (2 * large), 1)
     return max(peaks[0] - per_input * small, 0), per_input
 

@@ -42,6 +42,7 @@ from ..sources.base import DataSource
 from ..synthesis.augment import crop_flip
 from ..teacher.tasks import DEFAULT_IGNORE_INDEX, Outputs, PredictionTask, describe, make_task, output_leaves
 from ..teacher.teacher import OutputTransform, Teacher, frozen, model_device, outputs_of
+from .memory_plan import plan_distillation
 
 Evaluator = Callable[[nn.Module], dict[str, float]]
 
@@ -451,6 +452,8 @@ def distill_datafree(
     checkpoint_every: int = 400,
     resume: str | Path | bool | None = None,
     student_output_transform: OutputTransform | None = None,
+    memory_budget: int | None = None,
+    memory_plan: bool = True,
     progress: bool = False,
 ) -> Distiller:
     """Data-free distillation (the paper's Algorithm 1) of ``student`` from ``teacher``, on one process or under torchrun.
@@ -467,11 +470,19 @@ def distill_datafree(
     the process's device), every process synthesises its own batches from its own seed,
     the state the source shares (fastdfkd's meta-generator) stays identical everywhere,
     and the student and that state are checked for agreement across processes at the end.
+    ``memory_plan`` first sizes the synthesis batch and the image bank to ``memory_budget`` bytes (default: half
+    of the memory there is) and refuses a KD batch that does not fit
+    (:func:`~fastdfkd_plugin.training.memory_plan.plan_distillation`); where all fits, nothing changes.
     Returns the :class:`Distiller` (its ``log`` holds losses and evaluations).
     """
     teacher, _ = teacher_for(teacher, source)
     checkpoint, saved = resumed_checkpoint(resume, checkpoint, teacher)
     student.to(teacher.device)
+    if memory_plan:
+        check_outputs_match(teacher, student, student_output_transform)  # a wrong student gets its sentence, not the probe's error
+        config = plan_distillation(source, student, config, budget=memory_budget, held_out=0 if eval_data is not None else eval_samples,
+                                   saved_settings=saved and saved.settings, student_output_transform=student_output_transform,
+                                   progress=progress and distributed.rank() == 0).config
     distiller = Distiller(teacher, student, source, config, student_output_transform)  # checks the student before any synthesis
     shared: dict[str, nn.Module] = {}
     if distributed.active():
