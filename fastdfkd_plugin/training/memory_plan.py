@@ -26,7 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -38,9 +38,7 @@ from ..runtime.memory_meter import baseline, can_measure_peak
 from ..sources.base import DataSource, announce, probe_pixels
 from ..sources.memory_plan import DEFAULT_SHARE, GIB, memory_budget, probed_bytes, synthesis_bytes
 from ..teacher.teacher import OutputTransform, Teacher, outputs_of
-
-if TYPE_CHECKING:
-    from .distillation import DistillConfig
+from .config import DistillConfig
 
 PLANNED = ("synthesis_batch_size", "bank_size")  # the settings a plan may lower, which a resumed run takes from its checkpoint
 BANK_FLOOR_BATCHES = 8  # KD batches of images the bank keeps room for before the synthesis batch takes the rest
