@@ -523,7 +523,7 @@ def prune_datafree(
         report.agreement["pruned"] = agreement(teacher, student, held_out, model_output_transform=teacher.output_transform)
     report.macs_after, report.params_after = count_macs(student, example)
     report.seconds["prune"] = round(time.perf_counter() - started, 2)
-    release_freed_memory()  # what the pruning stage kept for reuse, so the recovery's plan holds (docs/memory.md)
+    release_freed_memory()  # what the pruning stage kept for reuse goes back before the recovery, which the plan sized
     started = time.perf_counter()
     _recover(teacher, student, source, recovery, bn_samples, checkpoint=checkpoint, checkpoint_every=checkpoint_every,
              saved=saved, progress=progress, run_settings=run_settings, bn_batch=bn_batch)
