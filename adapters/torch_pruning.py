@@ -393,6 +393,7 @@ def _recover(
         images = _first_images(batches, bn_samples, config.synthesis_batch_size or config.batch_size)
         reestimate_batchnorm(student, images.split(bn_batch or len(images)))
         distiller.data.bank.add(images)
+        del images  # the bank holds its own copy
         distiller.log.synthesis_seconds += time.perf_counter() - started
     if not distiller.finished:
         distiller.run(evaluate, 0, checkpoint, checkpoint_every, progress, eval_every_seconds)

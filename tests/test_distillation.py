@@ -31,6 +31,21 @@ def test_memory_bank_evicts_the_oldest_images():
     bank.add(torch.arange(4.0, 7.0).view(3, 1))
     assert bank.images.flatten().tolist() == [2, 3, 4, 5, 6]
     assert set(bank.sample(20, torch.Generator().manual_seed(0)).flatten().tolist()) <= {2, 3, 4, 5, 6}
+    bank.add(torch.arange(7.0, 20.0).view(13, 1))  # more than it holds at once: the newest 5
+    assert bank.images.flatten().tolist() == [15, 16, 17, 18, 19]
+
+
+def test_memory_bank_samples_the_ith_oldest_image_wherever_its_buffer_put_it():
+    """The bank is a ring buffer, but index i is the i-th oldest image, as in a list that drops its oldest; a bank
+    restored from :attr:`images` (a checkpoint) samples the same images from the same stream."""
+    wrapped, restored = MemoryBank(capacity=5), MemoryBank(capacity=5)
+    for start in range(0, 12, 3):
+        wrapped.add(torch.arange(float(start), start + 3.0).view(3, 1))
+    as_list = torch.arange(12.0)[-5:]
+    restored.restore(wrapped.images)
+    index = torch.randint(0, 5, (30,), generator=torch.Generator().manual_seed(3))
+    for bank in (wrapped, restored):
+        assert torch.equal(bank.sample(30, torch.Generator().manual_seed(3)).flatten(), as_list[index])
 
 
 def test_distillation_from_synthetic_batches_raises_agreement_and_leaves_the_teacher(teacher):
@@ -147,13 +162,12 @@ def test_distill_command_refuses_a_checkpoint_from_another_teacher(tmp_path, cap
 
 def test_a_bank_that_runs_out_of_memory_names_the_setting(monkeypatch):
     bank = MemoryBank(capacity=10)
-    bank.add(torch.zeros(2, 1))
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr(torch, "cat", out_of_memory)
-    with pytest.raises(FastDFKDError, match="lower bank_size"):
+    monkeypatch.setattr(torch, "empty", out_of_memory)
+    with pytest.raises(FastDFKDError, match="bank of 10 images; lower bank_size"):
         bank.add(torch.zeros(2, 1))
 
 

@@ -205,7 +205,7 @@ def test_a_tight_budget_caps_the_bank_and_refuses_a_kd_batch_that_cannot_fit(tea
     assert 1000 < plan.config.bank_size < 10**7 and "bank" in plan.describe() and "asked 10000000" in plan.describe()
     room = plan.budget - plan.held - plan.resident
     assert max(plan.synthesis_bytes(), plan.kd_bytes()) + plan.bank_bytes() <= room
-    assert 2 * plan.bank_bytes() + 8 * plan.image_bytes <= room  # the bank is held twice while it grows by concatenation
+    assert 2 * plan.bank_bytes() + 8 * plan.image_bytes <= room  # a checkpoint copies the bank once it has wrapped round
 
     huge_kd = dataclasses.replace(config, batch_size=10**7, bank_size=1000)
     with pytest.raises(FastDFKDError, match=r"a KD step at batch 10000000, with a bank of 1000 images, needs about .* GiB"

@@ -56,25 +56,57 @@ def kd_loss(student_outputs: Outputs, teacher_outputs: Outputs, temperature: flo
 
 
 class MemoryBank:
-    """A bounded FIFO store of input images that KD steps sample from."""
+    """A bounded FIFO store of input images that KD steps sample from.
+
+    The images live in one buffer of ``capacity`` images, allocated with the first batch and
+    written round-robin. Growing by concatenation held the bank twice at every new batch and, with
+    freed memory kept for reuse, left the heap in pieces too small for the next, larger bank
+    (docs/memory.md#distillation-and-pruning). Index ``i`` is always the ``i``-th oldest image held,
+    as in a list that drops its oldest, so a seeded run samples the same images either way.
+    """
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity
-        self.images: torch.Tensor | None = None
+        self.buffer: torch.Tensor | None = None
+        self.count = 0  # images held
+        self.next = 0  # the buffer slot the next image goes to: the oldest one once the bank is full
 
     def add(self, images: torch.Tensor) -> None:
-        images = images.detach()
-        try:
-            self.images = images if self.images is None else torch.cat([self.images, images])
-        except torch.OutOfMemoryError as exc:
-            raise FastDFKDError(
-                f"out of memory growing the image bank to {self.capacity} images; lower bank_size (--bank-size)"
-            ) from exc
-        self.images = self.images[-self.capacity :]
+        images = images.detach()[-self.capacity :]
+        if self.buffer is None:
+            try:
+                self.buffer = torch.empty((self.capacity, *images.shape[1:]), dtype=images.dtype, device=images.device)
+            except torch.OutOfMemoryError as exc:
+                raise FastDFKDError(f"out of memory making room for an image bank of {self.capacity} images; "
+                                    "lower bank_size (--bank-size)") from exc
+        slots = (self.next + torch.arange(len(images), device=self.buffer.device)) % self.capacity
+        self.buffer[slots] = images.to(self.buffer.device)
+        self.next = (self.next + len(images)) % self.capacity
+        self.count = min(self.count + len(images), self.capacity)
 
     def sample(self, batch_size: int, rng: torch.Generator) -> torch.Tensor:
-        index = torch.randint(0, len(self.images), (batch_size,), generator=rng, device=rng.device)
-        return self.images[index.to(self.images.device)]
+        index = torch.randint(0, self.count, (batch_size,), generator=rng, device=rng.device)
+        return self.buffer[self._slots(index.to(self.buffer.device))]
+
+    @property
+    def images(self) -> torch.Tensor | None:
+        """The images held, oldest first (what checkpoints keep); a copy once the bank has wrapped round."""
+        if self.buffer is None:
+            return None
+        oldest = (self.next - self.count) % self.capacity
+        if oldest + self.count <= self.capacity:
+            return self.buffer[oldest : oldest + self.count]
+        return torch.cat([self.buffer[oldest:], self.buffer[: self.next]])
+
+    def restore(self, images: torch.Tensor | None) -> None:
+        """Hold exactly ``images`` (oldest first), as :attr:`images` gave them."""
+        self.buffer, self.count, self.next = None, 0, 0
+        if images is not None:
+            self.add(images)
+
+    def _slots(self, index: torch.Tensor) -> torch.Tensor:
+        """Buffer slots of the ``index``-th oldest images."""
+        return (self.next - self.count + index) % self.capacity
 
 
 class KDBatches:
@@ -284,7 +316,7 @@ class Distiller:
         check_same_shapes(state["student"], self.student)
         self.student.load_state_dict(state["student"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.data.bank.images = None if state["bank"] is None else state["bank"].to(self.device)
+        self.data.bank.restore(None if state["bank"] is None else state["bank"].to(self.device))
         self.rng.set_state(state["rng"].cpu())
         if state["source"] is not None and isinstance(self.batches, DataSource):
             self.batches.load_state_dict(state["source"])

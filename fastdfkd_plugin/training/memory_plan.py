@@ -1,8 +1,8 @@
 """The memory plan of a distillation: synthesis batch, KD step and image bank within one budget.
 
 ``fastdfkd distill`` and ``prune`` took ``--memory-budget`` and then ignored it, and their image
-bank grows with every new batch: 8,192 images of 3×224×224 are 4.9 GiB, held twice for a
-moment each time the bank grows by concatenation. So before the first step,
+bank grows with every new batch: 8,192 images of 3×224×224 are 4.6 GiB, and a checkpoint copies
+them once the bank has wrapped round. So before the first step,
 :func:`plan_distillation`
 
 1. probes the source's synthesis step (as :func:`~fastdfkd_plugin.sources.memory_plan.plan_memory`
@@ -14,7 +14,8 @@ moment each time the bank grows by concatenation. So before the first step,
    term runs the student forward and backward on the synthesis batch too, so that is counted;
 3. refuses a KD batch that does not fit, before any work: a smaller one would change the
    training, so the sentence gives the estimate and the batch that would fit;
-4. caps the bank at what the budget leaves beside the larger of the two steps.
+4. caps the bank at what the budget leaves beside the larger of the two steps, and twice over
+   beside a synthesis batch (a checkpoint's copy).
 
 Where everything asked for fits, nothing changes (seeded runs stay bit-identical). A resumed
 run keeps the synthesis batch and bank its checkpoint was made with (only checked to fit), so
@@ -171,7 +172,7 @@ def _largest_synthesis_batch(plan: DistillationPlan) -> int:
 
 def _fitted(plan: DistillationPlan) -> DistillConfig:
     """The largest synthesis batch (at most the one asked for) beside the bank's floor, then the largest bank (at most
-    the one asked for) beside the larger step, or held twice while it grows."""
+    the one asked for) beside the larger step, or held twice while a checkpoint copies it."""
     config = plan.config
     synthesis = min(config.synthesis_batch_size or config.batch_size, _largest_synthesis_batch(plan))
     planned = dataclasses.replace(plan, config=dataclasses.replace(config, synthesis_batch_size=synthesis))
