@@ -168,7 +168,7 @@ def calibration_from_args(args: argparse.Namespace, teacher: Teacher, activation
         data, origin = torch.from_numpy(load_npz(args.calibration)[0]), args.calibration
     else:
         source = source_from_args(args, teacher, **calibration_source_options(args.source, activation_bits, teacher, source_options(args)))
-        batch_size = planned_batch(args, source, batch_size)
+        batch_size = planned_batch(args, source, batch_size, args.num_samples)
         data, origin = source.synthetic_set(args.num_samples, batch_size), args.source
     return calibration_data(data, batch_size=batch_size), origin
 

@@ -273,3 +273,21 @@ def test_a_pruning_that_fits_is_bit_identical_to_one_without_a_plan_and_a_tight_
     monkeypatch.setattr(DistillationPlan, "largest_forward", lambda plan: 10)
     pruned(memory_budget=baseline(CPU) + 4 * GIB)
     assert passes == [[10, 10, 10, 2]]  # 32 images, at most 10 a forward
+
+
+def test_a_command_plans_its_batch_beside_the_set_it_builds_in_memory(teacher, monkeypatch):
+    """synthesize, evaluate and the closing estimates keep every synthesised input until the set is done, so their
+    plan counts the set as held throughout (two real probes at these sizes differ by more than the set)."""
+    from fastdfkd_plugin.cli import options
+
+    asked = {}
+
+    def plan(source, batch_size, **settings):
+        asked.update(settings, batch_size=batch_size)
+        return argparse.Namespace(synthesis_batch=7)
+
+    monkeypatch.setattr(options, "plan_memory", plan)
+    source = get_source("fastdfkd", teacher, SHAPE, **FAST)
+    args = argparse.Namespace(no_memory_plan=False, quiet=True, memory_budget=GIB)
+    assert options.planned_batch(args, source, 64, 500) == 7
+    assert asked == {"batch_size": 64, "budget": GIB, "resident": source.set_bytes(500), "progress": False}

@@ -101,7 +101,7 @@ def cmd_synthesize(args: argparse.Namespace) -> None:
     source = source_from_args(args, teacher, **calibrating)
     check_disk_space(Path(args.out).parent, source.set_bytes(args.num_samples), f"{args.num_samples} samples",
                      "lower --num-samples or write --out to a larger disk")
-    synthetic = source.synthetic_set(args.num_samples, planned_batch(args, source, args.batch_size))
+    synthetic = source.synthetic_set(args.num_samples, planned_batch(args, source, args.batch_size, args.num_samples))
     synthetic.save(args.out)
     save_generator_state(args, source)
     if args.preview:
@@ -122,7 +122,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     require_normalisation(args)
     teacher = load_teacher(args)
     model = load_compressed(args.compressed, teacher, args.compressed_weights, allow_pickle=args.allow_pickle)
-    batch_size = planned_batch(args, get_source("fastdfkd", teacher, seed=args.seed), HELD_OUT_BATCH)
+    batch_size = planned_batch(args, get_source("fastdfkd", teacher, seed=args.seed), HELD_OUT_BATCH, args.num_samples)
     result = fidelity(teacher, model, num_samples=args.num_samples, seed=args.seed, progress=not args.quiet,
                       model_output_transform=teacher.output_transform, batch_size=batch_size)
     report = result.as_dict()

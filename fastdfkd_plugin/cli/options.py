@@ -20,7 +20,7 @@ import torch
 
 from ..errors import FastDFKDError
 from ..evaluation.compressed import CompressedModel
-from ..evaluation.fidelity import HELD_OUT_BATCH, Fidelity, fidelity, held_out_options
+from ..evaluation.fidelity import HELD_OUT_BATCH, HELD_OUT_SAMPLES, Fidelity, fidelity, held_out_options
 from ..hooks.argtypes import floats, memory_size, positive, positive_float, positive_floats, shape
 from ..sources.base import DataSource
 from ..sources.memory_plan import plan_memory
@@ -171,11 +171,13 @@ def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-memory-plan", action="store_true", help="skip the memory plan: batches exactly as given")
 
 
-def planned_batch(args: argparse.Namespace, source: DataSource, batch_size: int) -> int:
-    """The synthesis batch the memory plan allows for ``source`` (at most ``batch_size``), its line printed on stderr."""
+def planned_batch(args: argparse.Namespace, source: DataSource, batch_size: int, num_samples: int) -> int:
+    """The synthesis batch the memory plan allows for ``source`` (at most ``batch_size``) beside the set of
+    ``num_samples`` it builds in memory, its line printed on stderr."""
     if args.no_memory_plan:
         return batch_size
-    return plan_memory(source, batch_size, budget=args.memory_budget, progress=not args.quiet).synthesis_batch
+    return plan_memory(source, batch_size, budget=args.memory_budget, resident=source.set_bytes(num_samples),
+                       progress=not args.quiet).synthesis_batch
 
 
 def source_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -270,7 +272,8 @@ def report_fidelity(args: argparse.Namespace, teacher: Teacher, model: Compresse
     if args.no_evaluate:
         return None
     options = held_out_options(args.source, source_options(args))
-    batch_size = planned_batch(args, get_source("fastdfkd", teacher, seed=args.seed, **options), HELD_OUT_BATCH)  # as evaluate's
+    held_out = get_source("fastdfkd", teacher, seed=args.seed, **options)
+    batch_size = planned_batch(args, held_out, HELD_OUT_BATCH, HELD_OUT_SAMPLES)  # as evaluate's
     result = fidelity(teacher, model, seed=args.seed, progress=not args.quiet, model_output_transform=model_output_transform,
                       source_options=options, batch_size=batch_size)
     print_fidelity(result, fix)
