@@ -18,17 +18,15 @@ group, exactly the ranges of ``range_group=64``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import numpy as np
 from onnxruntime.quantization import CalibrationMethod, QuantType
 
-from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
-
 from .common.cli import benchmark_parser, choice_list, int_list
-from .common.ort import grid_options, quantized_model, teacher_under_test
+from .common.ort import grid_options, quantized_model, seed_rows, teacher_under_test
 from .common.plots import seed_bars
 from .common.report import environment, heading, paired_table, publish, teacher_heading
-from .common.sources import calibration_sets
 
 SOURCES = ("fastdfkd", "real", "gaussian")
 # column: (weight type, activation type)
@@ -37,22 +35,18 @@ RANGES = {"whole-set MinMax": False, "batch-averaged": True}
 
 
 def run_teacher(name: str, args) -> dict[str, Any]:
-    rows = []
     with teacher_under_test(name, args.samples, args.seeds, args.data_dir, args.seed) as under_test:
         int4_grid = grid_options(under_test.pre, symmetric=True)["extra_options"]
-        for seed in args.seeds:
-            for source in args.sources:
-                sets, seconds = calibration_sets(source, under_test.teacher, seed, args.samples, under_test.real[seed])
-                accuracy: dict[str, dict[str, float]] = {split: {} for split in under_test.splits}
-                for config, (weights, activations) in CONFIGS.items():
-                    for ranges, averaged in RANGES.items():
-                        extra = {"CalibMovingAverage": averaged, **(int4_grid if weights == QuantType.QInt4 else {})}
-                        model = quantized_model(under_test.pre, sets[4 if config == "W4A4" else 8], weights, activations,
-                                                CalibrationMethod.MinMax, under_test.workdir, extra_options=extra)
-                        for split, (x, y) in under_test.splits.items():
-                            accuracy[split][f"{config}, {ranges}"] = round(onnx_accuracy(model, x, y), 2)
-                rows.append({"source": source, "seed": seed, "set_seconds": seconds, "accuracy": accuracy})
-                print(f"  {name} {source} seed {seed}: held-out {accuracy['heldout']}, test_a {accuracy['test_a']}", flush=True)
+
+        def models(sets: dict[int, np.ndarray]) -> Iterator[tuple[str, Path]]:
+            for config, (weights, activations) in CONFIGS.items():
+                for ranges, averaged in RANGES.items():
+                    extra = {"CalibMovingAverage": averaged, **(int4_grid if weights == QuantType.QInt4 else {})}
+                    yield f"{config}, {ranges}", quantized_model(under_test.pre, sets[4 if config == "W4A4" else 8], weights,
+                                                                 activations, CalibrationMethod.MinMax, under_test.workdir,
+                                                                 extra_options=extra)
+
+        rows = seed_rows(under_test, name, args.sources, args.seeds, args.samples, models)
     return {"teacher": name, "fp32": under_test.fp32, "rows": rows}
 
 

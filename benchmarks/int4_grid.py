@@ -16,17 +16,15 @@ per-channel QDQ, on both grids, on 2,000 held-out ``train_10k`` images and on ``
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
+import numpy as np
 from onnxruntime.quantization import CalibrationMethod, QuantType
 
-from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
-
 from .common.cli import benchmark_parser, int_list
-from .common.ort import grid_options, quantized_model, teacher_under_test
+from .common.ort import grid_options, quantized_model, seed_rows, teacher_under_test
 from .common.plots import seed_bars
 from .common.report import environment, heading, paired_table, publish, teacher_heading
-from .common.sources import calibration_sets
 
 SOURCES = ("real", "gaussian", "fastdfkd")
 # column: (activation type, calibrator); weights are int4 per-channel throughout
@@ -36,22 +34,18 @@ GRIDS = ("ORT [-8, 7]", "[-7, 7]")
 
 
 def run_teacher(name: str, args) -> dict[str, Any]:
-    rows = []
     with teacher_under_test(name, args.samples, args.seeds, args.data_dir, args.seed) as under_test:
         options = {grid: grid_options(under_test.pre, symmetric=grid == GRIDS[1]) for grid in GRIDS}
-        for seed in args.seeds:
-            for source in SOURCES:
-                sets, seconds = calibration_sets(source, under_test.teacher, seed, args.samples, under_test.real[seed])
-                accuracy: dict[str, dict[str, float]] = {split: {} for split in under_test.splits}
-                for column, (activations, method) in COLUMNS.items():
-                    bits = 4 if activations == QuantType.QUInt4 else 8
-                    for grid in GRIDS:
-                        model = quantized_model(under_test.pre, sets[bits], QuantType.QInt4, activations,
-                                                getattr(CalibrationMethod, method), under_test.workdir, **options[grid])
-                        for split, (x, y) in under_test.splits.items():
-                            accuracy[split][f"{column}, {grid}"] = round(onnx_accuracy(model, x, y), 2)
-                rows.append({"source": source, "seed": seed, "set_seconds": seconds, "accuracy": accuracy})
-                print(f"  {source} seed {seed}: test_a {accuracy['test_a']}", flush=True)
+
+        def models(sets: dict[int, np.ndarray]) -> Iterator[tuple[str, Path]]:
+            for column, (activations, method) in COLUMNS.items():
+                bits = 4 if activations == QuantType.QUInt4 else 8
+                for grid in GRIDS:
+                    yield f"{column}, {grid}", quantized_model(under_test.pre, sets[bits], QuantType.QInt4, activations,
+                                                                getattr(CalibrationMethod, method), under_test.workdir,
+                                                                **options[grid])
+
+        rows = seed_rows(under_test, name, SOURCES, args.seeds, args.samples, models)
     return {"teacher": name, "fp32": under_test.fp32, "rows": rows}
 
 

@@ -12,7 +12,7 @@ import contextlib
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from fastdfkd_plugin.adapters.onnx_export import export_onnx, onnx_accuracy
 from fastdfkd_plugin.adapters.onnxruntime import calibration_reader, quiet_root_logger, with_symmetric_int4_weights
 
 from .data import INPUT_SHAPE, teacher_splits
+from .sources import calibration_sets
 from .teachers import build_teacher
 
 # name: (weight type, activation type, further quantize_static options)
@@ -68,6 +69,24 @@ def teacher_under_test(name: str, samples: int, seeds: list[int], data_dir: Path
         fp32_accuracy = {split: onnx_accuracy(fp32, x, y) for split, (x, y) in splits.items()}
         print(f"{name}: FP32 {fp32_accuracy}", flush=True)
         yield TeacherUnderTest(teacher, pre, workdir, real, splits, fp32_accuracy)
+
+
+def seed_rows(under_test: TeacherUnderTest, name: str, sources: Sequence[str], seeds: list[int], samples: int,
+              models: Callable[[dict[int, np.ndarray]], Iterator[tuple[str, Path]]]) -> list[dict[str, Any]]:
+    """One row per seed and source: the accuracy on every split of each ``(key, model)`` that ``models`` quantizes from
+    that source's calibration sets (:func:`~.sources.calibration_sets`, by activation width), and the sets' seconds.
+    Each model is scored before ``models`` makes the next, so they may share one path."""
+    rows = []
+    for seed in seeds:
+        for source in sources:
+            sets, seconds = calibration_sets(source, under_test.teacher, seed, samples, under_test.real[seed])
+            accuracy: dict[str, dict[str, float]] = {split: {} for split in under_test.splits}
+            for key, model in models(sets):
+                for split, (x, y) in under_test.splits.items():
+                    accuracy[split][key] = round(onnx_accuracy(model, x, y), 2)
+            rows.append({"source": source, "seed": seed, "set_seconds": seconds, "accuracy": accuracy})
+            print(f"  {name} {source} seed {seed}: held-out {accuracy['heldout']}, test_a {accuracy['test_a']}", flush=True)
+    return rows
 
 
 def quantized_model(pre: Path, inputs: np.ndarray, weight_type: QuantType, activation_type: QuantType,
