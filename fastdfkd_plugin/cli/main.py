@@ -21,14 +21,14 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import torch
 
 from ..errors import FastDFKDError
-from ..evaluation.fidelity import HELD_OUT_BATCH, HELD_OUT_SAMPLES
+from ..evaluation.fidelity import HELD_OUT_SAMPLES
 from ..hooks.argtypes import positive, positive_float
 from ..hooks.manager import call_each
 from ..runtime import distributed
 from ..runtime.io import atomic_path, check_disk_space, check_output_path
 from ..runtime.memory import keep_freed_memory_unless_opted_out
 from ..sources.calibration import calibration_source_options
-from ..sources.registry import get_source, list_sources
+from ..sources.registry import list_sources
 from ..synthesis.registry import prior_registry
 from ..teacher.inputspace import load_labelled
 from ..teacher.loading import load_model
@@ -44,6 +44,7 @@ from .options import (
     add_model_arguments,
     add_source_arguments,
     checkpoint_paths,
+    held_out_batch,
     kd_config,
     load_teacher,
     planned_batch,
@@ -122,9 +123,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     require_normalisation(args)
     teacher = load_teacher(args)
     model = load_compressed(args.compressed, teacher, args.compressed_weights, allow_pickle=args.allow_pickle)
-    batch_size = planned_batch(args, get_source("fastdfkd", teacher, seed=args.seed), HELD_OUT_BATCH, args.num_samples)
     result = fidelity(teacher, model, num_samples=args.num_samples, seed=args.seed, progress=not args.quiet,
-                      model_output_transform=teacher.output_transform, batch_size=batch_size)
+                      model_output_transform=teacher.output_transform, batch_size=held_out_batch(args, teacher, args.num_samples))
     report = result.as_dict()
     if args.teacher_accuracy is not None and result.calibrated:
         report["estimated_accuracy"], report["estimated_accuracy_interval"] = result.estimated_accuracy(args.teacher_accuracy)

@@ -180,6 +180,13 @@ def planned_batch(args: argparse.Namespace, source: DataSource, batch_size: int,
                        progress=not args.quiet).synthesis_batch
 
 
+def held_out_batch(args: argparse.Namespace, teacher: Teacher, num_samples: int, options: dict[str, Any] | None = None) -> int:
+    """The synthesis batch the memory plan allows the held-out set that fidelity synthesises (``fastdfkd`` with
+    ``options``): what ``evaluate`` and every compressing command's closing estimate use."""
+    source = get_source("fastdfkd", teacher, seed=args.seed, **(options or {}))
+    return planned_batch(args, source, HELD_OUT_BATCH, num_samples)
+
+
 def source_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options of the chosen source that the user (or the command) gave; unset ones keep the source's defaults."""
     return {dest.removeprefix(SOURCE_DEST): value for dest, value in vars(args).items()
@@ -272,10 +279,8 @@ def report_fidelity(args: argparse.Namespace, teacher: Teacher, model: Compresse
     if args.no_evaluate:
         return None
     options = held_out_options(args.source, source_options(args))
-    held_out = get_source("fastdfkd", teacher, seed=args.seed, **options)
-    batch_size = planned_batch(args, held_out, HELD_OUT_BATCH, HELD_OUT_SAMPLES)  # as evaluate's
     result = fidelity(teacher, model, seed=args.seed, progress=not args.quiet, model_output_transform=model_output_transform,
-                      source_options=options, batch_size=batch_size)
+                      source_options=options, batch_size=held_out_batch(args, teacher, HELD_OUT_SAMPLES, options))
     print_fidelity(result, fix)
     return result
 
