@@ -1,6 +1,7 @@
 """How well ``fidelity`` estimates, without any data, the accuracy a compressed model keeps (issue 42).
 
     python -m benchmarks.label_free [--teachers resnet20,resnet56] [--seeds 0,1,2] [--eval test_a|heldout] [--samples 512]
+    python -m benchmarks.label_free --rescore docs/benchmarks/label_free_resnet20.json
 
 Per teacher, a fixed set of compressed variants spanning the accuracy range: ONNX Runtime QDQ
 models (W8A8, W4A8, W4A4 × MinMax / Percentile × per-channel / per-tensor weights, int4
@@ -20,6 +21,9 @@ gives the same estimate is checked once per teacher. Reported per teacher and se
 between estimated and real accuracy, the mean and 90th-percentile absolute error (points) of
 the estimate (estimated relative accuracy × the teacher's real accuracy), the share of variants
 whose real relative accuracy lies inside the 95 % interval, and what an estimate costs.
+``--rescore FILE.json`` makes every estimate and interval of an earlier run again from its measured agreement with
+today's ``relative_accuracy`` (for top-1 agreement the per-input shares are that many 1s and 0s, so this is exact), and
+rewrites that run's report: for a change to the map from agreement, not to what is measured.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from fastdfkd_plugin import (
     get_source,
     held_out_set,
     load_compressed,
+    relative_accuracy,
     resolve_device,
     synthetic_set,
 )
@@ -376,6 +381,21 @@ def plot(results: dict, path: Path) -> None:
         figure.savefig(temporary, dpi=120, format="png")
 
 
+def rescored(results: dict[str, Any], command: str) -> dict[str, Any]:
+    """``results`` with each estimate, interval and seed summary made again from the measured agreements by today's
+    :func:`relative_accuracy`; ``command`` is added to the command that measured them."""
+    samples = results["held_out_samples"]
+    for teacher in results["teachers"]:
+        for variant in teacher["variants"]:
+            for estimate in variant["estimates"]:
+                agreeing = round(estimate["agreement"] * samples / 100)
+                relative, interval = relative_accuracy(torch.tensor([1.0] * agreeing + [0.0] * (samples - agreeing)))
+                estimate["estimated_relative_accuracy"], estimate["interval"] = round(relative, 3), [round(b, 3) for b in interval]
+        teacher["seeds"] = [seed_summary(teacher["variants"], row["seed"], teacher["teacher_accuracy"]) for row in teacher["seeds"]]
+    results["environment"]["command"] += f"`, rescored by `{command}"
+    return results
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = benchmark_parser(__doc__)
     parser.add_argument("--teachers", type=choice_list(PRETRAINED), default=["resnet20"],
@@ -387,7 +407,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", type=choice_list(VARIANT_NAMES), default=VARIANT_NAMES,
                         help="a subset of the variants, by name: " + ", ".join(VARIANT_NAMES))
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
+    parser.add_argument("--rescore", type=Path, help="an earlier run's JSON: estimates made again from its agreements, "
+                                                     "its report rewritten beside it")
     args = parser.parse_args(argv)
+    if args.rescore is not None:
+        results = rescored(json.loads(args.rescore.read_text()), environment()["command"])
+        publish(args.rescore.with_suffix(""), results, markdown(results))
+        plot(results, args.rescore.with_suffix(".png"))
+        return
     results = {"eval": args.eval, "samples": args.samples, "seeds": args.seeds, "held_out_samples": HELD_OUT_SAMPLES,
                "device": str(resolve_device(args.device)), "environment": environment(),
                "teachers": [run_teacher(name, args) for name in args.teachers]}

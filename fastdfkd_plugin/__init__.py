@@ -58,6 +58,7 @@ _EXPORTS = {
     "make_generator": ".synthesis.registry",
     "make_prior": ".synthesis.registry",
     "reestimate_batchnorm": ".training.reestimate",
+    "relative_accuracy": ".evaluation.fidelity",
     "resolve_device": ".runtime.devices",
     "set_quality": ".evaluation.quality",
     "synthetic_set": ".sources.calibration",
@@ -68,7 +69,7 @@ __all__ = ["__version__", *_EXPORTS]
 if TYPE_CHECKING:
     from .errors import FastDFKDError
     from .evaluation.compressed import load_compressed
-    from .evaluation.fidelity import Fidelity, fidelity, held_out_set
+    from .evaluation.fidelity import Fidelity, fidelity, held_out_set, relative_accuracy
     from .evaluation.metrics import agreement
     from .evaluation.preview import image_grid, write_png
     from .evaluation.quality import set_quality
