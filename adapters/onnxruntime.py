@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import functools
 import logging
 import math
@@ -67,6 +68,7 @@ from .generic import (
     load_inputs,
     whole_batches,
 )
+from .mixed_precision import WEIGHT_AXES, has_four_bits, with_nodes_at_8_bits
 from .onnx_export import Verification, export_onnx, verify_onnx
 from .quark import RECONSTRUCTIONS, quantize_reconstructed
 from .range_groups import RANGE_GROUP, group_batch, write_grouped_minmax_ranges
@@ -197,7 +199,8 @@ class QuantizationReport:
     agreement: Verification
     options: dict[str, str] = field(default_factory=dict)
     fidelity: Fidelity | None = None  # the accuracy kept, estimated on held-out synthetic inputs (None: not evaluated)
-    kept_in_float: list[NodeSensitivity] = field(default_factory=list)  # what the float fallback kept, most damaging first
+    kept: list[NodeSensitivity] = field(default_factory=list)  # what the fallback kept out of the lowest precision, most damaging first
+    kept_as: str | None = None  # where the fallback kept them: "float" or "8-bit" (None: no fallback asked for)
     sensitivity: list[NodeSensitivity] = field(default_factory=list)  # every candidate node, most damaging first
     searched: list[tuple[str, float]] = field(default_factory=list)  # (settings, estimate on the selection set) per candidate
     equalized: list[EqualizedPair] = field(default_factory=list)  # the depthwise convolutions whose input channels were rescaled
@@ -240,12 +243,6 @@ def reconstruction_settings(options: dict[str, Any]) -> dict[str, Any]:
     if unsupported:
         raise FastDFKDError(f"{', '.join(unsupported)} do not apply to Quark's reconstruction; drop them or quantize without it")
     return options
-
-
-# Which input of each op ONNX Runtime quantizes as a weight, and the channel axis it uses for it (ConvTranspose's
-# and an untransposed Gemm's outputs lie on axis 1; MatMul's right-hand (K, N) matrix too).
-WEIGHT_AXES = {"Conv": lambda node: 0, "ConvTranspose": lambda node: 1, "MatMul": lambda node: 1,
-               "Gemm": lambda node: 0 if any(a.name == "transB" and a.i for a in node.attribute) else 1}
 
 
 def symmetric_int4_weights(model: str | Path, per_channel: bool) -> dict[str, list[dict[str, Any]]]:
@@ -399,6 +396,8 @@ def quantize_datafree(
     memory_budget: int | None = None,
     equalize: bool = True,
     range_group: int = RANGE_GROUP,
+    fallback: str = "auto",
+    nodes_at_8_bits: Sequence[str] = (),
     **quantize_options: Any,
 ) -> QuantizationReport:
     """Export (if needed), check, pre-process and statically quantize ``teacher`` with data-free calibration.
@@ -433,8 +432,12 @@ def quantize_datafree(
     (:func:`~fastdfkd_plugin.fidelity`; ``report.fidelity``). ``sensitivity`` ranks every
     Conv/MatMul/Gemm node by what quantizing it alone costs (``report.sensitivity``), and
     ``accuracy_target`` (percent of the teacher's accuracy) then keeps the fewest most damaging
-    of them in float until the estimate reaches it (``report.kept_in_float``); both judge on a
-    second held-out set, so the reported estimate is never made on the inputs that chose.
+    of them out of the lowest precision until the estimate reaches it (``report.kept``): in float, or at 8 bits
+    (``fallback``; ``"auto"``: at 8 bits inside a model with 4-bit weights or activations, where they still run integer
+    kernels, else in float; ``report.kept_as``); both judge on a
+    second held-out set, so the reported estimate is never made on the inputs that chose. ``nodes_at_8_bits`` keeps
+    nodes at 8 bits by name inside a 4-bit model (:func:`~.mixed_precision.with_nodes_at_8_bits`), as
+    ``nodes_to_exclude`` keeps them in float.
     ``search`` first tries MinMax and Percentile calibration with per-channel and per-tensor
     weights and keeps the one estimated best on that set (``report.searched``).
 
@@ -444,9 +447,11 @@ def quantize_datafree(
     so where that fits nothing changes. Held-out sets keep their own batch unless memory allows less.
     """
     ort_quantization()  # before any work: without ONNX Runtime, one sentence naming the extra
-    if reconstruction is not None and (accuracy_target is not None or sensitivity or search):
-        raise FastDFKDError("the float fallback, the search and per-node sensitivity work on ONNX Runtime's own "
-                            "quantization; drop --reconstruction, or drop --accuracy-target and --search")
+    if reconstruction is not None and (accuracy_target is not None or sensitivity or search or nodes_at_8_bits):
+        raise FastDFKDError("the fallback, the search, per-node sensitivity and nodes kept at 8 bits work on ONNX Runtime's "
+                            "own quantization; drop --reconstruction, or drop --accuracy-target, --search and --keep-8-bit")
+    if fallback not in FALLBACKS:
+        raise FastDFKDError(f"the fallback keeps nodes in one of {', '.join(FALLBACKS)}, got {fallback!r}")
     if range_group < 0:
         raise FastDFKDError(f"range_group is a number of calibration inputs, 0 or more (0: the whole set's extremes), got {range_group}")
     if accuracy_target is not None and not 0 < accuracy_target <= 100:
@@ -455,6 +460,7 @@ def quantize_datafree(
     if reconstruction is None:
         quantize_options = quantize_static_options(quantize_options)
         quantize_options.setdefault("calibration_providers", calibration_providers())
+        kept_as = fallback_precision(fallback, quantize_options)
     else:
         quantize_options = reconstruction_settings(quantize_options) | dict(reconstruction_options or {})
     teacher = Teacher.of(teacher, input_shape, mean=mean, std=std, device=device)
@@ -469,6 +475,7 @@ def quantize_datafree(
         fp32 = Path(workdir) / "model.onnx"
         agreement = checked_onnx_model(teacher, onnx_model, fp32, per_channel=bool(quantize_options.get("per_channel")),
                                        seed=seed, batch_size=batch_size, min_agreement=min_agreement, rtol=rtol)
+        with_nodes_at_8_bits(fp32, quantize_options, nodes_at_8_bits)  # unknown names and 8-bit models refused now
         fixed_batch = onnx_input(fp32).shape[0]
         if calibration is None and isinstance(fixed_batch, int):  # refused now, not after the synthesis
             whole_batches(range(num_samples), fixed_batch, f"ONNX model {onnx_model or 'exported from the teacher'}")
@@ -521,7 +528,8 @@ def quantize_datafree(
                                           **held_out)
                              if sensitivity or search or accuracy_target is not None else None)
                 requantizers = [Requantizer(model_in, Path(workdir) / f"ranges-{options.get('calibrate_method')}.json",
-                                            with_symmetric_int4_weights(model_in, options))  # per-channel or not: the same ranges
+                                            with_nodes_at_8_bits(model_in, with_symmetric_int4_weights(model_in, options),
+                                                                 nodes_at_8_bits))  # per-channel or not: the same ranges
                                 for options in candidates]
                 for requantizer, options in zip(requantizers, candidates):
                     grouped = (range_group > 0 and _calibrator(options) == "minmax"
@@ -539,7 +547,9 @@ def quantize_datafree(
                 if sensitivity or accuracy_target is not None:
                     report.sensitivity = node_sensitivity(teacher, requantizer, selection, Path(workdir), progress)
                     if accuracy_target is not None:
-                        report.kept_in_float = float_fallback(teacher, requantizer, tmp, accuracy_target, report.sensitivity, selection)
+                        report.kept_as = kept_as
+                        report.kept = precision_fallback(teacher, requantizer, tmp, accuracy_target, report.sensitivity,
+                                                         selection, kept_as)
             else:
                 with quiet_root_logger():
                     quantize_reconstructed(model_in, tmp, calibration_reader(model_in, inputs, calibration_batch), reconstruction,
@@ -600,9 +610,22 @@ def describe_options(options: dict[str, Any]) -> str:
     return f"{method}, {'per-channel' if options['per_channel'] else 'per-tensor'} weights"
 
 
-# -- float fallback: the nodes quantization hurts most stay in float ------------------------------
+# -- fallback: the nodes quantization hurts most stay in float, or at 8 bits in a 4-bit model -----------------
 
 FALLBACK_OPS = ("Conv", "MatMul", "Gemm")  # the nodes whose weights quantization rounds, and that fallback may keep in float
+FALLBACKS = ("auto", "float", "8-bit")  # where the fallback keeps them; auto: at 8 bits inside a 4-bit model, else float
+REMOVABLE_ACTIVATIONS = ("Relu", "Clip")  # what ONNX Runtime's QDQ quantizer drops where the QuantizeLinear after it clips alike
+
+
+def fallback_precision(fallback: str, options: dict[str, Any]) -> str:
+    """Where the fallback keeps nodes for ``quantize_static`` ``options``: ``fallback``, or for ``"auto"`` 8 bits inside a
+    model with 4-bit weights or activations (its nodes still run integer kernels), float otherwise."""
+    if fallback == "auto":
+        return "8-bit" if has_four_bits(options) else "float"
+    if fallback == "8-bit" and not has_four_bits(options):
+        raise FastDFKDError("the fallback keeps nodes at 8 bits only inside a model with 4-bit weights or activations, and "
+                            "these settings quantize to 8 bits already; use --fallback float")
+    return fallback
 
 
 @dataclass(frozen=True)
@@ -639,9 +662,10 @@ class Requantizer:
         self._quantize(path, reader, options)
         return path
 
-    def write(self, path: Path, *, only: Sequence[str] | None = None, in_float: Sequence[str] = ()) -> Path:
-        """Quantize ``only`` these nodes (default: all), keeping ``in_float`` in float, into ``path``."""
-        options = dict(self.options)
+    def write(self, path: Path, *, only: Sequence[str] | None = None, in_float: Sequence[str] = (),
+              at_8_bits: Sequence[str] = ()) -> Path:
+        """Quantize ``only`` these nodes (default: all), keeping ``in_float`` in float and ``at_8_bits`` at 8 bits, into ``path``."""
+        options = with_nodes_at_8_bits(self.model_in, dict(self.options), at_8_bits)
         if only is not None:
             options["nodes_to_quantize"] = list(only)
         if in_float:
@@ -654,30 +678,62 @@ class Requantizer:
             ort_quantization().quantize_static(str(self.model_in), str(path), reader, calibration_cache_path=str(self.ranges),
                                                **options)
         if options.get("nodes_to_exclude") and options.get("quant_format") != ort_quantization().QuantFormat.QOperator:
-            keep_in_float(path, set(options["nodes_to_exclude"]))
+            keep_in_float(path, set(options["nodes_to_exclude"]), self.model_in)
 
 
-def keep_in_float(path: Path, names: set[str]) -> None:
+def keep_in_float(path: Path, names: set[str], original: Path) -> None:
     """Feed the nodes ``names`` their activations in float, past the QuantizeLinear→DequantizeLinear pair before them.
 
     ``nodes_to_exclude`` alone leaves an excluded Conv between a DequantizeLinear and a
     QuantizeLinear, and ONNX Runtime's graph optimizer then quantizes its float weights and
     fuses it into a QLinearConv anyway (into an invalid graph at 4 bits). Without the
-    DequantizeLinear before it, nothing fuses, and the node runs in float.
+    DequantizeLinear before it, nothing fuses, and the node runs in float. Where ONNX Runtime
+    removed a Relu or Clip before the QuantizeLinear (its unsigned range clips at zero, so the
+    quantized path needs none), the float node would read the values before it: ResNet-20 at W4A4
+    with one such convolution in float fell from 67 to 42 %. So that activation of the ``original``
+    graph is put back, for the float node only.
     """
     onnx = onnx_package()
     model = onnx.load(str(path))
-    producer = {output: node for node in model.graph.node for output in node.output}
+    graph = model.graph
+    producer = {output: node for node in graph.node for output in node.output}
+    present = {node.name for node in graph.node}
+    original_graph = onnx.load(str(original)).graph
+    removed = {node.output[0]: node for node in original_graph.node if node.op_type in REMOVABLE_ACTIVATIONS
+               and node.name not in present}
+    restored: dict[str, str] = {}
 
-    def float_source(tensor: str) -> str:
+    def float_source(tensor: str, index: int) -> str:
         dequantize = producer.get(tensor)
         quantize = producer.get(dequantize.input[0]) if dequantize is not None and dequantize.op_type == "DequantizeLinear" else None
-        return quantize.input[0] if quantize is not None and quantize.op_type == "QuantizeLinear" else tensor
+        if quantize is None or quantize.op_type != "QuantizeLinear":
+            return tensor
+        source = quantize.input[0]
+        if source in removed and source not in restored:
+            activation = copy.deepcopy(removed[source])
+            activation.name += "_for_float"
+            activation.input[0], activation.output[0] = source, f"{source}_for_float"
+            graph.node.insert(index, activation)
+            _copy_constants(original_graph, graph, activation.input[1:], index)
+            restored[source] = activation.output[0]
+        return restored.get(source, source)
 
-    for node in model.graph.node:
+    for node in list(graph.node):
         if node.name in names:
-            node.input[:] = [float_source(tensor) for tensor in node.input]
+            index = list(graph.node).index(node)
+            node.input[:] = [float_source(tensor, index) for tensor in node.input]
     onnx.save(model, str(path))
+
+
+def _copy_constants(source: Any, target: Any, names: Sequence[str], index: int) -> None:
+    """The tensors ``names`` (a Clip's bounds) from graph ``source`` into graph ``target`` where it lacks them: initializers,
+    and Constant nodes inserted at ``index``."""
+    have = {tensor.name for tensor in target.initializer} | {output for node in target.node for output in node.output}
+    missing = set(names) - have
+    target.initializer.extend(tensor for tensor in source.initializer if tensor.name in missing)
+    for node in source.node:
+        if node.op_type == "Constant" and node.output[0] in missing:
+            target.node.insert(index, copy.deepcopy(node))
 
 
 def fallback_candidates(model_in: Path, options: dict[str, Any]) -> list[tuple[str, str]]:
@@ -715,24 +771,28 @@ def judged(teacher: Teacher, path: Path, held_out: SyntheticSet) -> Fidelity:
     return fidelity(teacher, OrtModel(path, teacher), held_out=held_out, model_output_transform=teacher.output_transform)
 
 
-def float_fallback(teacher: Teacher, requantizer: Requantizer, output: Path, target: float, ranked: list[NodeSensitivity],
-                   selection: SyntheticSet) -> list[NodeSensitivity]:
-    """The fewest most-damaging nodes kept in float for the estimate on ``selection`` to reach ``target`` percent of the
-    teacher's accuracy (a binary search: the estimate rises as nodes return to float), written to ``output``."""
+def precision_fallback(teacher: Teacher, requantizer: Requantizer, output: Path, target: float, ranked: list[NodeSensitivity],
+                       selection: SyntheticSet, kept_as: str = "float") -> list[NodeSensitivity]:
+    """The fewest most-damaging nodes kept in float (``kept_as`` ``"float"``) or at 8 bits (``"8-bit"``) for the estimate on
+    ``selection`` to reach ``target`` percent of the teacher's accuracy (a binary search: the estimate rises as nodes
+    are kept), written to ``output``."""
+    def write(count: int) -> Path:
+        names = [score.node for score in ranked[:count]]
+        return requantizer.write(output, **{"in_float" if kept_as == "float" else "at_8_bits": names})
+
     def estimate(count: int) -> float:
-        path = requantizer.write(output, in_float=[score.node for score in ranked[:count]])
-        return judged(teacher, path, selection).estimated_relative_accuracy
+        return judged(teacher, write(count), selection).estimated_relative_accuracy
 
     def reaches(count: int) -> bool:
         return estimate(count) >= target
 
-    every = estimate(len(ranked))
-    if every < target:  # the damage is in the other quantized operators (PP-OCRv4's recognizer): floats would only cost
-        log.warning("keeping every Conv/MatMul/Gemm node in float is estimated to keep only %.0f %% of the teacher's "
-                    "accuracy, below the %g %% target, so none is kept in float; quantize fewer operator types (--op-types) "
-                    "or lower the target", every, target)
-        requantizer.write(output)
-        return []
+    every = estimate(len(ranked))  # written to output: what stays there when the target is out of reach
+    if every < target:  # the rest of the damage is in the other quantized operators (Add, Mul, ...)
+        log.warning("keeping every Conv/MatMul/Gemm node %s is estimated to keep only %.0f %% of the teacher's accuracy, "
+                    "below the %g %% target, so all %d are kept so, the most the fallback can do; quantize fewer operator "
+                    "types (--op-types), use 8-bit types, or lower the target",
+                    "in float" if kept_as == "float" else "at 8 bits", every, target, len(ranked))
+        return ranked
     low, high = 0, len(ranked)  # reaches(high), checked above
     while low < high:
         middle = (low + high) // 2
@@ -740,7 +800,7 @@ def float_fallback(teacher: Teacher, requantizer: Requantizer, output: Path, tar
             high = middle
         else:
             low = middle + 1
-    requantizer.write(output, in_float=[score.node for score in ranked[:low]])
+    write(low)
     return ranked[:low]
 
 
@@ -771,6 +831,8 @@ def quantize_from_args(args: argparse.Namespace, output: str | Path, **settings:
                    activation_type=args.activation_type, calibrate_method=args.calibrate_method)
     if args.exclude_node:
         options["nodes_to_exclude"] = args.exclude_node
+    if args.keep_8_bit:
+        settings = {"nodes_at_8_bits": args.keep_8_bit, **settings}
     if args.op_types:
         options["op_types_to_quantize"] = [name.strip() for name in args.op_types.split(",") if name.strip()]
     if args.extra_option:
@@ -792,7 +854,7 @@ def quantize_from_args(args: argparse.Namespace, output: str | Path, **settings:
 
 def cmd_quantize_onnx(args: argparse.Namespace) -> None:
     report = quantize_from_args(args, args.out, evaluate=not args.no_evaluate, accuracy_target=args.accuracy_target,
-                                search=args.search)
+                                search=args.search, fallback=args.fallback)
     print(f"ONNX model agrees with the teacher on {report.agreement.samples} random inputs ({report.agreement.summary()}); "
           f"calibrated on {report.calibration_samples} samples from {report.calibration_source} ({report.synthesis_seconds:.1f} s)")
     print(f"quantized ({args.weight_type} weights, {args.activation_type} activations, {args.calibrate_method}, "
@@ -808,10 +870,10 @@ def cmd_quantize_onnx(args: argparse.Namespace) -> None:
         print(f"kept {max(report.searched, key=lambda searched: searched[1])[0]} (the search overrides the calibration "
               "method and --per-channel above)")
     if args.accuracy_target is not None:
-        kept = ", ".join(f"{score.node} ({score.op_type}, {score.agreement:.1f} % agreement quantized alone)" for score in report.kept_in_float)
-        candidates = len(report.sensitivity)
-        print(f"kept {len(report.kept_in_float)} of {candidates} Conv/MatMul/Gemm nodes in float to reach {args.accuracy_target:g} % "
-              f"of the teacher's accuracy (estimated on a selection set){': ' + kept if kept else ''}")
+        kept = ", ".join(f"{score.node} ({score.op_type}, {score.agreement:.1f} % agreement quantized alone)" for score in report.kept)
+        where = "in float" if report.kept_as == "float" else "at 8 bits"
+        print(f"kept {len(report.kept)} of {len(report.sensitivity)} Conv/MatMul/Gemm nodes {where} to reach "
+              f"{args.accuracy_target:g} % of the teacher's accuracy (estimated on a selection set){': ' + kept if kept else ''}")
     if report.fidelity is not None:
         print_fidelity(report.fidelity, "try 8-bit activations (--activation-type uint8), Percentile calibration, or "
                                         "keep the nodes it hurts most in float with --accuracy-target 97")
@@ -853,8 +915,12 @@ def fastdfkd_register_commands(subparsers: argparse._SubParsersAction) -> None:
     add_quantization_arguments(quant)
     quant.add_argument("--out", required=True, help="the quantized ONNX model")
     quant.add_argument("--accuracy-target", type=positive_float,
-                       help="keep the fewest Conv/MatMul/Gemm nodes quantization hurts most in float until the estimate "
-                            "reaches this percent of the teacher's accuracy, e.g. 97 (judged on held-out synthetic inputs)")
+                       help="keep the fewest Conv/MatMul/Gemm nodes quantization hurts most out of the lowest precision "
+                            "until the estimate reaches this percent of the teacher's accuracy, e.g. 97 (judged on held-out "
+                            "synthetic inputs)")
+    quant.add_argument("--fallback", choices=FALLBACKS, default="auto",
+                       help="where --accuracy-target keeps those nodes (default auto: at 8 bits inside a model with 4-bit "
+                            "weights or activations, so they still run integer kernels; in float otherwise)")
     quant.add_argument("--search", action="store_true",
                        help="try MinMax and Percentile calibration with per-channel and per-tensor weights and keep the one "
                             "estimated best on held-out synthetic inputs (overrides --calibrate-method and --per-channel)")
@@ -880,6 +946,9 @@ def add_quantization_arguments(quant: argparse.ArgumentParser) -> None:
     quant.add_argument("--quant-format", default="qdq", choices=sorted(QUANT_FORMATS))
     quant.add_argument("--per-channel", action="store_true")
     quant.add_argument("--exclude-node", action="append", help="node name to leave in float (repeatable)")
+    quant.add_argument("--keep-8-bit", action="append", metavar="NODE",
+                       help="in a model with 4-bit weights or activations, a node name whose weights and inputs stay at "
+                            "8 bits (repeatable; fastdfkd sensitivity ranks them)")
     quant.add_argument("--op-types", help="quantize only these ONNX op types, e.g. MatMul,Gemm for a transformer "
                                           "(LayerNorm, Softmax and GELU stay in float; default: all the quantizer supports)")
     quant.add_argument("--extra-option", action="append", type=_extra_option, help="KEY=VALUE passed in extra_options (repeatable)")
