@@ -249,7 +249,7 @@ def run_teacher(name: str, args) -> dict[str, Any]:
     for seed in args.seeds:  # each seed's held-out set made once, then every variant is judged on it
         started = time.perf_counter()
         # from cold (warm-up included): the product call pays this unless the seed's warm generator is cached
-        sets[seed] = held_out_set(teacher, HELD_OUT_SAMPLES, seed, cache=False)
+        sets[seed] = held_out_set(teacher, args.held_out_samples, seed, cache=False)
         seconds = time.perf_counter() - started
         warmup = float(sets[seed].metadata["settings"].get("warmup_seconds", 0.0))
         held_out.append({"seed": seed, "seconds": round(seconds, 2), "warmup_seconds": round(warmup, 2)})
@@ -273,7 +273,7 @@ def run_teacher(name: str, args) -> dict[str, Any]:
             f"{e['estimated_relative_accuracy'] * teacher_accuracy / 100:.2f}" for e in estimates), flush=True)
         if reuse_check is None:  # the set passed in is the one fidelity(seed=...) makes itself
             seed = args.seeds[0]
-            own = fidelity(teacher, model, seed=seed, source_options={"cache": False})
+            own = fidelity(teacher, model, seed=seed, num_samples=args.held_out_samples, source_options={"cache": False})
             reuse_check = {"variant": variant.name, "seed": seed, "agreement_reused": estimates[0]["agreement"],
                            "agreement_own": round(own.agreement, 3), "seconds_own": own.seconds}
             print(f"  reuse check ({variant.name}, seed {seed}): agreement {reuse_check['agreement_reused']} with the reused "
@@ -406,6 +406,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--samples", type=int, default=512, help="calibration images per variant (quantize-onnx's default)")
     parser.add_argument("--variants", type=choice_list(VARIANT_NAMES), default=VARIANT_NAMES,
                         help="a subset of the variants, by name: " + ", ".join(VARIANT_NAMES))
+    parser.add_argument("--held-out-samples", type=int, default=HELD_OUT_SAMPLES,
+                        help=f"held-out synthetic inputs each estimate is made on (default {HELD_OUT_SAMPLES}, the commands')")
     parser.add_argument("--out", type=Path, default=Path("docs/benchmarks"))
     parser.add_argument("--rescore", type=Path, help="an earlier run's JSON: estimates made again from its agreements, "
                                                      "its report rewritten beside it")
@@ -415,10 +417,11 @@ def main(argv: list[str] | None = None) -> None:
         publish(args.rescore.with_suffix(""), results, markdown(results))
         plot(results, args.rescore.with_suffix(".png"))
         return
-    results = {"eval": args.eval, "samples": args.samples, "seeds": args.seeds, "held_out_samples": HELD_OUT_SAMPLES,
+    results = {"eval": args.eval, "samples": args.samples, "seeds": args.seeds, "held_out_samples": args.held_out_samples,
                "device": str(resolve_device(args.device)), "environment": environment(),
                "teachers": [run_teacher(name, args) for name in args.teachers]}
-    stem = args.out / ("label_free_" + "_".join(args.teachers) + ("_heldout" if args.eval == "heldout" else ""))
+    stem = args.out / ("label_free_" + "_".join(args.teachers) + ("_heldout" if args.eval == "heldout" else "")
+                       + (f"_{args.held_out_samples}" if args.held_out_samples != HELD_OUT_SAMPLES else ""))
     publish(stem, results, markdown(results))
     plot(results, stem.with_suffix(".png"))
 
