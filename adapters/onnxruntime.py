@@ -876,7 +876,7 @@ def cmd_quantize_onnx(args: argparse.Namespace) -> None:
               f"{args.accuracy_target:g} % of the teacher's accuracy (estimated on a selection set){': ' + kept if kept else ''}")
     if report.fidelity is not None:
         print_fidelity(report.fidelity, "try 8-bit activations (--activation-type uint8), Percentile calibration, or "
-                                        "keep the nodes it hurts most in float with --accuracy-target 97")
+                                        "keep the nodes it hurts most at 8 bits or in float with --accuracy-target 97")
 
 
 
