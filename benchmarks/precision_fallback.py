@@ -18,24 +18,20 @@ and these models, scored on ``test_a``:
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from fastdfkd_plugin import calibration_source_options
-from fastdfkd_plugin.adapters.onnx_export import export_onnx, onnx_accuracy
+from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 from fastdfkd_plugin.adapters.onnxruntime import quantize_datafree
 
 from .common.cli import benchmark_parser, float_list, int_list
-from .common.data import teacher_splits
+from .common.ort import TeacherUnderTest, teacher_under_test
 from .common.plots import pyplot
 from .common.report import environment, heading, mean_spread, publish
-from .common.sources import cold_source
-from .common.teachers import build_teacher
+from .common.sources import quantize_onnx_set
 
 W4A4 = dict(weight_type="int4", activation_type="uint4", per_channel=True, calibrate_method="minmax")
 RANKINGS = ("synthetic, 8-bit", "real, 8-bit", "synthetic, float")
@@ -47,15 +43,15 @@ def budget(nodes: int) -> int:
     return int(BUDGET_SHARE * nodes)
 
 
-def run_seed(teacher, seed: int, args, splits: dict[str, tuple[np.ndarray, np.ndarray]], workdir: Path) -> dict[str, Any]:
+def run_seed(under_test: TeacherUnderTest, seed: int, args) -> dict[str, Any]:
     """One seed's models and their test_a accuracy (and the real held-out accuracy of each node quantized alone)."""
     started = time.perf_counter()
-    options = calibration_source_options("fastdfkd", 4, teacher)
-    calibration = cold_source("fastdfkd", teacher, seed=seed, **options).synthetic_set(args.samples).inputs.numpy()
-    print(f"  seed {seed}: calibration set in {time.perf_counter() - started:.0f} s", flush=True)
+    teacher, workdir = under_test.teacher, under_test.workdir
+    calibration, seconds = quantize_onnx_set(teacher, seed, args.samples, bits=4)
+    print(f"  seed {seed}: calibration set in {seconds:.0f} s", flush=True)
     common = dict(calibration=calibration, seed=seed, evaluate=False, **W4A4)
-    test_x, test_y = splits["test_a"]
-    heldout_x, heldout_y = splits["heldout"]
+    test_x, test_y = under_test.splits["test_a"]
+    heldout_x, heldout_y = under_test.splits["heldout"]
 
     def accuracy(name: str, split: tuple[np.ndarray, np.ndarray] = (test_x, test_y), **settings: Any) -> float:
         path = workdir / f"{name}.onnx"
@@ -83,15 +79,9 @@ def run_seed(teacher, seed: int, args, splits: dict[str, tuple[np.ndarray, np.nd
 
 
 def run_teacher(name: str, args) -> dict[str, Any]:
-    teacher = build_teacher(name, "cpu", args.data_dir)
-    _, splits = teacher_splits(teacher.input_shape[-1], args.samples, args.seeds, args.data_dir, args.seed)
-    with tempfile.TemporaryDirectory() as folder:
-        fp32 = Path(folder) / "fp32.onnx"
-        export_onnx(teacher.model, torch.zeros(1, *teacher.input_shape), fp32)
-        fp32_accuracy = round(onnx_accuracy(fp32, *splits["test_a"]), 2)
-        print(f"{name}: FP32 test_a {fp32_accuracy}", flush=True)
-        rows = [run_seed(teacher, seed, args, splits, Path(folder)) for seed in args.seeds]
-    return {"teacher": name, "fp32_test_a": fp32_accuracy, "rows": rows}
+    with teacher_under_test(name, args.samples, args.seeds, args.data_dir, args.seed) as under_test:
+        rows = [run_seed(under_test, seed, args) for seed in args.seeds]
+    return {"teacher": name, "fp32_test_a": round(under_test.fp32["test_a"], 2), "rows": rows}
 
 
 def markdown(results: dict[str, Any]) -> str:

@@ -66,7 +66,12 @@ def calibration_sets(source: str, teacher: Teacher, seed: int, samples: int, rea
         return {4: noise, 8: noise}, {}
     sets, seconds = {}, {}
     for bits in (4, 8):
-        options = calibration_source_options("fastdfkd", bits, teacher)
-        made, seconds[bits] = timed_set(cold_source("fastdfkd", teacher, seed=seed, **options), samples)
-        sets[bits] = made.inputs.numpy()
+        sets[bits], seconds[bits] = quantize_onnx_set(teacher, seed, samples, bits)
     return sets, {bits: round(value, 1) for bits, value in seconds.items()}
+
+
+def quantize_onnx_set(teacher: Teacher, seed: int, samples: int, bits: int) -> tuple[np.ndarray, float]:
+    """(the set ``quantize-onnx`` synthesises to calibrate ``bits``-bit activations, from cold; the seconds it took)."""
+    options = calibration_source_options("fastdfkd", bits, teacher)
+    made, seconds = timed_set(cold_source("fastdfkd", teacher, seed=seed, **options), samples)
+    return made.inputs.numpy(), seconds
