@@ -614,6 +614,7 @@ def describe_options(options: dict[str, Any]) -> str:
 
 FALLBACK_OPS = ("Conv", "MatMul", "Gemm")  # the nodes whose weights quantization rounds, and that fallback may keep in float
 FALLBACKS = ("auto", "float", "8-bit")  # where the fallback keeps them; auto: at 8 bits inside a 4-bit model, else float
+KEPT_WHERE = {"float": "in float", "8-bit": "at 8 bits"}  # how a report's kept_as reads in a sentence
 REMOVABLE_ACTIVATIONS = ("Relu", "Clip")  # what ONNX Runtime's QDQ quantizer drops where the QuantizeLinear after it clips alike
 
 
@@ -778,7 +779,8 @@ def precision_fallback(teacher: Teacher, requantizer: Requantizer, output: Path,
     are kept), written to ``output``."""
     def write(count: int) -> Path:
         names = [score.node for score in ranked[:count]]
-        return requantizer.write(output, **{"in_float" if kept_as == "float" else "at_8_bits": names})
+        return requantizer.write(output, in_float=names if kept_as == "float" else (),
+                                 at_8_bits=names if kept_as == "8-bit" else ())
 
     def estimate(count: int) -> float:
         return judged(teacher, write(count), selection).estimated_relative_accuracy
@@ -791,7 +793,7 @@ def precision_fallback(teacher: Teacher, requantizer: Requantizer, output: Path,
         log.warning("keeping every Conv/MatMul/Gemm node %s is estimated to keep only %.0f %% of the teacher's accuracy, "
                     "below the %g %% target, so all %d are kept so, the most the fallback can do; quantize fewer operator "
                     "types (--op-types), use 8-bit types, or lower the target",
-                    "in float" if kept_as == "float" else "at 8 bits", every, target, len(ranked))
+                    KEPT_WHERE[kept_as], every, target, len(ranked))
         return ranked
     low, high = 0, len(ranked)  # reaches(high), checked above
     while low < high:
@@ -871,8 +873,7 @@ def cmd_quantize_onnx(args: argparse.Namespace) -> None:
               "method and --per-channel above)")
     if args.accuracy_target is not None:
         kept = ", ".join(f"{score.node} ({score.op_type}, {score.agreement:.1f} % agreement quantized alone)" for score in report.kept)
-        where = "in float" if report.kept_as == "float" else "at 8 bits"
-        print(f"kept {len(report.kept)} of {len(report.sensitivity)} Conv/MatMul/Gemm nodes {where} to reach "
+        print(f"kept {len(report.kept)} of {len(report.sensitivity)} Conv/MatMul/Gemm nodes {KEPT_WHERE[report.kept_as]} to reach "
               f"{args.accuracy_target:g} % of the teacher's accuracy (estimated on a selection set){': ' + kept if kept else ''}")
     if report.fidelity is not None:
         print_fidelity(report.fidelity, "try 8-bit activations (--activation-type uint8), Percentile calibration, or "

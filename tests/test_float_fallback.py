@@ -15,6 +15,7 @@ from digits import DIGITS_SHAPE, trained_digits
 from torch import nn
 
 from fastdfkd_plugin import Teacher
+from fastdfkd_plugin.adapters import onnxruntime as onnxruntime_adapter
 from fastdfkd_plugin.adapters.onnx_export import onnx_accuracy
 from fastdfkd_plugin.adapters.onnxruntime import describe_options, quantize_datafree
 
@@ -134,9 +135,11 @@ def test_nodes_kept_at_8_bits_inside_a_4_bit_model_get_8_bit_weights_and_inputs_
     (["--keep-8-bit", "/conv/Conv"], "quantize to 8 bits already"),
     (["--accuracy-target", "97", "--fallback", "8-bit"], "use --fallback float"),
 ])
-def test_8_bit_nodes_that_cannot_be_are_refused_before_any_synthesis(capsys, tmp_path, extra, problem):
+def test_8_bit_nodes_that_cannot_be_are_refused_before_any_synthesis(capsys, tmp_path, monkeypatch, extra, problem):
+    sources = []
+    monkeypatch.setattr(onnxruntime_adapter, "get_source", lambda *args, **kwargs: sources.append(args))
     code, _, err = run(capsys, "quantize-onnx", *TINY, "--out", str(tmp_path / "q.onnx"), *extra)
-    assert code == 2 and problem in err
+    assert code == 2 and problem in err and sources == []  # refused before any source was built
     assert not (tmp_path / "q.onnx").exists()
 
 
